@@ -1,0 +1,1 @@
+"""Shared core of splitinfer: graph cutting, codecs, wire format, model families, metrics, evaluation."""
