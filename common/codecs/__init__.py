@@ -1,0 +1,206 @@
+"""Codec registry: how crossing tensors are squeezed onto the wire.
+
+One small module per codec (`none`, `float16`, `zstd`, `nnc`); each owns its name, its numeric ids and
+its parameter syntax. `get_codec(spec)` accepts a name (`zstd:5`, `nnc:-38`) or a numeric id compatible
+with the field's script (`0` none, `1` float16, `8xx` NNC with QP = -xx; ours: `2` zstd at level 3,
+`2LL` zstd at level LL).
+
+Conventions every codec keeps, so the wire metadata (dtype, shape) is all a decoder needs:
+- payloads hold little-endian data (the wire's byte order);
+- `decode(payload, dtype, shape)` returns exactly that dtype and shape, possibly as a read-only view
+  of `payload` (no copy);
+- a payload that does not fit the announced dtype x shape, or a corrupt bitstream, raises `CodecError`
+  (a `ValueError`; the server answers INVALID_ARGUMENT) and never takes the process down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+
+import numpy as np
+
+from splitinfer.common.errors import UserError
+
+# Registry order is the order of `codec_names()` and of the help text.
+_MODULES = ("none", "float16", "zstd", "nnc")
+
+
+class CodecError(ValueError):
+    """A payload cannot be decoded (wrong size for dtype x shape, corrupt bitstream...)."""
+
+
+class Codec:
+    """Base class: `name`, `codec_id`, `params`, `lossless`, `spec`, `encode`, `decode`."""
+
+    name: str = ""
+    lossless: bool = True
+
+    def __init__(self, codec_id: int, params: dict | None = None):
+        self.codec_id = int(codec_id)
+        self.params = dict(params or {})
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string: `get_codec(c.spec)` and `get_codec(c.codec_id)` give back an equal codec."""
+        if not self.params:
+            return self.name
+        return self.name + ":" + ":".join(str(v) for v in self.params.values())
+
+    def encode(self, arr: np.ndarray) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, payload, dtype, shape, *, trusted: bool = False) -> np.ndarray:
+        """Rebuild the tensor. `trusted` marks payloads this process made itself (see the nnc codec)."""
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Pay one-time start-up costs now (imports, helper processes) instead of on the first frame."""
+
+    def __repr__(self) -> str:
+        return f"<codec {self.spec} id={self.codec_id}>"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Codec) and (self.spec, self.codec_id) == (other.spec, other.codec_id)
+
+    def __hash__(self) -> int:
+        return hash((self.spec, self.codec_id))
+
+
+# -- helpers shared by the codec modules -------------------------------------------------------------
+
+
+def norm_dtype(dtype) -> np.dtype:
+    """The announced dtype as a numpy dtype, or CodecError."""
+    try:
+        dt = np.dtype(dtype)
+    except Exception:
+        raise CodecError(f"unknown dtype {dtype!r}") from None
+    if dt.hasobject or dt.itemsize == 0:
+        raise CodecError(f"dtype {dt} has no fixed-size binary form")
+    return dt
+
+
+def norm_shape(shape) -> tuple[int, ...]:
+    """The announced shape as a tuple of non-negative ints, or CodecError."""
+    try:
+        dims = tuple(int(d) for d in shape)
+    except Exception:
+        raise CodecError(f"shape {shape!r} is not a sequence of integers") from None
+    if any(d < 0 for d in dims):
+        raise CodecError(f"shape {list(dims)} has a negative dimension")
+    return dims
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def is_float(dt: np.dtype) -> bool:
+    """Real floating point (what lossy codecs may touch); ints, bools and complex stay exact."""
+    return dt.kind == "f"
+
+
+def little(dt: np.dtype) -> np.dtype:
+    return dt.newbyteorder("<")
+
+
+def le_contiguous(arr) -> np.ndarray:
+    """`arr` as a C-contiguous little-endian array (no copy when it already is one)."""
+    arr = np.asarray(arr)
+    if arr.dtype.hasobject or arr.dtype.itemsize == 0:
+        raise CodecError(f"dtype {arr.dtype} has no fixed-size binary form")
+    return np.ascontiguousarray(arr, dtype=little(arr.dtype))
+
+
+def raw_bytes(arr) -> bytes:
+    """The tensor's little-endian bytes in C order (one copy)."""
+    return le_contiguous(arr).tobytes()
+
+
+def from_raw(payload, dtype, shape, what: str) -> np.ndarray:
+    """View `payload` as little-endian `dtype` x `shape` (no copy), checking its size first."""
+    dt, dims = norm_dtype(dtype), norm_shape(shape)
+    need = numel(dims) * dt.itemsize
+    have = memoryview(payload).nbytes
+    if have != need:
+        raise CodecError(f"{what}: payload has {have} bytes but {dt}{list(dims)} needs {need}")
+    arr = np.frombuffer(payload, dtype=little(dt), count=numel(dims))
+    return arr.astype(dt, copy=False).reshape(dims)
+
+
+# -- registry ------------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_loaded: dict[str, object] = {}
+_cache: dict[str, Codec] = {}
+
+
+def _new_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a lock held by another thread at fork time would never be released
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
+def _module(name: str):
+    with _lock:
+        mod = _loaded.get(name)
+        if mod is None:
+            mod = importlib.import_module(f"{__name__}.{name}")
+            _loaded[name] = mod
+    return mod
+
+
+def codec_names() -> tuple[str, ...]:
+    """Names of the registered codecs."""
+    return _MODULES
+
+
+def codecs_help() -> str:
+    """One line listing every codec with its spec syntax and numeric ids (for errors and --help)."""
+    return "; ".join(_module(n).HELP for n in _MODULES)
+
+
+def get_codec(spec) -> Codec:
+    """A codec from a name (`nnc:-38`), a numeric id (838) or id string ('838'); UserError otherwise."""
+    if isinstance(spec, Codec):
+        return spec
+    if isinstance(spec, (bool, np.bool_)) or spec is None:
+        raise UserError(f"unknown codec {spec!r}; known codecs: {codecs_help()}")
+    if isinstance(spec, (int, np.integer)):
+        key = str(int(spec))
+    elif isinstance(spec, str):
+        key = spec.strip().lower()
+    else:
+        raise UserError(f"unknown codec {spec!r}; known codecs: {codecs_help()}")
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    codec = _parse(key, spec)
+    with _lock:
+        if len(_cache) < 1024:
+            _cache[key] = codec
+    return codec
+
+
+def _parse(key: str, original) -> Codec:
+    if key.lstrip("+-").isdigit():
+        number = int(key)
+        for name in _MODULES:
+            codec = _module(name).from_id(number)
+            if codec is not None:
+                return codec
+        raise UserError(f"unknown codec id {original!r}; known codecs: {codecs_help()}")
+    name, sep, param = key.partition(":")
+    if name not in _MODULES:
+        raise UserError(f"unknown codec {original!r}; known codecs: {codecs_help()}")
+    try:
+        return _module(name).from_param(param.strip() if sep else None)
+    except UserError as exc:
+        raise UserError(f"codec {original!r}: {exc}; known codecs: {codecs_help()}") from None

@@ -1,0 +1,30 @@
+"""`none` (id 0): the tensor's own little-endian bytes, bit-exact and zero-copy on decode."""
+
+from __future__ import annotations
+
+from splitinfer.common.errors import UserError
+from splitinfer.common.codecs import Codec, from_raw, raw_bytes
+
+NAME = "none"
+HELP = "none (id 0)"
+
+
+class NoneCodec(Codec):
+    name = NAME
+    lossless = True
+
+    def encode(self, arr) -> bytes:
+        return raw_bytes(arr)
+
+    def decode(self, payload, dtype, shape, *, trusted: bool = False):
+        return from_raw(payload, dtype, shape, NAME)
+
+
+def from_id(number: int):
+    return NoneCodec(0) if number == 0 else None
+
+
+def from_param(param):
+    if param is not None:
+        raise UserError("'none' takes no parameter")
+    return NoneCodec(0)
