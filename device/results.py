@@ -1,0 +1,147 @@
+"""The UE's results CSV: the field's columns (infer_onnx_multi.py) followed by ours, one row per source.
+
+Why these cells: existing spreadsheets read the field's columns, so their names and cell layouts stay:
+`avg;std` for times (ms), with a `_steady_state` twin excluding the first inference (onnxruntime's lazy
+set-up makes it slow); `min,avg,max` for encoding/decoding times (ms) and data sizes (bytes). A time
+measured on a processing unit that did not run is left empty. Our columns add what a two-process
+system measures: serialization, transfer, end-to-end latency, crossing tensors, providers, agreement
+with the anchor (`Equal_to_anchor`: yes = bit for bit; rounding = same detections within float32
+rounding, see device/ue.py; no). A row aggregates every inference of one source (image, video, or image repeated by
+`-loop`); `predictions` holds the last inference's detections.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from splitinfer.common.detections import format_predictions
+from splitinfer.common.errors import UserError
+
+FIELD_COLUMNS = [
+    "Source", "Nodes", "Inference_loop",
+    "UE_inference_time_CPU", "UE_inference_time_CPU_steady_state",
+    "UE_inference_time_GPU", "UE_inference_time_GPU_steady_state",
+    "Server_inference_time_CPU", "Server_inference_time_CPU_steady_state",
+    "Server_inference_time_GPU", "Server_inference_time_GPU_steady_state",
+    "Total_inference_time_steady_state",
+    "Encoding_time", "Decoding_time", "nb_inference",
+    "intermediate_data_size", "encoded_intermediate_data_size", "encoding_algo",
+    "predictions_size", "predictions",
+]
+OUR_COLUMNS = [
+    "Model", "Split_rank", "Crossing_tensors", "Messages_per_frame",
+    "Serialization_time", "Deserialization_time", "Transfer_time",
+    "Consolidation_time", "Postprocessing_time",
+    "End_to_end_latency", "End_to_end_latency_steady_state",
+    "UE_provider", "Server_provider",
+    "Anchor_inference_time_CPU", "Anchor_inference_time_GPU", "Equal_to_anchor", "Anchor_agreement",
+    "Equal_to_ref_split",
+]
+COLUMNS = FIELD_COLUMNS + OUR_COLUMNS
+
+
+def _ms(values) -> np.ndarray:
+    return np.asarray(list(values), dtype=np.float64) * 1e3
+
+
+def avg_std(values_s) -> str:
+    v = _ms(values_s)
+    return "" if v.size == 0 else f"{v.mean():.3f};{v.std():.3f}"
+
+
+def steady(values_s) -> list:
+    """Every inference but the first (when there is more than one)."""
+    values_s = list(values_s)
+    return values_s[1:] if len(values_s) > 1 else values_s
+
+
+def min_avg_max(values, scale: float = 1.0, fmt: str = ".3f") -> str:
+    v = np.asarray(list(values), dtype=np.float64) * scale
+    return "" if v.size == 0 else f"{v.min():{fmt}},{v.mean():{fmt}},{v.max():{fmt}}"
+
+
+def predictions_cell(dets, label_of=None) -> str:
+    """Detections as `label x1 y1 x2 y2 score` entries joined by ';' (one CSV cell)."""
+    if label_of is not None:
+        dets = [type(d)(label_of(d.label), d.x1, d.y1, d.x2, d.y2, d.score) for d in dets]
+    return format_predictions(dets).strip().replace("\n", ";")
+
+
+def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: str, ue_provider: str,
+              model: str, rank: int, label_of=None) -> dict:
+    """One CSV row from the FrameRecords of one source."""
+    if not records:
+        raise ValueError("no records to summarize")
+    part1 = [r.part1_s for r in records]
+    part2 = [r.server.get("part2", 0.0) for r in records]
+    server_pu = "GPU" if records[-1].server_provider == "cuda" else "CPU"
+    ue_pu = "GPU" if ue_provider == "cuda" else "CPU"
+    row = {c: "" for c in COLUMNS}
+    last = records[-1].detections
+    row.update({
+        "Source": source, "Nodes": nodes, "Inference_loop": loops,
+        f"UE_inference_time_{ue_pu}": avg_std(part1),
+        f"UE_inference_time_{ue_pu}_steady_state": avg_std(steady(part1)),
+        "Total_inference_time_steady_state": avg_std(steady([a + b for a, b in zip(part1, part2)])),
+        "Encoding_time": min_avg_max((r.encode_s for r in records), 1e3),
+        "Decoding_time": min_avg_max((r.server.get("decode", 0.0) for r in records), 1e3),
+        "nb_inference": len(records),
+        "intermediate_data_size": min_avg_max((r.raw_bytes for r in records), fmt=".0f"),
+        "encoded_intermediate_data_size": min_avg_max((r.encoded_bytes for r in records), fmt=".0f"),
+        "encoding_algo": encoding_algo,
+        "predictions_size": len(last),
+        "predictions": predictions_cell(last, label_of),
+        "Model": model, "Split_rank": rank,
+        "Crossing_tensors": records[-1].tensors,
+        "Messages_per_frame": min_avg_max((r.messages for r in records), fmt=".0f"),
+        "Serialization_time": min_avg_max((r.serialize_s for r in records), 1e3),
+        "Deserialization_time": min_avg_max((r.server.get("deserialize", 0.0) for r in records), 1e3),
+        "Transfer_time": min_avg_max((r.transfer_s for r in records), 1e3),
+        "Consolidation_time": min_avg_max((r.server.get("consolidate", 0.0) for r in records), 1e3),
+        "Postprocessing_time": min_avg_max((r.server.get("postprocess", 0.0) for r in records), 1e3),
+        "End_to_end_latency": avg_std(r.end_to_end_s for r in records),
+        "End_to_end_latency_steady_state": avg_std(steady(r.end_to_end_s for r in records)),
+        "UE_provider": ue_provider, "Server_provider": records[-1].server_provider,
+    })
+    row[f"Server_inference_time_{server_pu}"] = avg_std(part2)
+    row[f"Server_inference_time_{server_pu}_steady_state"] = avg_std(steady(part2))
+    agreements = []
+    for dev in ("cpu", "gpu"):
+        times = [r.anchor[dev][0] for r in records if dev in r.anchor]
+        row[f"Anchor_inference_time_{dev.upper()}"] = avg_std(times)
+        agreements += [(r.anchor[dev][1], r.detections) for r in records if dev in r.anchor]
+    if agreements:
+        from splitinfer.device.ue import compare_detections
+
+        results = [compare_detections(a, s) for a, s in agreements]
+        row["Equal_to_anchor"] = ("yes" if all(x.equal for x in results) else
+                                  "rounding" if all(x.rounding for x in results) else "no")
+        row["Anchor_agreement"] = f"{sum(x.matched for x in results)}/{sum(x.anchor_count for x in results)}"
+    return row
+
+
+def write_rows(path, rows: list[dict]) -> Path:
+    """Append rows to the CSV at `path` (header written when the file is new; it must match otherwise)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header != COLUMNS:
+            raise UserError(f"{path}: exists with other columns; choose another -results_filename")
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        if new:
+            w.writeheader()
+        for row in rows:
+            w.writerow(row)
+    return path
+
+
+def read_rows(path) -> list[dict]:
+    with Path(path).open(newline="") as fh:
+        return list(csv.DictReader(fh))
