@@ -193,6 +193,11 @@ def _np_dtype_name(elem_type: int) -> str | None:
         return onnx.TensorProto.DataType.Name(elem_type).lower()
 
 
+def _has_rank(tp: onnx.TypeProto | None) -> bool:
+    return (tp is not None and tp.HasField("tensor_type") and tp.tensor_type.elem_type != 0
+            and tp.tensor_type.HasField("shape"))
+
+
 def _info_from_type(name: str, tp: onnx.TypeProto | None) -> TensorInfo:
     if tp is None or not tp.HasField("tensor_type"):
         kind = None if tp is None else tp.WhichOneof("value")
@@ -436,8 +441,40 @@ class SplitGraph:
         missing = [t for t in self._interval if t not in types]
         if missing:
             types.update({k: v for k, v in self._inferred_types().items() if k not in types})
+        unresolved = [t for t in self._interval if not _has_rank(types.get(t))]
+        if unresolved:
+            types.update(self._observed_types(unresolved))
         self._types = types
         return types
+
+    def _observed_types(self, names: list[str]) -> dict[str, onnx.TypeProto]:
+        """Element type and rank of tensors shape inference could not resolve (a Reshape whose
+        target shape is computed at run time, say), read off one onnxruntime run on random inputs.
+
+        Part files must declare a rank for every input and output to pass `onnx.checker`; dims
+        stay unknown there anyway, so the random input's size does not leak into the parts.
+        """
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(self.model)
+        del probe.graph.output[:]
+        probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+        cap_ir_version(probe)
+        try:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            so.log_severity_level = 3
+            sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            values = sess.run(names, random_feeds(self.model))
+        except Exception:  # an unusual model: keep the types unknown rather than fail the split
+            return {}
+        found = {}
+        for name, value in zip(names, values):
+            if isinstance(value, np.ndarray):
+                elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+                found[name] = helper.make_tensor_type_proto(elem, [None] * value.ndim)
+        return found
 
     def _inferred_types(self) -> dict[str, onnx.TypeProto]:
         g = self.model.graph

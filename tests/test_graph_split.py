@@ -361,12 +361,13 @@ def test_exported_detector_sampled_ranks(ssdlite, tmp_path):
             assert (onnx.load(str(tmp_path / "p1.onnx")), onnx.load(str(tmp_path / "p2.onnx"))) == graph.extract(plan)
 
 
-@pytest.mark.skipif(not NANODET.exists(), reason="bundled nanodet model not present in this checkout")
 def test_nanodet_every_rank():
+    # Every rank's parts pass onnx.checker too: ranks 113-125 cut after a Reshape whose target shape
+    # is computed at run time, so shape inference alone leaves their rank unknown.
     model = onnx.load(str(NANODET))
     graph = SplitGraph(model)
     sets = graph.all_crossing_sets()
     feeds = random_feeds(model, seed=0)
     reference = reference_outputs(NANODET, feeds)
     for r in range(graph.num_nodes + 1):
-        check_rank(model, graph, r, reference, feeds, sets, checker=r % 10 == 0, sessions=False)
+        check_rank(model, graph, r, reference, feeds, sets, checker=True, sessions=False)
