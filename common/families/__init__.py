@@ -1,0 +1,135 @@
+"""Model-family registry: how to feed a detector and how to read its outputs.
+
+A family is what an ONNX file alone does not say: input size, colour order and normalisation, and how raw
+outputs become `Detection`s in pixels of the original image. Each module in this package defines one
+`FAMILY` object (subclass of `Family`); adding a family is adding one file, discovered like CLI commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import lru_cache
+
+import numpy as np
+
+from splitinfer.common.errors import UserError
+
+
+class Family:
+    """Base of every family. Subclasses set the attributes and implement the two methods.
+
+    `preprocess(image_bgr) -> (feeds, meta)`: feeds maps input names to arrays; meta holds plain
+    Python values (ints, floats, lists) only, so it can travel with a frame between processes.
+    `postprocess(outputs, meta, score_threshold=None) -> list[Detection]`: outputs maps output names to
+    arrays; boxes come back in pixels of the original image, best score first.
+    """
+
+    name: str = ""
+    labels: tuple[str, ...] = ()
+    input_size: tuple[int, int] | None = None  # (width, height) the network sees; None = any size
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    score_threshold: float = 0.3  # default for displays/predictions; evaluation passes its own
+    description: str = ""
+
+    def preprocess(self, image_bgr: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+        raise NotImplementedError
+
+    def postprocess(self, outputs: dict[str, np.ndarray], meta: dict, score_threshold: float | None = None):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
+
+
+def check_image(image_bgr) -> np.ndarray:
+    """Return the image as HxWx3 uint8 BGR; gray or BGRA images are converted, anything else refused."""
+    import cv2
+
+    if not isinstance(image_bgr, np.ndarray):
+        raise UserError(f"expected an image array, got {type(image_bgr).__name__}")
+    img = image_bgr
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+        raise UserError(f"expected an HxWx3 BGR image, got an array of shape {image_bgr.shape}")
+    if img.dtype != np.uint8:
+        if np.issubdtype(img.dtype, np.floating) and img.size and float(np.nanmax(img)) <= 1.0:
+            img = img * 255.0
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    return img
+
+
+def require_outputs(family: str, outputs: dict, names) -> None:
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise UserError(f"{family} post-processing needs outputs {list(names)}, missing {missing} "
+                        f"(got {sorted(outputs)})")
+
+
+@lru_cache(maxsize=None)
+def _registry() -> dict[str, Family]:
+    found: dict[str, Family] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        fam = getattr(module, "FAMILY", None)
+        if isinstance(fam, Family):
+            found[fam.name] = fam
+    return found
+
+
+def family_names() -> list[str]:
+    return sorted(_registry())
+
+
+def get_family(name: str) -> Family:
+    try:
+        return _registry()[name]
+    except KeyError:
+        raise UserError(f"unknown model family {name!r} (known: {', '.join(family_names())})") from None
+
+
+def resolve_model(spec: str, family: str | None = None):
+    """(ONNX path, Family) for a bundled model id, a model folder (`model.onnx` + `model.json`) or an .onnx file.
+
+    The family comes from `family` if given, else the model's metadata (`splitinfer.family`, written by
+    our exporters), else a `model.json` beside the file.
+    """
+    import json
+    from pathlib import Path
+
+    from splitinfer.common.assets import MODELS_DIR
+
+    p = Path(spec)
+    if p.is_dir() and (p / "model.onnx").is_file():
+        p = p / "model.onnx"
+    elif not p.exists() and (MODELS_DIR / spec / "model.onnx").is_file() and "/" not in spec:
+        p = MODELS_DIR / spec / "model.onnx"
+    if not p.is_file():
+        bundled = sorted(d.name for d in MODELS_DIR.iterdir() if (d / "model.onnx").is_file()) \
+            if MODELS_DIR.is_dir() else []
+        raise UserError(f"model not found: {spec} (not a file or model folder, and not a bundled model id; "
+                        f"bundled: {', '.join(bundled) or 'none'})")
+    if family:
+        return p, get_family(family)
+    try:
+        import onnx
+
+        props = {q.key: q.value for q in onnx.load(str(p), load_external_data=False).metadata_props}
+    except Exception as exc:
+        raise UserError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
+    if props.get("splitinfer.family"):
+        return p, get_family(props["splitinfer.family"])
+    info_path = p.with_name("model.json")
+    if info_path.is_file():
+        try:
+            name = json.loads(info_path.read_text())["family"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{info_path}: expected JSON with a \"family\" entry") from None
+        return p, get_family(str(name))
+    raise UserError(f"{p}: model family unknown; pass --family ({', '.join(family_names())})")
