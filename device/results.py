@@ -7,12 +7,18 @@ measured on a processing unit that did not run is left empty. Our columns add wh
 system measures: serialization, transfer, end-to-end latency, crossing tensors, providers, agreement
 with the anchor (`Equal_to_anchor`: yes = bit for bit; rounding = same detections within float32
 rounding, see device/ue.py; no). A row aggregates every inference of one source (image, video, or image repeated by
-`-loop`); `predictions` holds the last inference's detections.
+`-loop`); `predictions` holds the last inference's detections. `Frames_failed` counts the frames of the
+source that were reported failed (their times are left out of every statistic).
+
+Beside it, `FrameLog` writes one line per frame as it ends (`<results>_frames.csv`): source, index, frame
+id, status (ok / failed), how many times it was sent, the error. Written and flushed frame by frame, so a
+crash or Ctrl-C keeps every frame that ended, and a fault test can check that each frame ended exactly once.
 """
 
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +44,7 @@ OUR_COLUMNS = [
     "End_to_end_latency", "End_to_end_latency_steady_state",
     "UE_provider", "Server_provider",
     "Anchor_inference_time_CPU", "Anchor_inference_time_GPU", "Equal_to_anchor", "Anchor_agreement",
-    "Equal_to_ref_split",
+    "Equal_to_ref_split", "Frames_failed",
 ]
 COLUMNS = FIELD_COLUMNS + OUR_COLUMNS
 
@@ -75,6 +81,14 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
     """One CSV row from the FrameRecords of one source."""
     if not records:
         raise ValueError("no records to summarize")
+    failed = [r for r in records if getattr(r, "status", "ok") != "ok"]
+    records = [r for r in records if getattr(r, "status", "ok") == "ok"]
+    if not records:  # every frame of the source failed: what is known, and the count
+        row = {c: "" for c in COLUMNS}
+        row.update({"Source": source, "Nodes": nodes, "Inference_loop": loops, "nb_inference": 0,
+                    "encoding_algo": encoding_algo, "Model": model, "Split_rank": rank, "UE_provider": ue_provider,
+                    "Frames_failed": len(failed)})
+        return row
     part1 = [r.part1_s for r in records]
     part2 = [r.server.get("part2", 0.0) for r in records]
     server_pu = "GPU" if records[-1].server_provider == "cuda" else "CPU"
@@ -105,6 +119,7 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
         "End_to_end_latency": avg_std(r.end_to_end_s for r in records),
         "End_to_end_latency_steady_state": avg_std(steady(r.end_to_end_s for r in records)),
         "UE_provider": ue_provider, "Server_provider": records[-1].server_provider,
+        "Frames_failed": len(failed),
     })
     row[f"Server_inference_time_{server_pu}"] = avg_std(part2)
     row[f"Server_inference_time_{server_pu}_steady_state"] = avg_std(steady(part2))
@@ -145,3 +160,47 @@ def write_rows(path, rows: list[dict]) -> Path:
 def read_rows(path) -> list[dict]:
     with Path(path).open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+FRAME_COLUMNS = ["Source", "Index", "Frame_id", "Status", "Attempts", "End_to_end_ms", "Ended_unix_s", "Detections",
+                 "Error"]
+
+
+class FrameLog:
+    """One CSV line per ended frame, flushed at once (see the module docstring)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            with self.path.open(newline="") as fh:
+                if next(csv.reader(fh), []) != FRAME_COLUMNS:
+                    raise UserError(f"{self.path}: exists with other columns; choose another -results_filename")
+        self._fh = self.path.open("a", newline="")
+        self._w = csv.DictWriter(self._fh, fieldnames=FRAME_COLUMNS)
+        if new:
+            self._w.writeheader()
+            self._fh.flush()
+        self.ok = self.failed = 0
+
+    def write(self, rec) -> None:
+        ok = getattr(rec, "status", "ok") == "ok"
+        self._w.writerow({"Source": rec.source, "Index": rec.index, "Frame_id": rec.frame_id,
+                          "Status": "ok" if ok else "failed", "Attempts": rec.attempts,
+                          "End_to_end_ms": f"{rec.end_to_end_s * 1e3:.3f}", "Ended_unix_s": f"{time.time():.3f}",
+                          "Detections": len(rec.detections) if ok else "", "Error": rec.error[:500]})
+        self._fh.flush()
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def frames_path(results_path) -> Path:
+    """Where the per-frame log of a results CSV goes: `<stem>_frames.csv` beside it."""
+    p = Path(results_path)
+    return p.with_name(f"{p.stem}_frames.csv")

@@ -18,38 +18,62 @@ from splitinfer.common.errors import UserError
 READY_PREFIX = "splitinfer serve: listening on"
 
 
-def build_server(repository, metrics, host: str, port: int, max_message_bytes: int, max_workers: int = 16,
-                 max_frame_bytes: int | None = None):
-    """A started gRPC server with the split-inference service, health checking and reflection."""
+# Keepalive: the server pings a silent client every 30 s and drops it after 10 s without an answer (a
+# vanished UE frees its stream); clients may ping as often as every 10 s (the UE pings every 20 s).
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+EXTRA_WORKERS = 8  # threads beyond the streams: unary calls, health checks, listing
+
+
+def build_server(repository, metrics, host: str, port: int, max_message_bytes: int, max_workers: int | None = None,
+                 max_frame_bytes: int | None = None, *, max_streams: int = 16, credentials=None,
+                 token: str | None = None, stream_idle_s: float | None = None):
+    """A started gRPC server with the split-inference service, health checking and reflection.
+
+    `credentials`: grpc server credentials (TLS / mutual TLS, see common/security.py), None for plain TCP.
+    `token`: bearer token every call but health checks must carry. `max_streams`: concurrent streams
+    (more get RESOURCE_EXHAUSTED); `max_workers`: threads for all calls (default max_streams + 8).
+    """
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
     from splitinfer.common import wire
+    from splitinfer.common.security import token_interceptor
     from splitinfer.server.service import SERVICE_NAME, SplitInferenceService
 
     service = SplitInferenceService(repository, metrics, max_message_bytes,
-                                    max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES)
+                                    max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES, max_streams=max_streams,
+                                    stream_idle_s=stream_idle_s)
     options = [
         ("grpc.max_receive_message_length", max_message_bytes + 4096),  # headers ride on top of the chunks
         ("grpc.max_send_message_length", max_message_bytes + 4096),
         ("grpc.so_reuseport", 0),
+        *KEEPALIVE_OPTIONS,
     ]
-    # Each open stream holds a worker for its lifetime; beyond max_workers clients get RESOURCE_EXHAUSTED.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         options=options, maximum_concurrent_rpcs=max_workers,
+    workers = max_workers or (max_streams + EXTRA_WORKERS)
+    interceptors = [token_interceptor(token, on_refuse=lambda: metrics.count_error("UNAUTHENTICATED"))] if token else []
+    # Beyond `workers` calls at once gRPC answers RESOURCE_EXHAUSTED instead of queueing without bound.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+                         options=options, maximum_concurrent_rpcs=workers, interceptors=interceptors,
                          compression=grpc.Compression.NoCompression)
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc}") from None
+        raise UserError(f"cannot listen on {address}: {exc}") from None
     if not bound:
-        raise UserError(f"cannot listen on {host}:{port} (port in use or address not available)")
+        raise UserError(f"cannot listen on {address} (port in use or address not available)")
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -58,24 +82,38 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
 
 def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.0.0", device: str = "auto",
           require_gpu: bool = False, threads: int | None = None, max_message_mb: float = 4.0,
-          max_workers: int = 16, cache_size: int = 16, grace_s: float = 5.0) -> int:
+          max_workers: int | None = None, cache_size: int = 16, grace_s: float = 5.0, *, max_streams: int = 16,
+          tls_cert=None, tls_key=None, tls_client_ca=None, token: str | None = None,
+          stream_idle_s: float | None = 600.0) -> int:
     """Run the network process until SIGTERM/SIGINT; in-flight calls get `grace_s` seconds to finish."""
     from splitinfer.common import wire
     from splitinfer.common.metrics import Metrics
+    from splitinfer.common.security import resolve_token, server_credentials
     from splitinfer.server.model_repository import ModelRepository
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if max_message_mb <= 0:
         raise UserError(f"--max-message-mb must be positive, got {max_message_mb}")
-    if max_workers < 1:
-        raise UserError(f"--max-workers must be at least 1, got {max_workers}")
+    if max_streams < 1:
+        raise UserError(f"--max-streams must be at least 1, got {max_streams}")
+    if max_workers is not None and max_workers < max_streams + 1:
+        raise UserError(f"--max-workers must exceed --max-streams ({max_streams}), got {max_workers}")
+    if stream_idle_s is not None and stream_idle_s <= 0:
+        stream_idle_s = None
+    credentials = server_credentials(tls_cert, tls_key, tls_client_ca)  # files checked before the slow start
+    token = resolve_token(token)
+    if token and credentials is None:
+        print("splitinfer serve: warning: bearer token without TLS: it travels in clear (add --tls-cert/--tls-key)",
+              file=sys.stderr, flush=True)
     wire.tune_allocator()
     repo = ModelRepository(models, device=device, threads=threads, require_gpu=require_gpu, cache_size=cache_size)
     providers = repo.check_gpu() if (require_gpu or device == "gpu") else None
     metrics = Metrics("server")
     mport = metrics.serve(metrics_port, host)
     max_message_bytes = int(max_message_mb * wire.MIB)
-    server, bound, health_servicer, _ = build_server(repo, metrics, host, port, max_message_bytes, max_workers)
+    server, bound, health_servicer, _ = build_server(repo, metrics, host, port, max_message_bytes, max_workers,
+                                                     max_streams=max_streams, credentials=credentials, token=token,
+                                                     stream_idle_s=stream_idle_s)
 
     stop = threading.Event()
 
@@ -83,8 +121,10 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    security = ("mtls" if tls_client_ca else "tls") if credentials else "plaintext"
     print(f"{READY_PREFIX} {host}:{bound} metrics {mport} models {','.join(repo.ids())} "
-          f"device {device}{' providers ' + ','.join(providers) if providers else ''}", flush=True)
+          f"device {device}{' providers ' + ','.join(providers) if providers else ''} "
+          f"security {security}{'+token' if token else ''} max-streams {max_streams}", flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -4,7 +4,10 @@ Why raw-bytes handlers instead of the generated `add_SplitInferenceServicer_to_s
 parsed by `splitinfer.common.wire` (chunk payloads read in place, see there), and a malformed request
 then becomes INVALID_ARGUMENT with a message naming the problem, where a failing protobuf deserializer
 inside grpcio would only give a bare INTERNAL. Replies are small and use protobuf as usual. Every refusal
-is a proper status and the server keeps serving.
+is a proper status and the server keeps serving; an unexpected exception is logged and answered INTERNAL
+(never a dead worker). Limits: concurrent streams (`max_streams`, more get RESOURCE_EXHAUSTED), bytes per
+frame (the server's limit, tightened per session to what the split's tensors can need) and a stream idle
+deadline (a stream silent for `stream_idle_s` is cancelled, so a stalled client cannot hold a slot forever).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 
 import grpc
 import numpy as np
+from prometheus_client import Gauge
 
 from splitinfer.common import wire
 from splitinfer.common.errors import UserError
@@ -38,24 +42,99 @@ def _ms(seconds: float) -> float:
 class _Session:
     """A resolved set-up: the Part II to run, the session's codec and its metric labels."""
 
-    def __init__(self, part2, codec, max_message_bytes: int):
+    def __init__(self, part2, codec, max_message_bytes: int, max_frame_bytes: int):
         self.part2 = part2
         self.codec = codec
         self.labels = labels_for(part2.model_id, part2.plan.rank, codec_label(codec))
         plan = part2.plan
+        self.max_frame_bytes = _frame_limit(part2.expected, max_frame_bytes)
         self.info = pb.SessionInfo(model_id=part2.model_id, family=part2.family.name, split_rank=plan.rank,
                                    crossing=list(part2.expected), provider=part2.provider,
                                    max_message_bytes=max_message_bytes, model_sha256=part2.sha256,
                                    crossing_count=len(plan.crossing))
 
 
+def _frame_limit(expected: dict, server_limit: int) -> int:
+    """Bytes a frame of this split may carry: twice its raw tensors plus 1 MiB (room for any codec's
+    overhead on incompressible data), within the server's limit; the server's limit when a shape is dynamic."""
+    total = 0
+    for info in expected.values():
+        shape = getattr(info, "shape", None)
+        if not info.dtype or shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+            return server_limit
+        n = np.dtype(info.dtype).itemsize
+        for d in shape:
+            n *= d
+        total += n
+    return min(server_limit, 2 * total + wire.MIB)
+
+
+class _IdleWatch:
+    """Cancels streams that waited `idle_s` seconds for their client (one thread for all streams); the time
+    the server itself works on a stream's set-up or frame does not count."""
+
+    def __init__(self, idle_s: float, on_cancel=None):
+        self.idle_s = float(idle_s)
+        self.on_cancel = on_cancel
+        self._streams: dict[int, list] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, context) -> int:
+        key = id(context)
+        with self._lock:
+            self._streams[key] = [context, time.monotonic()]
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="idle-watch", daemon=True)
+                self._thread.start()
+        return key
+
+    def touch(self, key: int) -> None:
+        """The stream now waits for its client."""
+        entry = self._streams.get(key)
+        if entry is not None:
+            entry[1] = time.monotonic()
+
+    def busy(self, key: int) -> None:
+        """The server works on the stream (not idle, however long it takes)."""
+        entry = self._streams.get(key)
+        if entry is not None:
+            entry[1] = None
+
+    def remove(self, key: int) -> None:
+        with self._lock:
+            self._streams.pop(key, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.idle_s / 4))
+            now = time.monotonic()
+            with self._lock:
+                stale = [k for k, (_, t) in self._streams.items() if t is not None and now - t > self.idle_s]
+                contexts = [self._streams.pop(k)[0] for k in stale]
+            for ctx in contexts:
+                log.warning("stream idle for more than %.0f s: cancelled", self.idle_s)
+                ctx.cancel()
+                if self.on_cancel is not None:
+                    self.on_cancel()
+
+
 class SplitInferenceService:
     def __init__(self, repository, metrics, max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-                 max_frame_bytes: int = wire.DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = wire.DEFAULT_MAX_FRAME_BYTES, max_streams: int = 16,
+                 stream_idle_s: float | None = None):
         self.repo = repository
         self.metrics = metrics
         self.max_message_bytes = int(max_message_bytes)
         self.max_frame_bytes = int(max_frame_bytes)
+        self.max_streams = int(max_streams)
+        self._stream_slots = threading.BoundedSemaphore(self.max_streams)
+        registry = getattr(metrics, "registry", None)
+        self._active = Gauge("splitinfer_streams_active", "Streams (UE sessions) open now.", registry=registry)
+        Gauge("splitinfer_streams_max", "Concurrent streams allowed (--max-streams).",
+              registry=registry).set(self.max_streams)
+        self._idle = _IdleWatch(stream_idle_s, on_cancel=lambda: metrics.count_error("CANCELLED")) \
+            if stream_idle_s else None
         self._codecs: dict[str, object] = {}
         self._codec_lock = threading.Lock()
 
@@ -106,7 +185,7 @@ class SplitInferenceService:
         else:
             part2 = self.repo.part2(setup.model_id, name=setup.split.node, flag=flag)
         spec = setup.codec.spec or str(setup.codec.codec_id)
-        return _Session(part2, self._codec(spec), self.max_message_bytes)
+        return _Session(part2, self._codec(spec), self.max_message_bytes, self.max_frame_bytes)
 
     # -- one frame -----------------------------------------------------------------------------------
 
@@ -139,8 +218,14 @@ class SplitInferenceService:
         t0 = time.perf_counter()
         arrays = {}
         for t in frame.tensors:
-            codec = sess.codec if t.codec_id == sess.codec.codec_id else self._codec(str(t.codec_id))
-            arrays[t.name] = wire.decode_tensor(t, codec, max_raw_bytes=4 * self.max_frame_bytes)
+            try:
+                codec = sess.codec if t.codec_id == sess.codec.codec_id else self._codec(str(t.codec_id))
+            except RequestError as exc:
+                raise RequestError(exc.code, f"frame {frame.frame_id}, tensor {t.name!r}: {exc}") from None
+            try:
+                arrays[t.name] = wire.decode_tensor(t, codec, max_raw_bytes=4 * self.max_frame_bytes)
+            except wire.WireError as exc:
+                raise type(exc)(f"frame {frame.frame_id}: {exc}") from None
         t1 = time.perf_counter()
         out2 = {}
         if p2.session is not None:
@@ -179,6 +264,15 @@ class SplitInferenceService:
         log.info("refused: %s: %s", code, exc)
         context.abort(getattr(grpc.StatusCode, code), str(exc)[:2000])
 
+    def _fail(self, context, exc: BaseException, labels: dict | None) -> None:
+        """An exception nobody expected: logged with its traceback, answered INTERNAL; the server goes on."""
+        if isinstance(exc, MemoryError):
+            self._refuse(context, RequestError("RESOURCE_EXHAUSTED", "the server ran out of memory on this request"),
+                         labels)
+        self.metrics.count_error("INTERNAL", labels)
+        log.exception("internal error")
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}: {str(exc)[:500]})")
+
     # -- RPCs ----------------------------------------------------------------------------------------
 
     def Infer(self, request: bytes, context) -> pb.InferReply:
@@ -190,13 +284,30 @@ class SplitInferenceService:
                 raise invalid(f"frame {part.header.frame_id}: a unary Infer carries one part, got part_count "
                               f"{part.header.part_count} (use Stream for chunked frames)")
             sess = self._open(setup)
-            frame = wire.FrameAssembler(self.max_frame_bytes).add(part)
+            frame = wire.FrameAssembler(sess.max_frame_bytes).add(part)
             result = self._process(sess, frame, time.perf_counter() - t0)
             return pb.InferReply(session=sess.info, result=result)
         except (RequestError, wire.WireError, UserError) as exc:
             self._refuse(context, exc, sess.labels if sess else None)
+        except Exception as exc:  # a bug: answer INTERNAL, keep serving
+            self._fail(context, exc, sess.labels if sess else None)
 
     def Stream(self, request_iterator, context):
+        if not self._stream_slots.acquire(blocking=False):
+            self._refuse(context, RequestError(
+                "RESOURCE_EXHAUSTED", f"the server already serves its limit of {self.max_streams} concurrent "
+                                      "streams (serve --max-streams); retry later"), None)
+        watch = self._idle.add(context) if self._idle else None
+        self._active.inc()
+        try:
+            yield from self._stream(request_iterator, context, watch)
+        finally:
+            self._active.dec()
+            if watch is not None:
+                self._idle.remove(watch)
+            self._stream_slots.release()
+
+    def _stream(self, request_iterator, context, watch):
         sess = None
         assembler = wire.FrameAssembler(self.max_frame_bytes)
         deserialize_s = 0.0
@@ -207,8 +318,13 @@ class SplitInferenceService:
                 if kind == "setup":
                     if sess is not None:
                         raise precondition("session already set up on this stream (send set-up once, first)")
+                    if watch is not None:
+                        self._idle.busy(watch)
                     sess = self._open(obj)
+                    assembler.max_frame_bytes = sess.max_frame_bytes
                     yield pb.StreamReply(session=sess.info)
+                    if watch is not None:
+                        self._idle.touch(watch)
                     continue
                 if sess is None:
                     raise precondition(f"frame {obj.header.frame_id} before the session set-up "
@@ -216,14 +332,23 @@ class SplitInferenceService:
                 frame = assembler.add(obj)
                 deserialize_s += time.perf_counter() - t0
                 if frame is None:
+                    if watch is not None:
+                        self._idle.touch(watch)
                     continue
+                if watch is not None:
+                    self._idle.busy(watch)
                 result = self._process(sess, frame, deserialize_s)
                 deserialize_s = 0.0
+                if watch is not None:
+                    self._idle.touch(watch)
                 yield pb.StreamReply(result=result)
             if assembler.incomplete:
                 raise invalid(f"stream ended with {assembler.incomplete}")
         except (RequestError, wire.WireError, UserError) as exc:
             self._refuse(context, exc, sess.labels if sess else None)
+        except Exception as exc:  # a bug: answer INTERNAL, keep serving
+            if context.is_active():
+                self._fail(context, exc, sess.labels if sess else None)
 
     def ListModels(self, request: bytes, context) -> pb.ListModelsReply:
         reply = pb.ListModelsReply()

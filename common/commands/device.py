@@ -6,6 +6,15 @@ Part I, encode the crossing tensors (and Part I's final outputs), send them on a
 detections; optionally run the whole model locally (the anchor) and the split locally (-ref_split) for
 reference. Writes the results CSV (the field's columns + ours, one row per image or video), one
 predictions file per image/frame and overlay images under -results_dir.
+
+Reliability: each frame's end is logged at once in `<results>_frames.csv` (ok / failed, attempts, error).
+When the network process goes away the UE reconnects with backoff (for up to --reconnect-s) and sends the
+unanswered frames again; a frame the server refuses, or that meets --max-attempts transient failures, is
+reported failed (exit code 1 when any failed). Ctrl-C or SIGTERM, an unreadable image halfway through a
+folder or a server gone for good: the results of the frames that ended are written before exiting (130,
+2). Security: --tls-ca (server's CA) [--tls-cert --tls-key for mutual TLS], --token or $SPLITINFER_TOKEN;
+the TLS files default to $SPLITINFER_TLS_CA, $SPLITINFER_TLS_CERT, $SPLITINFER_TLS_KEY (as the deployment's
+health check reads them).
 """
 
 NAME = "device"
@@ -58,6 +67,22 @@ def add_arguments(p):
                    help="emulated one-way uplink delay in-process (e.g. 20ms)")
     s.add_argument("--metrics-linger", type=float, default=0.0, metavar="S",
                    help="keep serving metrics S seconds after the run, so Prometheus scrapes the final counts")
+    r = p.add_argument_group("reliability and security")
+    r.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="deadline of each frame's reply in seconds (default 120)")
+    r.add_argument("--reconnect-s", type=float, default=60.0, metavar="S",
+                   help="keep reconnecting to a vanished server this long before its frames fail (default 60)")
+    r.add_argument("--max-attempts", type=int, default=3,
+                   help="transient failures (server lost, deadline) one frame may meet before it fails (default 3)")
+    r.add_argument("--tls-ca", metavar="PEM", default=None,
+                   help="connect with TLS, trusting this CA for the server certificate ($SPLITINFER_TLS_CA)")
+    r.add_argument("--tls-cert", metavar="PEM", default=None,
+                   help="client certificate for mutual TLS ($SPLITINFER_TLS_CERT)")
+    r.add_argument("--tls-key", metavar="PEM", default=None, help="key of --tls-cert ($SPLITINFER_TLS_KEY)")
+    r.add_argument("--tls-server-name", default=None,
+                   help="name in the server certificate when it differs from the --server host "
+                        "($SPLITINFER_TLS_SERVER_NAME)")
+    r.add_argument("--token", default=None, help="bearer token for the server (default: $SPLITINFER_TOKEN)")
 
 
 def _label_mapper(path):
@@ -93,6 +118,7 @@ def _family_for(model_path, name):
 
 
 def run(args) -> int:
+    import sys
     import time
     from collections import OrderedDict
     from pathlib import Path
@@ -123,6 +149,26 @@ def run(args) -> int:
     if not args.no_split and args.split is None:
         raise UserError("give the split with --split RANK or --split NODE_NAME (or -no_split)")
     codec = None if args.no_split else get_codec(args.codec)
+    credentials = token = server_name = retry = None
+    if not args.no_split:
+        import os
+
+        from splitinfer.common.security import channel_credentials, resolve_token
+        from splitinfer.device.ue import RetryPolicy
+
+        env = os.environ.get
+        credentials = channel_credentials(args.tls_ca or env("SPLITINFER_TLS_CA"),
+                                          args.tls_cert or env("SPLITINFER_TLS_CERT"),
+                                          args.tls_key or env("SPLITINFER_TLS_KEY"))
+        server_name = args.tls_server_name or env("SPLITINFER_TLS_SERVER_NAME") or None
+        token = resolve_token(args.token)
+        if token and credentials is None:
+            print("splitinfer device: warning: bearer token without TLS: it travels in clear (add --tls-ca)",
+                  file=sys.stderr, flush=True)
+        if args.timeout <= 0 or args.reconnect_s < 0 or args.max_attempts < 1:
+            raise UserError("--timeout must be positive, --reconnect-s not negative, --max-attempts at least 1")
+        retry = RetryPolicy(reconnect_s=args.reconnect_s, max_attempts=args.max_attempts,
+                            frame_timeout_s=args.timeout, setup_timeout_s=max(args.timeout, 180.0))
     label_of = _label_mapper(args.labels_coco) if args.labels_coco else None
     wire.tune_allocator()
     metrics = Metrics("device")
@@ -136,6 +182,8 @@ def run(args) -> int:
         anchors["gpu"] = Anchor(model_path, "gpu", threads=args.threads)
     elif not args.no_gpu_anchor:
         print("splitinfer device: no usable CUDA here, GPU anchor skipped", flush=True)
+    for anchor in anchors.values():
+        _check_family(model_path, family, anchor.session.input_names)
 
     total = frame_count(source)
     if total is not None and args.nb_frames:
@@ -167,31 +215,42 @@ def run(args) -> int:
         if not anchors:
             raise UserError("-no_split with both anchors disabled leaves nothing to run")
         rows, last = [], {}
-        for name, k, img in frames():
-            feeds, meta = family.preprocess(img)
-            for dev, anchor in anchors.items():
-                t0 = time.perf_counter()
-                out = anchor.run(feeds)
-                groups.setdefault(group_of(name), []).append((dev, time.perf_counter() - t0))
-                dets = family.postprocess(out, meta)
-            last[group_of(name)] = dets
-            if k == args.loop - 1:
-                write_outputs(name, dets, img)
-            progress.update(1)
-        progress.close()
+        stopped = None
+        try:
+            with _sigterm_as_interrupt():
+                for name, k, img in frames():
+                    feeds, meta = family.preprocess(img)
+                    for dev, anchor in anchors.items():
+                        t0 = time.perf_counter()
+                        out = anchor.run(feeds)
+                        groups.setdefault(group_of(name), []).append((dev, time.perf_counter() - t0))
+                        dets = family.postprocess(out, meta)
+                    last[group_of(name)] = dets
+                    if k == args.loop - 1:
+                        write_outputs(name, dets, img)
+                    progress.update(1)
+        except (KeyboardInterrupt, UserError) as exc:  # what ran so far is written, then the error
+            stopped = exc
+        finally:
+            progress.close()
         for g, times in groups.items():
             row = {c: "" for c in R.COLUMNS}
             row.update({"Source": g, "Nodes": "whole model", "Inference_loop": args.loop,
                         "nb_inference": sum(1 for d, _ in times if d == next(iter(anchors))),
                         "encoding_algo": "", "Model": Path(model_path).parent.name,
-                        "predictions_size": len(last[g]), "predictions": R.predictions_cell(last[g], label_of)})
+                        "predictions_size": len(last.get(g, [])),
+                        "predictions": R.predictions_cell(last.get(g, []), label_of)})
             for dev in anchors:
                 ts = [t for d, t in times if d == dev]
                 row[f"UE_inference_time_{dev.upper()}"] = R.avg_std(ts)
                 row[f"UE_inference_time_{dev.upper()}_steady_state"] = R.avg_std(R.steady(ts))
             rows.append(row)
-        path = R.write_rows(out_dir / args.results_filename, rows)
-        print(f"splitinfer device: {sum(len(v) for v in groups.values())} anchor runs, results in {path}")
+        if rows:
+            path = R.write_rows(out_dir / args.results_filename, rows)
+            print(f"splitinfer device: {sum(len(v) for v in groups.values())} anchor runs, results in {path}",
+                  flush=True)
+        if stopped is not None:
+            raise stopped
         return 0
 
     split = args.split.strip()
@@ -199,6 +258,8 @@ def run(args) -> int:
     part1 = PartI(model_path, rank=rank, name=node, flag=args.flag, device=args.pu_part1, threads=args.threads,
                   part1_path=args.part1, check_model=not args.no_check_model)
     plan = part1.plan
+    initializers = {i.name for i in part1.model.graph.initializer}
+    _check_family(model_path, family, [i.name for i in part1.model.graph.input if i.name not in initializers])
     model_id = args.model_id or Path(model_path).parent.name
     ref = None
     if args.ref_split and not plan.part2_identity:
@@ -210,12 +271,13 @@ def run(args) -> int:
     from splitinfer.common.shaper import from_options as shaper_from_options
 
     client = UEClient(args.server, int(args.max_message_mb * wire.MIB),
-                      shaper=shaper_from_options(args.shape_rate, args.shape_delay))
+                      shaper=shaper_from_options(args.shape_rate, args.shape_delay), credentials=credentials,
+                      token=token, server_name=server_name, retry=retry)
     client.wait_ready(timeout=30)
     want = {"gpu": "cuda", "cpu": "cpu"}.get(args.pu_part2) if args.pu_part2 else None
     ue = UE(client, part1, family, codec, model_id, in_flight=args.in_flight, unary=args.unary, anchors=anchors,
             metrics=metrics, keep_intermediate=args.save_intermediate or ref is not None,
-            expect_server_provider=want)
+            expect_server_provider=want, tolerate_failures=True)
     images: dict[tuple, np.ndarray] = {}
     ref_equal: dict[str, list[bool]] = {}
 
@@ -224,29 +286,48 @@ def run(args) -> int:
             images[(name, k)] = img
             yield name, k, img
 
-    try:
-        for rec in ue.run(feed(), progress=progress):
-            img = images.pop((rec.source, rec.index))
-            groups.setdefault(group_of(rec.source), []).append(rec)
-            if rec.intermediate is not None:
-                if args.save_intermediate:
-                    path = out_dir / "intermediate" / f"{rec.source}_loop{rec.index}.npz"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(path, **{f"t{i}": a for i, a in enumerate(rec.intermediate.values())},
-                             names=np.array(list(rec.intermediate)))
-                if ref is not None:
-                    from splitinfer.common.graph_split import consolidate
+    frame_log = R.FrameLog(R.frames_path(out_dir / args.results_filename))
 
-                    out2 = dict(zip(ref.output_names, ref.run({n: rec.intermediate[n] for n in plan.part2_inputs})))
-                    outs = dict(zip([n for n, _ in plan.consolidation], consolidate(plan, rec.intermediate, out2)))
-                    _, meta = family.preprocess(img)
-                    ref_equal.setdefault(group_of(rec.source), []).append(
-                        compare_detections(family.postprocess(outs, meta), rec.detections).equal)
-                rec.intermediate = None
-            if rec.index == args.loop - 1:
-                write_outputs(rec.source, rec.detections, img)
+    def handle(rec):
+        img = images.pop((rec.source, rec.index), None)
+        frame_log.write(rec)
+        groups.setdefault(group_of(rec.source), []).append(rec)
+        if not rec.ok:
+            print(f"splitinfer device: frame {rec.frame_id} ({rec.source} #{rec.index}) failed: {rec.error}",
+                  file=sys.stderr, flush=True)
+            return
+        if rec.intermediate is not None:
+            if args.save_intermediate:
+                path = out_dir / "intermediate" / f"{rec.source}_loop{rec.index}.npz"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, **{f"t{i}": a for i, a in enumerate(rec.intermediate.values())},
+                         names=np.array(list(rec.intermediate)))
+            if ref is not None:
+                from splitinfer.common.graph_split import consolidate
+
+                out2 = dict(zip(ref.output_names, ref.run({n: rec.intermediate[n] for n in plan.part2_inputs})))
+                outs = dict(zip([n for n, _ in plan.consolidation], consolidate(plan, rec.intermediate, out2)))
+                _, meta = family.preprocess(img)
+                ref_equal.setdefault(group_of(rec.source), []).append(
+                    compare_detections(family.postprocess(outs, meta), rec.detections).equal)
+        rec.intermediate = None
+        if rec.index == args.loop - 1:
+            write_outputs(rec.source, rec.detections, img)
+
+    stopped = None
+    try:
+        with _sigterm_as_interrupt():
+            try:
+                for rec in ue.run(feed(), progress=progress):
+                    handle(rec)
+            except (KeyboardInterrupt, UserError) as exc:  # the frames in flight end as failed; results written
+                stopped = exc
+                reason = "interrupted (Ctrl-C / SIGTERM)" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc}"
+                for rec in ue.abandon(reason):
+                    handle(rec)
     finally:
-        ue.close()
+        frame_log.close()
+        ue.close(cancel=stopped is not None)
         client.close()
         progress.close()
         if args.metrics_linger > 0 and args.metrics_port is not None:
@@ -261,12 +342,53 @@ def run(args) -> int:
             row["Equal_to_ref_split"] = "yes" if all(ref_equal[g]) else "no"
         rows.append(row)
     if not rows:
+        if stopped is not None:
+            raise stopped
         raise UserError(f"{source}: no frames processed")
     path = R.write_rows(out_dir / args.results_filename, rows)
     n = sum(len(v) for v in groups.values())
-    e2e = np.median([r.end_to_end_s for v in groups.values() for r in v]) * 1e3
+    answered = [r.end_to_end_s for v in groups.values() for r in v if r.ok]
+    e2e = f"{np.median(answered) * 1e3:.1f} ms" if answered else "-"
     info = ue.info
+    extra = f"; {frame_log.failed} failed" if frame_log.failed else ""
+    extra += f"; reconnected {ue.reconnects} times" if ue.reconnects else ""
     print(f"splitinfer device: {n} frames through {args.server} (model {model_id}, split {plan.rank}, "
           f"{len(plan.crossing)} crossing tensors, codec {args.codec}, Part II on {info.provider if info else '?'}); "
-          f"median end-to-end {e2e:.1f} ms; {time.perf_counter() - t_start:.1f} s; results in {path}")
-    return 0
+          f"median end-to-end {e2e}; {time.perf_counter() - t_start:.1f} s{extra}; results in {path} "
+          f"(per frame: {frame_log.path})", flush=True)
+    if stopped is not None:
+        raise stopped
+    return 1 if frame_log.failed else 0
+
+
+def _check_family(model_path, family, input_names) -> None:
+    """The family's preprocessing must feed the model's inputs (else onnxruntime fails on the first frame)."""
+    from splitinfer.common.errors import UserError
+
+    missing = [n for n in family.input_names if n not in input_names]
+    if missing:
+        raise UserError(f"{model_path}: inputs {list(input_names)} do not match family {family.name} "
+                        f"(expects {list(family.input_names)}; give the right one with -f)")
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM behaves like Ctrl-C inside (results so far get written); a no-op outside the main thread."""
+
+    def __enter__(self):
+        import signal
+
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+
+        try:
+            self._previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False

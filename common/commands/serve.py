@@ -4,6 +4,11 @@ Models come from a repository folder (`DIR/<model_id>/model.onnx` + `model.json`
 model ids only. Part II runs on CUDA when onnxruntime can really use it, on CPU otherwise;
 `--require-gpu` refuses to start unless CUDA really runs. Health checking and reflection are on;
 SIGTERM/SIGINT stop it gracefully. Prometheus metrics are served on --metrics-port.
+
+Security: `--tls-cert/--tls-key` serve TLS; `--tls-client-ca` also requires client certificates signed by
+that CA (mutual TLS); `--token` (or $SPLITINFER_TOKEN) requires `authorization: Bearer <token>` on every
+call but health checks. Limits: `--max-message-mb` per message, `--max-streams` concurrent streams,
+`--stream-idle-s` silence on a stream before it is cancelled.
 """
 
 NAME = "serve"
@@ -24,8 +29,18 @@ def add_arguments(p):
                    help="intra-op threads of Part II (default: onnxruntime's; pin it when the UE shares the cores)")
     p.add_argument("--max-message-mb", type=float, default=4.0,
                    help="largest gRPC message in MiB; bigger tensors arrive in chunks (default 4)")
-    p.add_argument("--max-workers", type=int, default=16,
-                   help="concurrent calls (each open stream holds one; default 16)")
+    p.add_argument("--max-streams", type=int, default=16,
+                   help="concurrent streams (UE sessions); more get RESOURCE_EXHAUSTED (default 16)")
+    p.add_argument("--max-workers", type=int, default=None,
+                   help="threads for all calls at once, streams included (default: max-streams + 8)")
+    p.add_argument("--stream-idle-s", type=float, default=600.0,
+                   help="cancel a stream that sent nothing for this many seconds (0: never; default 600)")
+    p.add_argument("--tls-cert", metavar="PEM", default=None, help="server certificate (chain): serve TLS")
+    p.add_argument("--tls-key", metavar="PEM", default=None, help="private key of --tls-cert")
+    p.add_argument("--tls-client-ca", metavar="PEM", default=None,
+                   help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--token", default=None,
+                   help="require this bearer token on every call (default: $SPLITINFER_TOKEN when set)")
     p.add_argument("--cache-size", type=int, default=16, help="Part II models kept per (model, split)")
 
 
@@ -35,4 +50,6 @@ def run(args) -> int:
 
     return serve(args.models or MODELS_DIR, port=args.port, metrics_port=args.metrics_port, host=args.host,
                  device=args.device, require_gpu=args.require_gpu, threads=args.threads,
-                 max_message_mb=args.max_message_mb, max_workers=args.max_workers, cache_size=args.cache_size)
+                 max_message_mb=args.max_message_mb, max_workers=args.max_workers, cache_size=args.cache_size,
+                 max_streams=args.max_streams, stream_idle_s=args.stream_idle_s, tls_cert=args.tls_cert,
+                 tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, token=args.token)
