@@ -107,7 +107,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Per-class NMS (boxes of different classes never suppress each other)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.asarray(classes).reshape(-1)
     if boxes.size == 0:
         return np.zeros(0, dtype=np.int64)
-    offset = (boxes.max() + 1.0) * np.asarray(classes, dtype=np.float64)[:, None]
-    return nms(boxes + offset, scores, iou_threshold)
+    # One small NMS per class rather than one over all candidates: each greedy step then compares a
+    # box with its own class only (a sweep at threshold 0.05 spent ~40 ms per image here before).
+    kept = [idx[nms(boxes[idx], scores[idx], iou_threshold)]
+            for idx in (np.flatnonzero(classes == c) for c in np.unique(classes))]
+    kept = np.concatenate(kept)
+    return kept[np.lexsort((kept, -scores[kept]))]  # by descending score, ties by index
