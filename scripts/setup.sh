@@ -5,11 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
+# pip: quiet, and without the machine-wide index's "Location ... is ignored" noise.
+pip_install() {
+  .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+pip_install --upgrade pip setuptools wheel
 # torch/torchvision first: nncodec's build needs them present.
-.venv/bin/python -m pip install -q "numpy>=1.26,<2" torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -r requirements.txt
-.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+pip_install "numpy>=1.26,<2" torch==2.14.1 torchvision==0.29.1
+pip_install -r requirements.txt
+pip_install --no-deps --no-build-isolation -e .
 .venv/bin/splitinfer --help >/dev/null
 echo "splitinfer is set up in .venv"
