@@ -75,7 +75,8 @@ def make_ue(server, model_path, family, codec, threads, rank, in_flight):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads per session (latency mode)")
-    ap.add_argument("--pipe-threads", type=int, default=1, help="intra-op threads per process when pipelined")
+    ap.add_argument("--pipe-threads", type=int, default=2,
+                    help="intra-op threads per process when pipelined (ORT spinning is off, so both processes may use every core)")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--block", type=int, default=8, help="frames per alternating block in the throughput run")
     ap.add_argument("--ranks", default="10,60,120")
