@@ -448,11 +448,13 @@ class SplitGraph:
         return types
 
     def _observed_types(self, names: list[str]) -> dict[str, onnx.TypeProto]:
-        """Element type and rank of tensors shape inference could not resolve (a Reshape whose
+        """Element type and rank of tensors onnx shape inference could not resolve (a Reshape whose
         target shape is computed at run time, say), read off one onnxruntime run on random inputs.
 
         Part files must declare a rank for every input and output to pass `onnx.checker`; dims
-        stay unknown there anyway, so the random input's size does not leak into the parts.
+        stay unknown there anyway, so the random input's size does not leak into the parts. Where
+        the run fails, onnxruntime's static types still give the element type (its unoptimised
+        shapes cannot tell a scalar from an unknown rank, so they are not used).
         """
         import onnxruntime as ort
 
@@ -464,16 +466,30 @@ class SplitGraph:
         try:
             so = ort.SessionOptions()
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            so.log_severity_level = 3
+            so.log_severity_level = 4  # a failed probe is expected and handled: no error log
             sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            values = sess.run(names, random_feeds(self.model))
         except Exception:  # an unusual model: keep the types unknown rather than fail the split
             return {}
+        try:
+            quiet = ort.RunOptions()
+            quiet.log_severity_level = 4
+            values = sess.run(names, random_feeds(self.model), quiet)
+        except Exception:
+            values = [None] * len(names)
         found = {}
-        for name, value in zip(names, values):
+        for out, value in zip(sess.get_outputs(), values):
             if isinstance(value, np.ndarray):
                 elem = helper.np_dtype_to_tensor_dtype(value.dtype)
-                found[name] = helper.make_tensor_type_proto(elem, [None] * value.ndim)
+                found[out.name] = helper.make_tensor_type_proto(elem, [None] * value.ndim)
+            elif out.type.startswith("tensor("):
+                ort_name = out.type[len("tensor("):-1]
+                try:
+                    dtype = np.dtype({"float": "float32", "double": "float64"}.get(ort_name, ort_name))
+                except TypeError:
+                    continue
+                tp = onnx.TypeProto()
+                tp.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(dtype)
+                found[out.name] = tp
         return found
 
     def _inferred_types(self) -> dict[str, onnx.TypeProto]:
@@ -673,19 +689,17 @@ class SplitGraph:
     def extract(self, plan: SplitPlan) -> tuple[onnx.ModelProto, onnx.ModelProto]:
         """Build (Part I, Part II) for a plan made from this model."""
         part1, part2, _, _ = self._parts(plan)
-        self._fill_unknown_types(plan, part1, part2)
         return part1, part2
 
     def write_parts(self, plan: SplitPlan, part1_path, part2_path) -> None:
         """Write both parts. Each weight is serialised once per model and its bytes reused for every
         rank (protobuf merges a repeated `graph` field), so writing costs little more than the disk
-        write; parts over 2 GB or with types still unknown go through `save_model` instead.
+        write; parts over 2 GB go through `save_model` instead.
         """
         skel1, skel2, names1, names2 = self._parts(plan, with_initializers=False)
         skeletons = [(skel1, names1, part1_path), (skel2, names2, part2_path)]
-        unknown = any(not vi.type.WhichOneof("value") for vi in skel2.graph.input)
-        blobs = [self._initializer_bytes(names) for _, names, _ in skeletons] if not unknown else None
-        if blobs is None or any(sum(map(len, b)) + 2**24 > _PROTOBUF_LIMIT for b in blobs):
+        blobs = [self._initializer_bytes(names) for _, names, _ in skeletons]
+        if any(sum(map(len, b)) + 2**24 > _PROTOBUF_LIMIT for b in blobs):
             for part, path in zip(self.extract(plan), (part1_path, part2_path)):
                 save_model(part, path)
             return
@@ -711,26 +725,6 @@ class SplitGraph:
             if n not in cache:
                 cache[n] = self.initializers[n].SerializeToString()
         return [cache[n] for n in names]
-
-    def _fill_unknown_types(self, plan, part1, part2):
-        """Where shape inference left a crossing dtype unknown, ask onnxruntime about Part I's outputs."""
-        unknown = [vi.name for vi in part2.graph.input if not vi.type.WhichOneof("value")]
-        if not unknown:
-            return
-        from splitinfer.common.runtime import make_session
-
-        sess = make_session(part1, device="cpu")
-        types = {o.name: o.type for o in sess.ort.get_outputs()}
-        ort_to_np = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(bool)": "bool"}
-        for vi in [*part2.graph.input, *part1.graph.output]:
-            if vi.name in unknown and vi.name in types:
-                t = types[vi.name]
-                np_name = ort_to_np.get(t, t[len("tensor("):-1] if t.startswith("tensor(") else None)
-                elem = helper.np_dtype_to_tensor_dtype(np.dtype(np_name))
-                vi.type.tensor_type.elem_type = elem
-                for info in plan.crossing:
-                    if info.name == vi.name:
-                        info.dtype = np.dtype(np_name).name
 
 
 # ----------------------------------------------------------------------------------------------

@@ -371,3 +371,27 @@ def test_nanodet_every_rank():
     reference = reference_outputs(NANODET, feeds)
     for r in range(graph.num_nodes + 1):
         check_rank(model, graph, r, reference, feeds, sets, checker=True, sessions=False)
+
+
+def test_unknown_rank_crossing_keeps_its_element_type_when_the_probe_run_fails():
+    # Reshape to a shape given as a graph input: shape inference cannot know the output's rank, and
+    # random feeds (a shape of random ints) cannot run the model, so only onnxruntime's static
+    # element type remains; Part II must still declare float32 for the crossing tensor.
+    from onnx import TensorProto, helper as h
+
+    graph = h.make_graph(
+        [h.make_node("Reshape", ["x", "target"], ["r"], name="reshape"),
+         h.make_node("Relu", ["r"], ["y"], name="relu")],
+        "reshape_by_input",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+         h.make_tensor_value_info("target", TensorProto.INT64, [3])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    model.ir_version = 8
+    graph_ = SplitGraph(model)
+    plan = graph_.plan(rank=1)
+    assert [t.name for t in plan.crossing] == ["r"]
+    assert plan.crossing[0].dtype == "float32"
+    _, part2 = graph_.extract(plan)
+    assert part2.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
