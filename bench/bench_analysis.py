@@ -29,10 +29,10 @@ def main() -> None:
 
     import onnx
 
-    from splitinfer.common import analysis as A
-    from splitinfer.common import zoo
-    from splitinfer.common.graph_split import SplitGraph
-    from splitinfer.common.runtime import make_session
+    from splitinfer.common.studies import analysis as A
+    from splitinfer.common.studies import zoo
+    from splitinfer.common.split.graph import SplitGraph
+    from splitinfer.common.core.runtime import make_session
 
     path = args.model or zoo.model_path("retinanet")
     model = onnx.load(str(path))

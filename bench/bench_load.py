@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--server-threads", type=int, default=1, help="intra-op threads of Part II (default 1)")
     args = ap.parse_args(argv)
 
-    from splitinfer.server.process import ServerProcess
+    from splitinfer.common.transport.process import ServerProcess
 
     work = Path(tempfile.mkdtemp(prefix="bench_load_"))
     try:

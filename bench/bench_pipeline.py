@@ -37,9 +37,9 @@ def load_frames(n: int):
 
 
 def bench_npz(model_path, family, frames, threads, rank):
-    from splitinfer.common.graph_split import SplitGraph, consolidate
-    from splitinfer.common.onnx_io import load_model
-    from splitinfer.common.runtime import make_session
+    from splitinfer.common.split.graph import SplitGraph, consolidate
+    from splitinfer.common.core.onnx_io import load_model
+    from splitinfer.common.core.runtime import make_session
 
     g = SplitGraph(load_model(model_path))
     plan = g.plan(rank=rank)
@@ -84,12 +84,12 @@ def main(argv=None) -> int:
     ap.add_argument("--codec", default="none")
     args = ap.parse_args(argv)
 
-    from splitinfer.common import wire
+    from splitinfer.common.transport import wire
     from splitinfer.common.assets import default_model_path
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import get_family
-    from splitinfer.common.runtime import make_session
-    from splitinfer.server.process import ServerProcess
+    from splitinfer.common.core.runtime import make_session
+    from splitinfer.common.transport.process import ServerProcess
 
     wire.tune_allocator()
     model_path, family, codec = default_model_path(), get_family("nanodet"), get_codec(args.codec)

@@ -57,8 +57,8 @@ def main(argv=None) -> int:
 
     import onnx
 
-    from splitinfer.common.graph_split import SplitGraph, file_sha256
-    from splitinfer.common.onnx_io import load_model, save_model
+    from splitinfer.common.split.graph import SplitGraph, file_sha256
+    from splitinfer.common.core.onnx_io import load_model, save_model
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_split_"))
     work.mkdir(parents=True, exist_ok=True)

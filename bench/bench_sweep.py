@@ -22,10 +22,10 @@ from pathlib import Path
 def naive_sweep(model_path, family, ranks, codecs, items, score_threshold):
     """Rows the naive way; returns (stored rows in the sweep's format, seconds per phase)."""
     from splitinfer.common.codecs import get_codec
-    from splitinfer.common.graph_split import SplitGraph, consolidate
-    from splitinfer.common.onnx_io import load_model
-    from splitinfer.common.runtime import make_session
-    from splitinfer.common.sweep import _read_frames
+    from splitinfer.common.split.graph import SplitGraph, consolidate
+    from splitinfer.common.core.onnx_io import load_model
+    from splitinfer.common.core.runtime import make_session
+    from splitinfer.common.studies.sweep import _read_frames
 
     phases = dict.fromkeys(("split", "sessions", "read+preprocess", "part1", "encode", "decode", "part2",
                             "postprocess"), 0.0)
@@ -88,9 +88,9 @@ def main(argv=None) -> int:
     from splitinfer.common.assets import IMAGES_DIR
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import resolve_model
-    from splitinfer.common.graph_split import SplitGraph
-    from splitinfer.common.onnx_io import load_model
-    from splitinfer.common.sweep import (DEFAULT_ANCHOR_THRESHOLD, DEFAULT_SCORE_THRESHOLD, SweepConfig,
+    from splitinfer.common.split.graph import SplitGraph
+    from splitinfer.common.core.onnx_io import load_model
+    from splitinfer.common.studies.sweep import (DEFAULT_ANCHOR_THRESHOLD, DEFAULT_SCORE_THRESHOLD, SweepConfig,
                                          _evaluate_rows, data_items, resolve_splits, run_sweep)
 
     model_path, family = resolve_model(args.model)
@@ -120,8 +120,8 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     stored, phases = naive_sweep(model_path, family, ranks, [c.spec for c in codecs], items, DEFAULT_SCORE_THRESHOLD)
     # the naive way's anchor: the whole model run from each image (same as the fast path's anchor)
-    from splitinfer.common.runtime import make_session
-    from splitinfer.common.sweep import _read_frames
+    from splitinfer.common.core.runtime import make_session
+    from splitinfer.common.studies.sweep import _read_frames
 
     sess = make_session(model_path, device="cpu")
     anchor = {}

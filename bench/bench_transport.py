@@ -1,11 +1,11 @@
 """Transport speed on loopback between two OS processes, side by side: raw gRPC vs splitinfer's framing.
 
   raw   bytes messages of the chunk size on a gRPC stream, nothing parsed (the ceiling grpcio gives)
-  wire  a float32 tensor framed by splitinfer.common.wire (headers, chunks under the message limit),
+  wire  a float32 tensor framed by splitinfer.common.transport.wire (headers, chunks under the message limit),
         reassembled and turned back into an array on the other side (np.frombuffer, no decode copy)
 
 Prints GB/s per tensor size and message limit and the ratio wire/raw. Goal: >= 1 GB/s for
-multi-MB tensors; each side copies the payload at most once (see common/wire.py; tests prove it).
+multi-MB tensors; each side copies the payload at most once (see common/transport/wire.py; tests prove it).
 
   .venv/bin/python bench/bench_transport.py
 """
@@ -27,7 +27,7 @@ def run_sink() -> int:
     """The receiving process: counts raw bytes, or reassembles frames with the wire module."""
     import grpc
 
-    from splitinfer.common import wire
+    from splitinfer.common.transport import wire
 
     wire.tune_allocator()
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     import grpc
 
-    from splitinfer.common import wire
+    from splitinfer.common.transport import wire
     from splitinfer.common.codecs import get_codec
 
     wire.tune_allocator()

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from splitinfer.common.detections import format_predictions
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.detections import format_predictions
+from splitinfer.common.core.errors import UserError
 
 FIELD_COLUMNS = [
     "Source", "Nodes", "Inference_loop",

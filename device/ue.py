@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from splitinfer.common import wire
-from splitinfer.common.detections import Detection
-from splitinfer.common.errors import UserError
-from splitinfer.common.proto import splitinfer_pb2 as pb
+from splitinfer.common.transport import wire
+from splitinfer.common.core.detections import Detection
+from splitinfer.common.core.errors import UserError
+from splitinfer.common.transport.proto import splitinfer_pb2 as pb
 
 SERVICE = "/splitinfer.v1.SplitInference/"
 # Status codes after which the same request may succeed later: the server is gone, restarting, busy or slow.
@@ -103,7 +103,7 @@ CHANNEL_OPTIONS = [
 class UEClient:
     """A gRPC connection to the network process (no compression, configurable message limit).
 
-    `credentials`: grpc channel credentials (TLS / mutual TLS, see common/security.py); `token`: bearer
+    `credentials`: grpc channel credentials (TLS / mutual TLS, see common/transport/security.py); `token`: bearer
     token sent on every call; `server_name`: the name to expect in the server's certificate when it differs
     from the address's host.
     """
@@ -113,7 +113,7 @@ class UEClient:
                  retry: RetryPolicy | None = None):
         import grpc
 
-        from splitinfer.common.security import auth_metadata
+        from splitinfer.common.transport.security import auth_metadata
 
         self.address = address
         self.max_message_bytes = int(max_message_bytes)
@@ -304,9 +304,9 @@ class PartI:
 
     def __init__(self, model_path, rank: int | None = None, name: str | None = None, flag: str = "before",
                  device: str = "cpu", threads: int | None = None, part1_path=None, check_model: bool = True):
-        from splitinfer.common.graph_split import SplitGraph, file_sha256
-        from splitinfer.common.onnx_io import load_model
-        from splitinfer.common.runtime import make_session
+        from splitinfer.common.split.graph import SplitGraph, file_sha256
+        from splitinfer.common.core.onnx_io import load_model
+        from splitinfer.common.core.runtime import make_session
 
         self.model_path = Path(model_path)
         self.model = load_model(self.model_path)
@@ -349,7 +349,7 @@ class Anchor:
     """The whole model run locally (CPU or GPU): the reference the split's detections are compared with."""
 
     def __init__(self, model, device: str, threads: int | None = None):
-        from splitinfer.common.runtime import make_session
+        from splitinfer.common.core.runtime import make_session
 
         self.session = make_session(model, device=device, threads=threads)
         self.provider = self.session.provider
@@ -409,7 +409,7 @@ def _within_rounding(anchor: list[Detection], split: list[Detection]) -> bool:
 
 
 def compare_detections(anchor: list[Detection], split: list[Detection], iou_threshold: float = 0.5) -> Agreement:
-    from splitinfer.common.detections import box_iou
+    from splitinfer.common.core.detections import box_iou
 
     equal = anchor == split
     rounding = equal or _within_rounding(anchor, split)
@@ -491,8 +491,7 @@ class UE:
                  unary: bool = False, anchors: dict | None = None, metrics=None, keep_intermediate: bool = False,
                  client_name: str = "splitinfer-device", expect_server_provider: str | None = None,
                  tolerate_failures: bool = False):
-        from splitinfer.common.metrics import labels_for
-        from splitinfer.server.service import codec_label
+        from splitinfer.common.transport.metrics import labels_for
 
         self.client, self.part1, self.family, self.codec = client, part1, family, codec
         self.model_id = model_id
@@ -502,7 +501,7 @@ class UE:
         self.metrics = metrics
         self.keep_intermediate = keep_intermediate
         self.tolerate_failures = tolerate_failures
-        self.codec_label = codec_label(codec)
+        self.codec_label = str(codec.spec)
         self.labels = labels_for(model_id, part1.plan.rank, self.codec_label)
         plan = part1.plan
         split = pb.SplitPoint(rank=plan.rank, flag="before")

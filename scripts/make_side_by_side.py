@@ -20,11 +20,11 @@ def main() -> int:
     from splitinfer.common.assets import IMAGES_DIR, bundled_images, default_model_path
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import get_family
-    from splitinfer.common.graph_split import SplitGraph, run_split
-    from splitinfer.common.images import read_image
-    from splitinfer.common.onnx_io import load_model
-    from splitinfer.common.runtime import make_session
-    from splitinfer.common.visualize import Run, compose, map_titles
+    from splitinfer.common.split.graph import SplitGraph, run_split
+    from splitinfer.common.core.images import read_image
+    from splitinfer.common.core.onnx_io import load_model
+    from splitinfer.common.core.runtime import make_session
+    from splitinfer.common.eval.visualize import Run, compose, map_titles
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rank", type=int, default=60)

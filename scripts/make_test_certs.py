@@ -11,7 +11,7 @@ Not for production: the CA key is thrown away and the keys are not encrypted. Ne
 
 import sys
 
-from splitinfer.common.security import make_test_pki
+from splitinfer.common.transport.security import make_test_pki
 
 
 def main(argv) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from splitinfer.common.onnx_io import save_model
-from splitinfer.common.runtime import make_session
+from splitinfer.common.core.onnx_io import save_model
+from splitinfer.common.core.runtime import make_session
 
 INPUT_NAME = "input_1:0"
 INPUT_SHAPE = [1, 3, 416, 416]

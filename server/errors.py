@@ -2,7 +2,7 @@
 
 Why a code on the exception: the servicer maps every refusal to one proper status (INVALID_ARGUMENT,
 NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION) with a message naming the problem, and keeps
-serving; `splitinfer.common.wire.WireError` carries a code the same way.
+serving; `splitinfer.common.transport.wire.WireError` carries a code the same way.
 """
 
 

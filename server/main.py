@@ -13,9 +13,9 @@ import sys
 import threading
 from concurrent import futures
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 
-READY_PREFIX = "splitinfer serve: listening on"
+from splitinfer.common.transport.process import READY_PREFIX
 
 
 # Keepalive: the server pings a silent client every 30 s and drops it after 10 s without an answer (a
@@ -35,7 +35,7 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
                  token: str | None = None, stream_idle_s: float | None = None):
     """A started gRPC server with the split-inference service, health checking and reflection.
 
-    `credentials`: grpc server credentials (TLS / mutual TLS, see common/security.py), None for plain TCP.
+    `credentials`: grpc server credentials (TLS / mutual TLS, see common/transport/security.py), None for plain TCP.
     `token`: bearer token every call but health checks must carry. `max_streams`: concurrent streams
     (more get RESOURCE_EXHAUSTED); `max_workers`: threads for all calls (default max_streams + 8).
     """
@@ -43,8 +43,8 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
-    from splitinfer.common import wire
-    from splitinfer.common.security import token_interceptor
+    from splitinfer.common.transport import wire
+    from splitinfer.common.transport.security import token_interceptor
     from splitinfer.server.service import SERVICE_NAME, SplitInferenceService
 
     service = SplitInferenceService(repository, metrics, max_message_bytes,
@@ -86,9 +86,9 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
           tls_cert=None, tls_key=None, tls_client_ca=None, token: str | None = None,
           stream_idle_s: float | None = 600.0) -> int:
     """Run the network process until SIGTERM/SIGINT; in-flight calls get `grace_s` seconds to finish."""
-    from splitinfer.common import wire
-    from splitinfer.common.metrics import Metrics
-    from splitinfer.common.security import resolve_token, server_credentials
+    from splitinfer.common.transport import wire
+    from splitinfer.common.transport.metrics import Metrics
+    from splitinfer.common.transport.security import resolve_token, server_credentials
     from splitinfer.server.model_repository import ModelRepository
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")

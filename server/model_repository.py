@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 from splitinfer.server.errors import exhausted, invalid, not_found
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -53,7 +53,7 @@ class ModelRepository:
     def __init__(self, root, device: str = "auto", threads: int | None = None, require_gpu: bool = False,
                  cache_size: int = 16):
         from splitinfer.common.families import get_family
-        from splitinfer.common.graph_split import file_sha256
+        from splitinfer.common.split.graph import file_sha256
 
         self.root = Path(root)
         self.device, self.threads, self.require_gpu = device, threads, require_gpu
@@ -93,8 +93,8 @@ class ModelRepository:
 
     def graph(self, model_id: str):
         """The split engine's analysis of a model (built once)."""
-        from splitinfer.common.graph_split import SplitGraph
-        from splitinfer.common.onnx_io import load_model
+        from splitinfer.common.split.graph import SplitGraph
+        from splitinfer.common.core.onnx_io import load_model
 
         entry = self.get(model_id)
         with self._lock:
@@ -106,7 +106,7 @@ class ModelRepository:
 
     def check_gpu(self) -> list[str]:
         """With `require_gpu`: prove CUDA really runs each model (UserError otherwise). Returns providers."""
-        from splitinfer.common.runtime import make_session
+        from splitinfer.common.core.runtime import make_session
 
         return [make_session(e.path, device=self.device, threads=self.threads, require_gpu=self.require_gpu).provider
                 for e in self.models.values()]
@@ -149,7 +149,7 @@ class ModelRepository:
             return list(self._cache)
 
     def _build(self, model_id: str, r: int) -> Part2:
-        from splitinfer.common.runtime import make_session
+        from splitinfer.common.core.runtime import make_session
 
         entry, g = self.get(model_id), self.graph(model_id)
         try:

@@ -1,7 +1,7 @@
 """The gRPC servicer of the network process: decode, Part II, consolidation, post-processing, reply.
 
 Why raw-bytes handlers instead of the generated `add_SplitInferenceServicer_to_server`: requests are
-parsed by `splitinfer.common.wire` (chunk payloads read in place, see there), and a malformed request
+parsed by `splitinfer.common.transport.wire` (chunk payloads read in place, see there), and a malformed request
 then becomes INVALID_ARGUMENT with a message naming the problem, where a failing protobuf deserializer
 inside grpcio would only give a bare INTERNAL. Replies are small and use protobuf as usual. Every refusal
 is a proper status and the server keeps serving; an unexpected exception is logged and answered INTERNAL
@@ -20,19 +20,14 @@ import grpc
 import numpy as np
 from prometheus_client import Gauge
 
-from splitinfer.common import wire
-from splitinfer.common.errors import UserError
-from splitinfer.common.metrics import labels_for
-from splitinfer.common.proto import splitinfer_pb2 as pb
+from splitinfer.common.transport import wire
+from splitinfer.common.core.errors import UserError
+from splitinfer.common.transport.metrics import labels_for
+from splitinfer.common.transport.proto import splitinfer_pb2 as pb
 from splitinfer.server.errors import RequestError, invalid, precondition
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 log = logging.getLogger("splitinfer.server")
-
-
-def codec_label(codec) -> str:
-    """Short, bounded name of a resolved codec for metrics and tables: its canonical spec ('nnc:-38')."""
-    return str(codec.spec)
 
 
 def _ms(seconds: float) -> float:
@@ -45,7 +40,7 @@ class _Session:
     def __init__(self, part2, codec, max_message_bytes: int, max_frame_bytes: int):
         self.part2 = part2
         self.codec = codec
-        self.labels = labels_for(part2.model_id, part2.plan.rank, codec_label(codec))
+        self.labels = labels_for(part2.model_id, part2.plan.rank, str(codec.spec))
         plan = part2.plan
         self.max_frame_bytes = _frame_limit(part2.expected, max_frame_bytes)
         self.info = pb.SessionInfo(model_id=part2.model_id, family=part2.family.name, split_rank=plan.rank,
@@ -209,7 +204,7 @@ class SplitInferenceService:
                                   f"Part II expects {info.shape}")
 
     def _process(self, sess: _Session, frame: wire.Frame, deserialize_s: float) -> pb.FrameResult:
-        from splitinfer.common.graph_split import consolidate
+        from splitinfer.common.split.graph import consolidate
 
         p2 = sess.part2
         plan = p2.plan

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import grpc
 
-from splitinfer.common import wire
-from splitinfer.common.proto import splitinfer_pb2 as pb
+from splitinfer.common.transport import wire
+from splitinfer.common.transport.proto import splitinfer_pb2 as pb
 
 SERVICE = "/splitinfer.v1.SplitInference/"
 MODEL_ID = "nanodet"
@@ -77,7 +77,7 @@ class RealFrame:
 def real_frame(rank: int, image: str = "dog.jpg") -> RealFrame:
     from splitinfer.common.assets import bundled_images, default_model_path
     from splitinfer.common.families import get_family
-    from splitinfer.common.images import read_image
+    from splitinfer.common.core.images import read_image
     from splitinfer.device.ue import PartI
 
     part1 = PartI(default_model_path(), rank=rank, threads=1)

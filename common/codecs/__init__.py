@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 
 # Registry order is the order of `codec_names()` and of the help text.
 _MODULES = ("none", "float16", "zstd", "nnc")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import (
     Codec, CodecError, from_raw, is_float, le_contiguous, norm_dtype, norm_shape, numel, raw_bytes,
 )

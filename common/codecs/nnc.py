@@ -42,7 +42,7 @@ import zlib
 
 import numpy as np
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import (
     Codec, CodecError, from_raw, is_float, le_contiguous, norm_dtype, norm_shape, numel, raw_bytes,
 )

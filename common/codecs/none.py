@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import Codec, from_raw, raw_bytes
 
 NAME = "none"

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import Codec, CodecError, from_raw, le_contiguous, norm_dtype, norm_shape, numel
 
 NAME = "zstd"

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.errors import UserError
 
 
 class Family:

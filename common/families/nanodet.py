@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitinfer.common.detections import Detection, batched_nms
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.detections import Detection, batched_nms
+from splitinfer.common.core.errors import UserError
 from splitinfer.common.families import Family, check_image
-from splitinfer.common.labels import COCO80_NAMES
+from splitinfer.common.core.labels import COCO80_NAMES
 
 SIZE = 416
 STRIDES = (8, 16, 32)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitinfer.common.detections import Detection
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.detections import Detection
+from splitinfer.common.core.errors import UserError
 from splitinfer.common.families import Family, check_image, require_outputs
-from splitinfer.common.labels import CATEGORY_ID_TO_NAME, COCO80_NAMES
+from splitinfer.common.core.labels import CATEGORY_ID_TO_NAME, COCO80_NAMES
 
 
 class RetinaNet(Family):

@@ -1,4 +1,4 @@
-"""SSD300 with ResNet-50 backbone (NVIDIA DeepLearningExamples layout), as exported by common/exporters.py.
+"""SSD300 with ResNet-50 backbone (NVIDIA DeepLearningExamples layout), as exported by common/studies/exporters.py.
 
 Input `input` [1,3,300,300]: RGB scaled to [0,1] and normalised with ImageNet mean/std. Outputs `output1`
 [1,4,8732] box offsets relative to the standard SSD300 COCO default boxes (encoded with scale_xy 0.1,
@@ -13,10 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from splitinfer.common.detections import Detection, batched_nms
-from splitinfer.common.errors import UserError
+from splitinfer.common.core.detections import Detection, batched_nms
+from splitinfer.common.core.errors import UserError
 from splitinfer.common.families import Family, check_image, require_outputs
-from splitinfer.common.labels import COCO80_NAMES
+from splitinfer.common.core.labels import COCO80_NAMES
 
 SIZE = 300
 FEAT_SIZE = (38, 19, 10, 5, 3, 1)

@@ -1,0 +1,71 @@
+"""The `splitinfer` command: one subcommand per plug-in module, found by a registry.
+
+Plug-ins are modules with `NAME`, `HELP`, `add_arguments(p)` and `run(args) -> int`. Those of the
+library live in `splitinfer.common.cli.commands`; the two processes register theirs (`serve` in
+`splitinfer.server.command`, `device` and `demo` in `splitinfer.device`) as entry points of the group
+`splitinfer.commands`, so this layer finds them without importing upward (`common` never imports
+`device` or `server`; tests/test_layers.py checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from importlib.metadata import entry_points
+
+from splitinfer.common.cli import commands as _commands_pkg
+from splitinfer.common.core.errors import UserError
+
+
+ENTRY_POINT_GROUP = "splitinfer.commands"
+
+
+def _module_names() -> list[str]:
+    names = [f"{_commands_pkg.__name__}.{info.name}" for info in pkgutil.iter_modules(_commands_pkg.__path__)
+             if not info.name.startswith("_")]
+    names += [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return names
+
+
+def _command_modules():
+    modules = [importlib.import_module(name) for name in _module_names()]
+    modules = [m for m in modules if hasattr(m, "add_arguments") and hasattr(m, "run")]
+    yield from sorted(modules, key=lambda m: getattr(m, "NAME", m.__name__.rsplit(".", 1)[-1]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitinfer",
+        description="Split inference of ONNX object detectors between a UE (device) and the network.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _command_modules():
+        name = getattr(module, "NAME", module.__name__.rsplit(".", 1)[-1])
+        help_text = getattr(module, "HELP", module.__doc__.strip().splitlines()[0] if module.__doc__ else "")
+        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run, _parser=p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"splitinfer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"splitinfer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

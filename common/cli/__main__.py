@@ -1,0 +1,7 @@
+"""`python -m splitinfer.common.cli`: the `splitinfer` command."""
+
+import sys
+
+from splitinfer.common.cli import main
+
+sys.exit(main())

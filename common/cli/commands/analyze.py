@@ -1,0 +1,116 @@
+"""Data crossing the network at every split point of a model, and what sending it costs.
+
+For each split rank (rank 0 = the whole model on the network, sending the raw input): the node, the
+number of crossing tensors (branches), their size from the model's shapes with symbolic dimensions
+resolved for the input size (static; tensors that depend on the image itself are listed as unknown),
+their size measured on a real photo (one inference for all ranks), whether the two agree, and the
+transfer time at each bandwidth (bytes x 8 / rate; rates in bit/s with decimal prefixes, MB = 10^6
+bytes). Bytes sent also count the model outputs Part I has already made (the network consolidates them).
+
+Writes, per input size, <model>_<H>x<W>.csv / .json / .png (size and branches per node); with several
+--input-size values on a dynamic-input model also <model>_sizes_lines.png and <model>_sizes_bars.png.
+
+MODEL is an .onnx file, a model folder, a bundled model id (nanodet) or a survey model name
+(vgg16, resnet18, ..., ssd_resnet, retinanet: exported into the cache on first use).
+
+examples:
+  splitinfer analyze nanodet -o out/analysis
+  splitinfer analyze resnet18 --input-size 224x224 320x320 480x640 --bandwidth 100M 1G
+  splitinfer analyze retinanet.onnx --image photo.jpg --bandwidth 500M 1G 5G
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "analyze"
+HELP = "per split point: crossing tensors, static and measured sizes, transfer times (CSV, JSON, plots)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="ONNX file, model folder, bundled model id or survey model name")
+    p.add_argument("--input-size", nargs="+", metavar="HxW",
+                   help="input height x width (several for a dynamic-input model; default: the family's "
+                        "preprocessing, the model's nominal size, or the image's size)")
+    p.add_argument("--image", metavar="FILE", help="photo to measure on (default: the first bundled photo)")
+    p.add_argument("--bandwidth", nargs="+", default=["500M", "1G", "5G"], metavar="RATE",
+                   help="link rates in bit/s: 500M, 1G, 5G, 100k ... (default: 500M 1G 5G)")
+    p.add_argument("-o", "--output", metavar="DIR", default="analysis", help="output folder (default: analysis)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
+                   help="processing unit for the measuring inference (default: cpu)")
+    p.add_argument("--static-only", action="store_true", help="skip the inference (no measured sizes)")
+    p.add_argument("--no-plots", action="store_true", help="write CSV and JSON only")
+    p.add_argument("--max-exposed-gb", type=float, default=6.0,
+                   help="measure in chunks when the exposed tensors would hold more than this (default 6 GB)")
+
+
+def resolve_model_arg(spec: str):
+    """Path of MODEL: a file, a folder with model.onnx, a bundled id, or a survey model (exported if needed)."""
+    from pathlib import Path
+
+    from splitinfer.common.studies import zoo
+    from splitinfer.common.assets import MODELS_DIR
+    from splitinfer.common.core.errors import UserError
+
+    p = Path(spec)
+    if p.is_dir() and (p / "model.onnx").is_file():
+        return p / "model.onnx"
+    if p.is_file():
+        return p
+    if "/" not in spec and (MODELS_DIR / spec / "model.onnx").is_file():
+        return MODELS_DIR / spec / "model.onnx"
+    if spec in zoo.ALL:
+        path = zoo.model_path(spec, export=False)
+        if not path.is_file():
+            print(f"exporting {spec} into {path.parent} (first use; cached afterwards) ...", flush=True)
+        return zoo.model_path(spec)
+    raise UserError(f"model not found: {spec} (not a file, a model folder, a bundled id or one of "
+                    f"{', '.join(zoo.ALL)})")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from splitinfer.common.studies import analysis as A
+    from splitinfer.common.core.errors import UserError
+    from splitinfer.common.split.graph import SplitGraph
+    from splitinfer.common.core.onnx_io import load_model
+    from splitinfer.common.studies.splitability import model_label
+
+    bandwidths = [A.parse_bandwidth(b) for b in args.bandwidth]
+    sizes = [A.parse_input_size(s) for s in args.input_size] if args.input_size else [None]
+    if args.max_exposed_gb <= 0:
+        raise UserError("--max-exposed-gb must be positive")
+    path = resolve_model_arg(args.model)
+    model = load_model(path)
+    graph = SplitGraph(model)
+    label = model_label(path)
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out}: {exc}") from None
+    image = None
+    if not args.static_only:
+        image, image_label = A.load_image(args.image)  # read once, and fail early on a bad file
+    results = []
+    for size in sizes:
+        a = A.analyze(model, input_size=size, image=image, bandwidths=bandwidths, measure=not args.static_only,
+                      device=args.device, graph=graph, model_path=path,
+                      max_exposed_bytes=int(args.max_exposed_gb * 1e9), progress=True)
+        a.model = label
+        if image is not None:
+            a.image = str(image_label)
+        stem = out / f"{label}_{a.size_label}"
+        written = [A.write_csv(a, stem.with_suffix(".csv")), A.write_json(a, stem.with_suffix(".json"))]
+        if not args.no_plots:
+            written.append(A.plot_per_node(a, stem.with_suffix(".png")))
+        print("\n".join(A.summary_lines(a)))
+        print("  wrote " + ", ".join(str(w) for w in written))
+        results.append(a)
+    if len(results) > 1 and not args.no_plots:
+        lines, bars = A.plot_sizes_by_input(results, out / f"{label}_sizes_lines.png", out / f"{label}_sizes_bars.png")
+        print(f"sizes per node for {len(results)} input sizes: wrote {lines}, {bars}")
+    elif len(results) == 1 and A.is_dynamic_input(model) and not args.input_size:
+        print("  (dynamic input: give several --input-size HxW to compare sizes per node across input sizes)")
+    return 0

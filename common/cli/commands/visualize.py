@@ -1,0 +1,55 @@
+"""Draw predictions (and ground truth) over an image, a folder of images or a video.
+
+PREDICTIONS is a predictions file (one image) or a folder of them named after the frames
+(`<image stem>.txt`, or `<video stem>_<frame:06d>.txt` for a video, as `detect` writes).
+`--compare PREDICTIONS2` puts a second run (e.g. a split/codec result) beside the first
+(e.g. the anchor), each titled with its mAP over the whole source: against `--gt` when given,
+else the second run relative to the first. Output (`-o`): a .png (one image), a folder of PNGs,
+or an .mp4 (OpenCV mp4v); headless by default, `--show` also displays them on a desktop.
+
+examples:
+  splitinfer visualize dog.jpg out/anchor/dog.txt -o dog_vis.png
+  splitinfer visualize data/images out/anchor --compare out/s60_nnc-26 --gt data/instances.json -o vis/
+  splitinfer visualize clip.mp4 out/anchor --compare out/split -o clip_vis.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "visualize"
+HELP = "draw predictions/ground truth on an image, folder or video; --compare two runs side by side"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="image, folder of images, or video")
+    p.add_argument("predictions", help="predictions file or folder (e.g. the anchor's)")
+    p.add_argument("--gt", help="ground truth: COCO JSON, folder of 'label x1 y1 x2 y2' files, or one file")
+    p.add_argument("--compare", metavar="PREDICTIONS2", help="second predictions, drawn side by side")
+    p.add_argument("--names", nargs=2, metavar=("LEFT", "RIGHT"), help="panel names (default: folder names)")
+    p.add_argument("-o", "--out", help="output .png, .mp4 or folder (default: <source>_vis.png/.mp4/folder)")
+    p.add_argument("--threshold", type=float, default=0.3,
+                   help="draw predictions scored at or above this (default 0.3; mAP uses all)")
+    p.add_argument("--anchor-threshold", type=float, default=0.5,
+                   help="without --gt: anchor boxes at or above this score are the truth (default 0.5)")
+    p.add_argument("--max-frames", type=int, help="only the first N frames")
+    p.add_argument("--fps", type=float, help="frame rate of an .mp4 output (default: the source's, or 10)")
+    p.add_argument("--show", action="store_true", help="also display on screen (needs a desktop)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitinfer.common.core.errors import UserError
+    from splitinfer.common.eval.visualize import visualize
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.fps is not None and not args.fps > 0:
+        raise UserError(f"--fps must be positive, got {args.fps}")
+    res = visualize(args.source, args.predictions, gt=args.gt, compare=args.compare, out=args.out,
+                    show=args.show, threshold=args.threshold, names=tuple(args.names) if args.names else None,
+                    max_frames=args.max_frames, fps=args.fps, anchor_threshold=args.anchor_threshold)
+    for t in res.titles:
+        print(t.replace("\n", ": "))
+    what = {"image": "picture", "dir": "pictures in", "video": "frames in video"}[res.kind]
+    print(f"{res.frames} {what} {res.out}" if res.kind != "image" else f"picture: {res.out}")
+    return 0

@@ -1,0 +1,158 @@
+"""ONNX exports of torchvision classifiers (random weights) for the splitability survey.
+
+Why random weights: split points, branch counts and tensor sizes depend on the graph, not on trained
+values, and nothing may be downloaded at run time. Weights are seeded, so an export is reproducible.
+Exports are slow (seconds to a minute each), so they are cached: in `$SPLITINFER_CACHE/zoo`, else
+`$XDG_CACHE_HOME/splitinfer/zoo`, else `~/.cache/splitinfer/zoo`, or in a folder the caller gives.
+Input `input` [1,3,H,W] float RGB; height and width are dynamic except for vgg16, whose adaptive
+7x7 pooling exports as a fixed-size average pool. Output `logits` [1,1000].
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from splitinfer.common.core.errors import UserError
+
+OPSET = 13
+INPUT = "input"
+OUTPUT = "logits"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    input_hw: tuple[int, int]
+    dynamic: bool  # height and width symbolic in the export
+
+
+CLASSIFIERS = {
+    m.name: m
+    for m in (
+        ZooModel("vgg16", (224, 224), dynamic=False),
+        ZooModel("resnet18", (224, 224), dynamic=True),
+        ZooModel("resnet152", (224, 224), dynamic=True),
+        ZooModel("resnext50_32x4d", (224, 224), dynamic=True),
+        ZooModel("squeezenet1_0", (224, 224), dynamic=True),
+        ZooModel("mobilenet_v3_large", (224, 224), dynamic=True),
+        ZooModel("efficientnet_b0", (224, 224), dynamic=True),
+        ZooModel("inception_v3", (299, 299), dynamic=True),
+    )
+}
+DETECTORS = ("ssd_resnet", "retinanet")  # exported by splitinfer.common.studies.exporters
+BUNDLED = ("nanodet",)  # shipped in common/assets/models
+ALL = tuple(CLASSIFIERS) + DETECTORS + BUNDLED
+
+
+def cache_dir() -> Path:
+    """Where exports are kept between runs (see the module docstring)."""
+    if os.environ.get("SPLITINFER_CACHE"):
+        return Path(os.environ["SPLITINFER_CACHE"]) / "zoo"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "splitinfer" / "zoo"
+
+
+def _build(spec: ZooModel, seed: int):
+    """The torchvision model with seeded random weights and trained-like batch-norm statistics
+    (default statistics fold into all-zero biases that the exporter shares through Identity nodes,
+    which a trained model's graph does not have)."""
+    import torch
+    import torchvision
+
+    from splitinfer.common.studies.exporters import randomize_batchnorm
+
+    torch.manual_seed(seed)
+    ctor = getattr(torchvision.models, spec.name)
+    kwargs = {"weights": None}
+    if spec.name == "inception_v3":
+        kwargs.update(aux_logits=True, init_weights=True)  # eval() returns the main logits only
+    model = ctor(**kwargs)
+    randomize_batchnorm(model, seed)
+    return model.eval()
+
+
+def export_classifier(name: str, out: str | Path, seed: int = 0) -> Path:
+    """Export one torchvision classifier to `out` (written to a temporary name, then renamed)."""
+    import warnings
+
+    import onnx
+    import torch
+
+    from splitinfer.common.core.onnx_io import save_model
+
+    spec = CLASSIFIERS.get(name)
+    if spec is None:
+        raise UserError(f"unknown zoo model {name!r} (known: {', '.join(CLASSIFIERS)})")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    model = _build(spec, seed)
+    x = torch.rand(1, 3, *spec.input_hw, generator=torch.Generator().manual_seed(seed))
+    dyn = {INPUT: {2: "height", 3: "width"}} if spec.dynamic else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=OPSET, do_constant_folding=True,
+                              input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dyn)
+        m = onnx.load(str(tmp))
+        for key, value in (("splitinfer.task", "classification"), ("splitinfer.zoo", name),
+                           ("splitinfer.input_hw", f"{spec.input_hw[0]}x{spec.input_hw[1]}"),
+                           ("splitinfer.weights", f"random (torch seed {seed}, non-trivial batch-norm statistics)")):
+            prop = m.metadata_props.add()
+            prop.key, prop.value = key, value
+        save_model(m, tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _export_detector(name: str, out: Path) -> Path:
+    from splitinfer.common.studies import exporters
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
+    try:
+        exporters.export(name, tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def model_path(name: str, folder: str | Path | None = None, export: bool = True) -> Path:
+    """Path of a survey model, exporting it into `folder` (default: the cache) if it is not there yet."""
+    if name in BUNDLED:
+        from splitinfer.common.assets import MODELS_DIR
+
+        path = MODELS_DIR / name / "model.onnx"
+        if not path.is_file():
+            raise UserError(f"bundled model {name!r} is missing: {path}")
+        return path
+    if name not in CLASSIFIERS and name not in DETECTORS:
+        raise UserError(f"unknown zoo model {name!r} (known: {', '.join(ALL)})")
+    path = Path(folder) if folder else cache_dir()
+    path = path / f"{name}.onnx"
+    if path.is_file() or not export:
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the model cache {path.parent}: {exc}") from None
+    if name in CLASSIFIERS:
+        return export_classifier(name, path)
+    return _export_detector(name, path)
+
+
+def ensure(names=None, folder: str | Path | None = None, progress: bool = False) -> list[Path]:
+    """Paths of the named survey models (all by default), exporting the missing ones."""
+    names = list(names) if names else list(ALL)
+    iterator = names
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(names, desc="zoo models", unit="model", leave=False)
+    return [model_path(n, folder) for n in iterator]

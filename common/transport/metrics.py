@@ -1,0 +1,91 @@
+"""Prometheus metrics of the UE and network processes, one registry per process, served over HTTP.
+
+Why a registry per `Metrics` object rather than prometheus-client's global one: tests and the demo run a
+UE inside the same Python process as other code, and each process must expose only its own series.
+Both processes use the same metric names (a dashboard sums or compares them); each observes the stages
+it runs: Part I, encode, serialization, transfer, end-to-end on the UE; deserialization, decode, Part II,
+consolidation and post-processing on the server. Labels are model, split (rank) and codec; values that
+come from a client are only used once the server has resolved them (unknown ones read "unknown"), so a
+client cannot create unbounded series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LABELS = ("model", "split", "codec")
+UNKNOWN = "unknown"
+# 0.25 ms .. 20 s: a loopback transfer of a small tensor up to a lossy codec on a big one.
+BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)
+
+STAGES = {
+    "part1": "Part I inference on the UE",
+    "part2": "Part II inference on the server",
+    "encode": "encoding the crossing tensors (codec)",
+    "decode": "decoding the crossing tensors (codec)",
+    "serialize": "building the protobuf messages of a frame",
+    "deserialize": "parsing the messages of a frame and reassembling its chunks",
+    "transfer": "network time of a frame: round trip minus the server's own time",
+    "consolidate": "merging Part I's final outputs with Part II's outputs",
+    "postprocess": "family post-processing into detections",
+    "end_to_end": "from the frame read on the UE to its detections back on the UE",
+}
+
+
+class Metrics:
+    """The metrics of one process (`role` is 'device' or 'server')."""
+
+    def __init__(self, role: str):
+        self.role = role
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.seconds = {
+            stage: Histogram(f"splitinfer_{stage}_seconds", f"Time of {doc}.", LABELS,
+                             registry=self.registry, buckets=BUCKETS)
+            for stage, doc in STAGES.items()
+        }
+        self.frames = Counter("splitinfer_frames", "Frames processed.", LABELS, registry=self.registry)
+        self.raw_bytes = Counter("splitinfer_raw_bytes", "Bytes of the crossing tensors before encoding.",
+                                 LABELS, registry=self.registry)
+        self.encoded_bytes = Counter("splitinfer_encoded_bytes", "Bytes of the crossing tensors after encoding.",
+                                     LABELS, registry=self.registry)
+        self.errors = Counter("splitinfer_errors", "Failed requests or frames, by gRPC status code.",
+                              LABELS + ("code",), registry=self.registry)
+        info = Gauge("splitinfer_process_info", "Constant 1; the role of this process.", ("role",),
+                     registry=self.registry)
+        info.labels(role=role).set(1)
+        self._http = None
+
+    def observe(self, labels: dict, **seconds: float) -> None:
+        """Record stage durations in seconds, e.g. observe(labels, part1=0.01, encode=0.002)."""
+        for stage, value in seconds.items():
+            if value is not None:
+                self.seconds[stage].labels(**labels).observe(max(0.0, float(value)))
+
+    def count_frame(self, labels: dict, raw_bytes: int, encoded_bytes: int) -> None:
+        self.frames.labels(**labels).inc()
+        self.raw_bytes.labels(**labels).inc(raw_bytes)
+        self.encoded_bytes.labels(**labels).inc(encoded_bytes)
+
+    def count_error(self, code: str, labels: dict | None = None) -> None:
+        labels = labels or {}
+        self.errors.labels(**{k: labels.get(k, UNKNOWN) for k in LABELS}, code=code).inc()
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+        """Serve /metrics on `port` (0: a free port); returns the port really bound."""
+        from splitinfer.common.core.errors import UserError
+
+        try:
+            self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise UserError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        return int(self._http.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+def labels_for(model: str, split, codec: str) -> dict:
+    return {"model": str(model), "split": str(split), "codec": str(codec)}

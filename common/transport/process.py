@@ -1,0 +1,105 @@
+"""Start the network process as a separate OS process and stop it gracefully (demo, tests, benches).
+
+Why a separate process rather than a thread: the point of the emulation is two processes that share
+nothing but the gRPC connection (own interpreter, own onnxruntime threads, own metrics registry).
+The server is asked for port 0 and reports the ports it really bound on its first stdout line, so
+no two runs race for a "free" port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+from splitinfer.common.core.errors import UserError
+
+
+# The network process prints this, then its bound ports, on its first stdout line (server/main.py).
+READY_PREFIX = "splitinfer serve: listening on"
+
+
+class ServerProcess:
+    """A running `python -m splitinfer.server.main` (context manager; `stop()` sends SIGTERM)."""
+
+    def __init__(self, models=None, *, device: str = "cpu", threads: int | None = None, host: str = "127.0.0.1",
+                 max_message_mb: float | None = None, extra_args=(), env: dict | None = None,
+                 timeout: float = 120.0, cpus: set[int] | None = None):
+        args = [sys.executable, "-m", "splitinfer.server.main", "--host", host, "--port", "0",
+                "--metrics-port", "0", "--device", device]
+        if models is not None:
+            args += ["--models", str(models)]
+        if threads:
+            args += ["--threads", str(threads)]
+        if max_message_mb:
+            args += ["--max-message-mb", str(max_message_mb)]
+        args += list(extra_args)
+        preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})}, preexec_fn=preexec)
+        self.stderr_tail: deque[str] = deque(maxlen=50)
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self.host, self.port, self.metrics_port = host, None, None
+        line = self._read_ready(timeout)
+        words = line[len(READY_PREFIX):].split()
+        self.port = int(words[0].rsplit(":", 1)[1])
+        self.metrics_port = int(words[words.index("metrics") + 1])
+        self.ready_line = line
+        threading.Thread(target=self._drain_stdout, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _drain_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line.rstrip())
+
+    def _drain_stdout(self) -> None:
+        for _ in self.proc.stdout:
+            pass
+
+    def _read_ready(self, timeout: float) -> str:
+        result: list[str] = []
+
+        def read():
+            for line in self.proc.stdout:
+                if line.startswith(READY_PREFIX):
+                    result.append(line.strip())
+                    return
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout)
+        if not result:
+            self.kill()
+            time.sleep(0.2)
+            tail = "\n".join(self.stderr_tail)
+            raise UserError(f"network process did not start within {timeout:.0f} s "
+                            f"(exit code {self.proc.poll()}): {tail[-1500:]}")
+        return result[0]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for the graceful shutdown; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,128 @@
+"""Run the whole system once: network process + UE on the bundled photos, a few splits x codecs, one table.
+
+Starts the network process (`splitinfer serve`) as a separate OS process on a free port, runs the UE
+(this process: Part I, encode, gRPC stream) with the bundled NanoDet on the bundled images at several
+split points (by default: rank 9, one 5.5 MB activation sent in chunks; rank 60, four crossing tensors; rank
+120, where Part I already yields two of the model's outputs) and codecs, compares every frame's
+detections with the whole model run locally (the anchor), prints the table and stops the server.
+"""
+
+NAME = "demo"
+HELP = "start the network process and run the UE on the bundled photos at a few splits and codecs"
+
+# Rank 9, not 10: rank 10's tensor is the -inf padding before a MaxPool, which NNC cannot code
+# (the codec then sends it raw), so it would show nothing about compression.
+DEFAULT_SPLITS = "9,60,120"
+DEFAULT_CODECS = "none,float16,zstd,nnc:-38"
+
+
+def add_arguments(p):
+    p.add_argument("--splits", default=DEFAULT_SPLITS, help=f"split ranks (default {DEFAULT_SPLITS})")
+    p.add_argument("--codecs", default=DEFAULT_CODECS, help=f"codec specs (default {DEFAULT_CODECS})")
+    p.add_argument("--images", type=int, default=0, help="use only the first N bundled images (0: all)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads of each process's sessions (default 1: the two processes share the cores)")
+    p.add_argument("--in-flight", type=int, default=1, help="frames in flight on the stream (default 1)")
+    p.add_argument("--max-message-mb", type=float, default=4.0, help="gRPC message limit in MiB (default 4)")
+
+
+def _agreement(results) -> str:
+    """'yes' when every frame's detections are identical (or identical to float rounding: onnxruntime optimises
+    the parts and the whole model differently); else how many objects still match (label, IoU>=0.5)."""
+    if all(a.equal for a in results):
+        return "yes"
+    if all(a.rounding for a in results):
+        return "yes, to float rounding"
+    matched = sum(a.matched for a in results)
+    total = sum(max(a.anchor_count, a.split_count) for a in results)
+    word = "close" if all(a.close for a in results) else "no"
+    return f"{word} ({matched}/{total} boxes match)"
+
+
+def run(args) -> int:
+    import cv2
+    import numpy as np
+
+    from splitinfer.common.transport import wire
+    from splitinfer.common.assets import DEFAULT_MODEL_ID, MODELS_DIR, bundled_images, default_model_path
+    from splitinfer.common.codecs import get_codec
+    from splitinfer.common.core.errors import UserError
+    from splitinfer.common.families import get_family
+    from splitinfer.device.ue import UE, Anchor, PartI, UEClient, compare_detections
+    from splitinfer.common.transport.process import ServerProcess
+
+    try:
+        splits = [int(s) for s in args.splits.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--splits: expected comma-separated ranks, got {args.splits!r}") from None
+    codecs = [get_codec(s.strip()) for s in args.codecs.split(",") if s.strip()]
+    wire.tune_allocator()
+    paths = bundled_images()
+    if args.images:
+        paths = paths[: args.images]
+    images = []
+    for p in paths:
+        img = cv2.imread(str(p))
+        if img is None:
+            raise UserError(f"cannot read image {p}")
+        images.append((p.name, 0, img))
+    family = get_family("nanodet")
+    model_path = default_model_path()
+
+    anchor = Anchor(model_path, "cpu", threads=args.threads)
+    reference = {}
+    for name, _, img in images:
+        feeds, meta = family.preprocess(img)
+        reference[name] = family.postprocess(anchor.run(feeds), meta)
+
+    print(f"starting the network process (bundled model repository {MODELS_DIR}) ...", flush=True)
+    rows, failures = [], []
+    with ServerProcess(MODELS_DIR, device="auto", threads=args.threads, max_message_mb=args.max_message_mb) as server:
+        print(f"network process pid {server.proc.pid} listening on {server.address}, "
+              f"metrics on :{server.metrics_port}", flush=True)
+        client = UEClient(server.address, int(args.max_message_mb * wire.MIB))
+        client.wait_ready()
+        try:
+            for rank in splits:
+                part1 = PartI(model_path, rank=rank, threads=args.threads)
+                for codec in codecs:
+                    ue = UE(client, part1, family, codec, DEFAULT_MODEL_ID, in_flight=args.in_flight)
+                    try:
+                        records = list(ue.run(images))
+                    finally:
+                        ue.close()
+                    agree = [compare_detections(reference[r.source], r.detections) for r in records]
+                    ms = lambda xs: float(np.median([x * 1e3 for x in xs]))  # noqa: E731
+                    raw = int(np.mean([r.raw_bytes for r in records]))
+                    enc = int(np.mean([r.encoded_bytes for r in records]))
+                    label = str(codec.spec)
+                    branches = f"{len(part1.plan.crossing)}" + (
+                        f"+{len(part1.plan.part1_final_outputs)}out" if part1.plan.part1_final_outputs else "")
+                    rows.append((rank, branches, raw, enc, raw / max(enc, 1),
+                                 ms(r.part1_s for r in records),
+                                 ms(r.encode_s + r.server["decode"] for r in records), ms(r.transfer_s for r in records),
+                                 ms(r.server["part2"] for r in records), ms(r.end_to_end_s for r in records),
+                                 label, _agreement(agree), records[0].server_provider))
+                    if codec.lossless and not all(a.rounding for a in agree):
+                        failures.append(f"split {rank} codec {label}: lossless but detections differ from the anchor")
+                    r = rows[-1]
+                    print(f"  split {rank:3d} {label:9s} done ({len(records)} frames, "
+                          f"end-to-end {r[9]:.1f} ms median)", flush=True)
+        finally:
+            client.close()
+        code = server.stop()
+    print()
+    head = (f"{'split':>5} {'branches':>8} {'codec':>9} {'raw B':>10} {'encoded B':>10} {'ratio':>6} "
+            f"{'Part I':>7} {'enc+dec':>7} {'transfer':>8} {'Part II':>7} {'e2e ms':>7}  equal-to-anchor")
+    print(head)
+    print("-" * len(head))
+    for rank, branches, raw, enc, ratio, p1, codec_ms, tr, p2, e2e, label, agree, _ in rows:
+        print(f"{rank:5d} {branches:>8} {label:>9} {raw:10d} {enc:10d} {ratio:6.2f} {p1:7.1f} {codec_ms:7.1f} "
+              f"{tr:8.2f} {p2:7.1f} "
+              f"{e2e:7.1f}  {agree}")
+    print(f"\n{len(images)} images per row; branches = crossing tensors (+N out: model outputs Part I already "
+          f"made, sent too); times are medians in ms (enc+dec: codec time on both sides); Part II ran on "
+          f"{rows[0][12] if rows else '?'}; network process stopped (exit code {code}).")
+    for f in failures:
+        print(f"FAILED: {f}")
+    return 1 if failures else 0

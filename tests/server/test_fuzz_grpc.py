@@ -1,0 +1,326 @@
+"""Property test: thousands of malformed messages at one network process. No crash, no hang, bounded memory.
+
+Hypothesis draws batches of streams; each stream starts from a valid exchange (set-up + a frame at NanoDet's
+split 130, zstd, one or several parts) and gets a few mutations: flipped, truncated or random bytes,
+protobuf fields set to hostile values (dtypes, shapes, lengths, chunk indices, frame ids, meta JSON, model
+ids with paths, split ranks, codec specs), messages dropped, duplicated or swapped, plus raw unary calls.
+Each batch goes out on 4 client threads at once. Every call must end within its deadline with OK or one
+of the refusals (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION): an UNKNOWN or
+INTERNAL means an exception escaped the servicer, DEADLINE_EXCEEDED a hang. Meanwhile a good stream keeps
+getting answers, and the server's resident memory (from /proc) must not grow beyond a bound.
+
+The tensors are constant (zstd makes each a few dozen bytes, and post-processing finds nothing), so the
+server's time goes to parsing and refusing, and a few thousand messages take about a minute on 2 cores.
+"""
+
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grpc_helpers import REFUSALS, RealFrame, Stubs, call_status, real_frame, rss_kb, setup_msg
+from splitinfer.common.codecs import get_codec
+from splitinfer.common.transport.proto import splitinfer_pb2 as pb
+
+pytestmark = pytest.mark.timeout(400)
+
+RANK = 130
+OTHER_RANKS = [129, 131, 136]
+ZSTD = get_codec("zstd")
+CALL_DEADLINE_S = 30.0
+EXAMPLES = int(os.environ.get("SPLITINFER_FUZZ_EXAMPLES", 150))  # ~200 messages each
+STATS = {"messages": 0, "streams": 0, "unary": 0, "codes": {}, "rss_mb": []}
+
+
+@pytest.fixture(scope="module")
+def server():
+    from splitinfer.common.transport.process import ServerProcess
+
+    srv = ServerProcess(threads=1, device="cpu", max_message_mb=1, env={"SPLITINFER_NNC_WORKERS": "1"})
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def stubs(server):
+    s = Stubs(server.address, max_send_mb=4)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def bases():
+    """Valid exchanges to mutate: name -> list of serialized StreamRequests."""
+    f = real_frame(RANK)
+    rng = np.random.default_rng(0)
+    # low scores everywhere (nothing to post-process); a 700-value pattern repeated so zstd keeps ~3 KB
+    quiet = RealFrame(RANK, {n: np.resize((-8 + 0.01 * rng.standard_normal(700)).astype(a.dtype), a.shape)
+                             for n, a in f.arrays.items()}, f.meta_json)
+    setup = setup_msg(RANK, codec="zstd")
+    one = quiet.messages(1, ZSTD)
+    parts = quiet.messages(1, ZSTD, max_message_bytes=1200)  # chunks over many parts
+    assert len(one) == 1 and len(parts) >= 6, len(parts)
+    return {
+        "one-part": [setup, *one],
+        "many-parts": [setup, *parts],
+        "two-frames": [setup, *one, *quiet.messages(2, ZSTD)],
+        "float16-session": [setup_msg(RANK, codec="float16"), *quiet.messages(1, get_codec("float16"),
+                                                                              max_message_bytes=256 << 10)],
+    }
+
+
+# -- mutations -----------------------------------------------------------------------------------------
+
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+texts = st.text(max_size=24)
+HEADER_EDITS = st.one_of(
+    st.tuples(st.just("dtype"), st.one_of(st.sampled_from(
+        ["float32", "float16", "int64", "bool", "complex64", "object", "V8", "<f4", "float32\x00", "", "U3"]), texts)),
+    st.tuples(st.just("shape"), st.lists(st.integers(-2**40, 2**40), max_size=6)),
+    st.tuples(st.just("shape"), st.lists(st.integers(0, 3000), min_size=4, max_size=4)),
+    st.tuples(st.just("name"), st.one_of(texts, st.sampled_from(["Identity_2:0", "Conv__176:0"]))),
+    st.tuples(st.just("codec_id"), st.one_of(u32, st.sampled_from([0, 1, 2, 222, 838, 899, 3]))),
+    st.tuples(st.just("encoded_length"), st.one_of(u64, st.integers(0, 100))),
+    st.tuples(st.just("chunk_count"), st.one_of(u32, st.integers(0, 3))),
+    st.tuples(st.just("codec_params"), st.dictionaries(texts, texts, max_size=3)),
+)
+FRAME_EDITS = st.one_of(
+    st.tuples(st.just("frame_id"), st.one_of(u64, st.integers(0, 3))),
+    st.tuples(st.just("part"), st.one_of(u32, st.integers(0, 3))),
+    st.tuples(st.just("part_count"), st.one_of(u32, st.integers(0, 3))),
+    st.tuples(st.just("timestamp_ns"), st.integers(-2**63, 2**63 - 1)),
+    st.tuples(st.just("meta_json"), st.one_of(texts, st.sampled_from([
+        '{"width": -5, "height": 0}', '{"width": 1e308, "height": 1e308}', "[]", '{"width": "x"}', "{}",
+        '{"width": 0, "height": 0, "input_width": 0, "input_height": 0}', '{"width": NaN}', "null",
+        '{"width": 640, "height": 480, "input_width": -1, "input_height": 416}',
+        '{"width": 640, "height": 480, "input_width": 1e-300, "input_height": 416}']))),
+    st.tuples(st.just("chunk_tensor"), st.one_of(u32, st.integers(0, 6))),
+    st.tuples(st.just("chunk_index"), st.one_of(u32, st.integers(0, 3))),
+    st.tuples(st.just("chunk_data"), st.binary(max_size=64)),
+    st.tuples(st.just("drop_tensor"), st.integers(0, 5)),
+    st.tuples(st.just("add_tensor"), texts),
+)
+SETUP_EDITS = st.one_of(
+    st.tuples(st.just("model_id"), st.one_of(texts, st.sampled_from(
+        ["../nanodet", "/etc/passwd", "nanodet/../nanodet", "nanodet/model.onnx", "", "NANODET", "nanodet\x00"]))),
+    # valid ranks other than 130 build (and cache) another Part II: a few, warmed up before memory is measured
+    st.tuples(st.just("rank"), st.one_of(st.integers(-2**31, 2**31 - 1), st.sampled_from(OTHER_RANKS + [-1, 137, 999]))),
+    st.tuples(st.just("node"), texts),
+    st.tuples(st.just("flag"), st.one_of(texts, st.sampled_from(["before", "after"]))),
+    st.tuples(st.just("codec"), st.one_of(texts, st.sampled_from(
+        ["zstd", "zstd:99", "zstd:-5", "float16", "none", "2", "899", "nnc:abc", "1", "0", "zstd:1:2"]))),
+)
+MUTATIONS = st.one_of(
+    st.tuples(st.just("flip"), u32, st.lists(st.tuples(u32, st.integers(1, 255)), min_size=1, max_size=8)),
+    st.tuples(st.just("truncate"), u32, st.floats(0, 1)),
+    st.tuples(st.just("append"), u32, st.binary(min_size=1, max_size=64)),
+    st.tuples(st.just("replace"), u32, st.binary(max_size=128)),
+    st.tuples(st.just("header"), u32, st.integers(0, 5), HEADER_EDITS),
+    st.tuples(st.just("frame"), u32, FRAME_EDITS),
+    st.tuples(st.just("setup"), SETUP_EDITS),
+    st.tuples(st.just("drop"), u32),
+    st.tuples(st.just("duplicate"), u32),
+    st.tuples(st.just("swap"), u32, u32),
+)
+STREAMS = st.tuples(st.sampled_from(["one-part"] * 3 + ["many-parts"] * 3 + ["two-frames"] * 2 + ["float16-session"]),
+                    st.lists(MUTATIONS, min_size=1, max_size=4))
+
+
+def _edit_proto(msg: bytes, edit) -> bytes:
+    try:
+        req = pb.StreamRequest.FromString(msg)
+    except Exception:  # already broken by a byte mutation: leave it
+        return msg
+    try:
+        edit(req)
+    except (ValueError, TypeError, IndexError, OverflowError):  # a value protobuf itself refuses
+        return msg
+    return req.SerializeToString()
+
+
+def _set_header(req, ti, field, value):
+    if not req.HasField("frame") or not req.frame.tensors:
+        return
+    h = req.frame.tensors[ti % len(req.frame.tensors)]
+    if field == "shape":
+        del h.shape[:]
+        h.shape.extend(value)
+    elif field == "codec_params":
+        h.codec_params.clear()
+        h.codec_params.update(value)
+    else:
+        setattr(h, field, value)
+
+
+def _set_frame(req, field, value):
+    if not req.HasField("frame"):
+        return
+    fr = req.frame
+    if field in ("chunk_tensor", "chunk_index", "chunk_data"):
+        if fr.chunks:
+            setattr(fr.chunks[0], {"chunk_tensor": "tensor", "chunk_index": "index", "chunk_data": "data"}[field], value)
+    elif field == "drop_tensor":
+        if fr.tensors:
+            del fr.tensors[value % len(fr.tensors)]
+    elif field == "add_tensor":
+        fr.tensors.add(name=value, dtype="float32", shape=[1, 2], encoded_length=8, chunk_count=1)
+    else:
+        setattr(fr, field, value)
+
+
+def _set_setup(req, field, value):
+    if not req.HasField("setup"):
+        return
+    s = req.setup
+    if field == "model_id":
+        s.model_id = value
+    elif field == "rank":
+        s.split.rank = value
+    elif field == "node":
+        s.split.node = value
+    elif field == "flag":
+        s.split.flag = value
+    elif field == "codec":
+        s.codec.spec = value
+
+
+def mutate(messages: list[bytes], mutations) -> list[bytes]:
+    msgs = list(messages)
+    for m in mutations:
+        kind = m[0]
+        if not msgs:
+            msgs = [b""]
+        if kind in ("flip", "truncate", "append", "replace", "header", "frame", "drop", "duplicate"):
+            i = m[1] % len(msgs)
+        if kind == "flip":
+            b = bytearray(msgs[i])
+            for pos, x in m[2]:
+                if b:
+                    b[pos % len(b)] ^= x
+            msgs[i] = bytes(b)
+        elif kind == "truncate":
+            msgs[i] = msgs[i][: int(len(msgs[i]) * m[2])]
+        elif kind == "append":
+            msgs[i] = msgs[i] + m[2]
+        elif kind == "replace":
+            msgs[i] = m[2]
+        elif kind == "header":
+            msgs[i] = _edit_proto(msgs[i], lambda r: _set_header(r, m[2], *m[3]))
+        elif kind == "frame":
+            msgs[i] = _edit_proto(msgs[i], lambda r: _set_frame(r, *m[2]))
+        elif kind == "setup":
+            msgs[0] = _edit_proto(msgs[0], lambda r: _set_setup(r, *m[1]))
+        elif kind == "drop":
+            del msgs[i]
+        elif kind == "duplicate":
+            msgs.insert(i, msgs[i])
+        elif kind == "swap":
+            a, b = m[1] % len(msgs), m[2] % len(msgs)
+            msgs[a], msgs[b] = msgs[b], msgs[a]
+    return msgs
+
+
+def _count(code):
+    STATS["codes"][code.name] = STATS["codes"].get(code.name, 0) + 1
+
+
+def _check(code, details, what):
+    assert code == grpc.StatusCode.OK or code in REFUSALS, f"{what}: {code} {details!r}"
+    _count(code)
+
+
+@pytest.fixture(scope="module")
+def live(stubs, bases):
+    """A well-behaved stream answered between the batches."""
+    import queue
+
+    q: queue.Queue = queue.Queue()
+    q.put(bases["one-part"][0])
+    replies = stubs.stream(iter(q.get, None), timeout=600)
+    assert next(replies).WhichOneof("kind") == "session"
+    frame = pb.StreamRequest.FromString(bases["one-part"][1])
+    state = {"next": 1}
+
+    def check():
+        frame.frame.frame_id = state["next"]
+        q.put(frame.SerializeToString())
+        assert next(replies).result.frame_id == state["next"]
+        state["next"] += 1
+
+    check()
+    yield check
+    q.put(None)
+    list(replies)
+
+
+@pytest.fixture(scope="module")
+def memory(server, stubs, bases):
+    """Resident memory after a warm-up of every base and error path (caches, Part II, thread stacks)."""
+    pool = ThreadPoolExecutor(4)
+    warm = list(bases.values()) * 4 + [[setup_msg(r, codec="zstd")] for r in OTHER_RANKS]
+    for _ in range(3):
+        list(pool.map(lambda b: call_status(lambda t: stubs.stream(iter(b), timeout=t)), warm))
+    pool.shutdown()
+    return {"before": rss_kb(server.proc.pid), "pool": ThreadPoolExecutor(4, thread_name_prefix="fuzz")}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@given(streams=st.lists(STREAMS, min_size=30, max_size=50),
+       unary=st.lists(st.binary(max_size=256), min_size=5, max_size=15), seed=st.integers(0, 2**32 - 1))
+def test_malformed_streams_never_crash_hang_or_leak(server, stubs, bases, live, memory, streams, unary, seed):
+    batches = [mutate(bases[name], muts) for name, muts in streams]
+
+    def send_stream(msgs):
+        return call_status(lambda t: stubs.stream(iter(msgs), timeout=t), CALL_DEADLINE_S)
+
+    rng = random.Random(seed)
+    setup_pb = pb.StreamRequest.FromString(bases["one-part"][0]).setup
+    frame_pb = pb.StreamRequest.FromString(bases["one-part"][1]).frame
+    unary_msgs = [rng.choice([
+        raw,  # arbitrary bytes
+        pb.InferRequest(setup=setup_pb, frame=frame_pb).SerializeToString()[: len(raw)],  # truncated valid call
+        pb.InferRequest(setup=setup_pb).SerializeToString() + raw,  # valid start, garbage after
+    ]) for raw in unary]
+
+    def send_unary(msg):
+        return call_status(lambda t: stubs.infer(msg, timeout=t), CALL_DEADLINE_S)
+
+    for (code, details, _), msgs in zip(memory["pool"].map(send_stream, batches), batches):
+        _check(code, details, f"stream of {len(msgs)} messages")
+        STATS["messages"] += len(msgs)
+        STATS["streams"] += 1
+    for code, details, _ in memory["pool"].map(send_unary, unary_msgs):
+        _check(code, details, "unary call")
+        STATS["messages"] += 1
+        STATS["unary"] += 1
+    assert server.proc.poll() is None, "the network process died"
+    live()
+    STATS["rss_mb"].append(rss_kb(server.proc.pid) // 1024)
+
+
+def test_thousands_of_messages_and_memory_stayed_bounded(server, stubs, live, memory):
+    from grpc_helpers import error_counts
+
+    memory["pool"].shutdown()
+    assert STATS["messages"] >= 3000, STATS
+    refused = sum(v for k, v in STATS["codes"].items() if k != "OK")
+    assert refused >= 0.8 * (STATS["streams"] + STATS["unary"]), STATS  # most really were malformed
+    live()  # still answering
+    after = rss_kb(server.proc.pid)
+    grown_mb = (after - memory["before"]) / 1024
+    print(f"fuzz: {STATS}; server RSS {memory['before'] / 1024:.0f} -> {after / 1024:.0f} MB")
+    assert grown_mb < 150, f"server memory grew by {grown_mb:.0f} MB over {STATS['messages']} messages"
+    rss = STATS["rss_mb"]
+    half = len(rss) // 2
+    assert max(rss[half:]) <= max(rss[:half]) + 64, f"memory keeps growing: {rss}"  # a plateau, not a leak
+    counts = error_counts(server.metrics_port)
+    assert "INTERNAL" not in counts and counts.get("INVALID_ARGUMENT", 0) > 1000, counts
+    tail = "\n".join(server.stderr_tail)
+    assert "Traceback" not in tail, tail

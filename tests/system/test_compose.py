@@ -1,0 +1,261 @@
+"""The docker-compose deployment: a static check of the files, and the real stack brought up.
+
+The bring-up test starts a private Docker engine when none answers (deploy/scripts/start_dockerd.sh),
+builds the base image with debootstrap, the wheelhouse and the images, brings up the network process
+and Prometheus, waits for health, runs the UE service on the bundled images, and asks Prometheus' HTTP
+API whether both targets are up and report frames. It is skipped, with the reason, only where a Docker
+engine cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+_VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def _defaults(text: str, env: dict | None = None) -> str:
+    """Interpolate ${VAR:-default} as docker-compose does, from `env` or the default."""
+    env = env or {}
+    return _VAR.sub(lambda m: env.get(m.group(1), m.group(2) or ""), text)
+
+
+def _compose(env: dict | None = None) -> dict:
+    return yaml.safe_load(_defaults(COMPOSE.read_text(), env))
+
+
+def _command_argv(service: dict) -> list[str]:
+    cmd = service["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+
+
+# ---------------------------------------------------------------------------------------------
+# static checks
+
+
+def test_compose_services_ports_and_commands_exist():
+    from splitinfer.common.cli import build_parser
+
+    cfg = _compose()
+    services = cfg["services"]
+    assert {"server", "device", "prometheus", "grafana"} <= set(services)
+    assert services["grafana"].get("profiles") == ["grafana"], "Grafana must be optional (a profile)"
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    metrics_ports = {}
+    for name, sub in (("server", "serve"), ("device", "device")):
+        argv = _command_argv(services[name])
+        assert argv[0] == "splitinfer" and argv[1] == sub, argv
+        assert sub in subcommands, f"`splitinfer {sub}` does not exist"
+        try:  # the real parser: every option in the compose file must exist
+            args = parser.parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"compose command of {name} does not parse: {argv}")
+        metrics_ports[name] = args.metrics_port
+    # The server's gRPC port and both metrics ports are published; containers use fixed ports.
+    published = {n: {str(p).rsplit(":", 1)[-1] for p in services[n].get("ports", [])} for n in services}
+    server_args = parser.parse_args(_command_argv(services["server"])[1:])
+    assert str(server_args.port) in published["server"]
+    assert str(metrics_ports["server"]) in published["server"]
+    assert str(metrics_ports["device"]) in published["device"]
+    assert "9090" in published["prometheus"]
+    # The UE reaches the server by service name and port.
+    dev_argv = _command_argv(services["device"])
+    assert dev_argv[dev_argv.index("--server") + 1] == f"server:{server_args.port}"
+    assert services["device"]["depends_on"]["server"]["condition"] == "service_healthy"
+    assert "splitinfer-health" in services["server"]["healthcheck"]["test"]
+    # Prometheus scrapes exactly those services at those ports.
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {f"server:{metrics_ports['server']}", f"device:{metrics_ports['device']}"}
+    # Volumes: the model repository and the results.
+    assert any(v.endswith(":/models:ro") for v in services["server"]["volumes"])
+    assert any(v.split(":")[1] == "/results" for v in services["device"]["volumes"])
+
+
+def test_gpu_override_reserves_a_gpu_and_requires_cuda():
+    from splitinfer.common.cli import build_parser
+
+    over = yaml.safe_load(_defaults((DEPLOY / "docker-compose.gpu.yml").read_text()))
+    server = over["services"]["server"]
+    devices = server["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    args = build_parser().parse_args(_command_argv(server)[1:])
+    assert args.device == "gpu" and args.require_gpu
+
+
+def test_dockerfiles_copy_what_exists():
+    for name in ("Dockerfile", "Dockerfile.prometheus"):
+        text = (DEPLOY / name).read_text()
+        for src in re.findall(r"^COPY (?!--from)(\S+) ", text, flags=re.M):
+            if "$" in src or src in ("app-wheel", "wheelhouse"):  # made by build_wheelhouse.sh
+                continue
+            assert (DEPLOY / src).exists(), f"{name}: COPY {src} does not exist"
+            assert f"!{src}" in (DEPLOY / ".dockerignore").read_text(), f"{src} is not in the build context"
+    assert "--no-index" in (DEPLOY / "Dockerfile").read_text()
+
+
+def test_dashboard_uses_metrics_the_processes_export():
+    from splitinfer.common.transport.metrics import Metrics
+
+    names = set()
+    for metric in Metrics("check").registry.collect():
+        for sample_suffix in ("", "_total", "_sum", "_count", "_bucket"):
+            names.add(metric.name + sample_suffix)
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "splitinfer.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\bsplitinfer_\w+", e)}
+    assert used, "the dashboard queries no splitinfer metric"
+    assert used <= names, f"dashboard metrics the processes do not export: {sorted(used - names)}"
+    stages = {m[len("splitinfer_"):-len("_seconds_sum")] for m in used if m.endswith("_seconds_sum")}
+    assert {"part1", "part2", "encode", "decode", "transfer", "end_to_end"} <= stages
+    assert {"splitinfer_raw_bytes_total", "splitinfer_encoded_bytes_total"} <= used
+    ds = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_tc_profiles_parse_and_fall_back_to_tbf(tmp_path):
+    """apply_profile.sh --dry-run on every profile: valid values, and tbf (rate only) without netem."""
+    script = DEPLOY / "tc" / "apply_profile.sh"
+    profiles = sorted((DEPLOY / "tc" / "profiles").glob("*.env"))
+    assert len(profiles) >= 4
+    listed = subprocess.run(["bash", str(script), "--list"], capture_output=True, text=True, check=True).stdout
+    for p in profiles:
+        assert p.stem in listed
+    bad = tmp_path / "bad.env"
+    bad.write_text("UL_RATE=fast\nDL_RATE=1mbit\n")
+    r = subprocess.run(["bash", str(script), str(bad), "lo", "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 2 and "bad uplink rate" in r.stderr
+    r = subprocess.run(["bash", str(script), "no-such-profile", "lo"], capture_output=True, text=True)
+    assert r.returncode == 2 and "no such profile" in r.stderr
+    if shutil.which("tc") is None:
+        pytest.skip("tc (iproute2) is not installed: dry runs need it to check the interface")
+    r = subprocess.run(["bash", str(script), "5g-embb-cell-edge", "lo", "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "rate 10mbit" in r.stdout
+    if "tbf" in r.stdout:  # no netem here: the fall-back must say what it does not apply
+        assert "NOT applied" in r.stderr and "delay 25ms" in r.stderr
+    else:
+        assert "netem" in r.stdout and "delay 25ms" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# the real stack
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _docker_env() -> tuple[dict, bool]:
+    """Environment with DOCKER_HOST of an engine that answers; True when this call started it."""
+    env = dict(os.environ)
+    if shutil.which("docker") is None or shutil.which("docker-compose") is None:
+        pytest.skip("Docker engine cannot start: docker / docker-compose are not installed "
+                    "(scripts/ci_system_deps.sh installs them)")
+    if subprocess.run(["docker", "info"], capture_output=True, env=env).returncode == 0:
+        return env, False
+    private = "unix:///run/splitinfer-docker/docker.sock"  # start_dockerd.sh's engine, already running?
+    if subprocess.run(["docker", "info"], capture_output=True, env=dict(env, DOCKER_HOST=private)).returncode == 0:
+        return dict(env, DOCKER_HOST=private), False
+    r = subprocess.run(["bash", str(DEPLOY / "scripts" / "start_dockerd.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"Docker engine cannot start: {r.stderr.strip()}")
+    env["DOCKER_HOST"] = r.stdout.strip().split("=", 1)[1]
+    return env, True
+
+
+def _run(cmd, env, timeout, what):
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=DEPLOY)
+    print(f"{what}: {time.monotonic() - t0:.1f} s")
+    assert r.returncode == 0, f"{what} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def _prom(port: int, query: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_compose_stack_up(tmp_path):
+    env, started = _docker_env()
+    project = f"sitest{os.getpid()}"
+    ports = {k: str(_free_port()) for k in ("SPLITINFER_PORT", "SPLITINFER_SERVER_METRICS_PORT",
+                                            "SPLITINFER_DEVICE_METRICS_PORT", "SPLITINFER_PROMETHEUS_PORT")}
+    results = tmp_path / "results"
+    results.mkdir()
+    env.update(ports, SPLITINFER_RESULTS=str(results), SPLITINFER_CERTS=str(tmp_path / "certs"),
+               COMPOSE_PROJECT_NAME=project, SPLITINFER_LOOP="2")
+    dc = ["docker-compose", "-f", str(COMPOSE)]
+    t_start = time.monotonic()
+    try:
+        _run(["bash", "scripts/build_base_image.sh"], env, 600, "base image (debootstrap)")
+        _run(["bash", "scripts/build_wheelhouse.sh"], env, 600, "wheelhouse")
+        _run(dc + ["build", "--parallel", "server", "prometheus"], env, 900, "images")
+        _run(dc + ["up", "-d", "server", "prometheus"], env, 300, "up server prometheus")
+        deadline = time.monotonic() + 120
+        health = ""
+        while time.monotonic() < deadline:
+            cid = _run(dc + ["ps", "-q", "server"], env, 60, "ps").stdout.strip()
+            health = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid], env=env,
+                                    capture_output=True, text=True).stdout.strip()
+            if health == "healthy":
+                break
+            time.sleep(1)
+        assert health == "healthy", f"network process not healthy: {health}"
+
+        _run(dc + ["up", "-d", "device"], env, 300, "up device")
+        dev = _run(dc + ["ps", "-q", "device"], env, 60, "ps").stdout.strip()
+        pport = int(ports["SPLITINFER_PROMETHEUS_PORT"])
+        seen, deadline = {}, time.monotonic() + 240
+        while time.monotonic() < deadline and len(seen) < 2:
+            try:
+                up = {r["metric"]["job"]: r["value"][1] for r in _prom(pport, 'up{job=~"splitinfer-.*"}')}
+                frames = {r["metric"]["job"]: float(r["value"][1])
+                          for r in _prom(pport, "sum by (job) (splitinfer_frames_total)")}
+            except OSError:
+                up, frames = {}, {}
+            for job in ("splitinfer-server", "splitinfer-device"):
+                if up.get(job) == "1" and frames.get(job, 0) > 0:
+                    seen[job] = frames[job]
+            time.sleep(1)
+        assert set(seen) == {"splitinfer-server", "splitinfer-device"}, \
+            f"Prometheus did not see both targets up with frames: {seen}"
+        code = subprocess.run(["docker", "wait", dev], env=env, capture_output=True, text=True,
+                              timeout=300).stdout.strip()
+        logs = subprocess.run(dc + ["logs", "--no-color", "device"], env=env, capture_output=True, text=True,
+                              cwd=DEPLOY).stdout
+        assert code == "0", f"UE service exited with {code}:\n{logs[-3000:]}"
+        csvs = list(results.rglob("*.csv"))
+        assert csvs, f"no results CSV in {results}:\n{logs[-2000:]}"
+        print(f"stack test: {time.monotonic() - t_start:.0f} s; frames seen by Prometheus: {seen}")
+    finally:
+        subprocess.run(dc + ["down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=DEPLOY,
+                       timeout=180)
+        if started:
+            subprocess.run(["bash", str(DEPLOY / "scripts" / "start_dockerd.sh"), "--stop"], capture_output=True)
