@@ -503,6 +503,8 @@ class UE:
         self.tolerate_failures = tolerate_failures
         self.codec_label = str(codec.spec)
         self.labels = labels_for(model_id, part1.plan.rank, self.codec_label)
+        if metrics is not None:
+            metrics.open_session(self.labels)  # the session's series exist at 0 from set-up on
         plan = part1.plan
         split = pb.SplitPoint(rank=plan.rank, flag="before")
         self.setup = pb.SessionSetup(model_id=model_id, split=split, client_name=client_name,

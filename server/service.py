@@ -180,7 +180,9 @@ class SplitInferenceService:
         else:
             part2 = self.repo.part2(setup.model_id, name=setup.split.node, flag=flag)
         spec = setup.codec.spec or str(setup.codec.codec_id)
-        return _Session(part2, self._codec(spec), self.max_message_bytes, self.max_frame_bytes)
+        sess = _Session(part2, self._codec(spec), self.max_message_bytes, self.max_frame_bytes)
+        self.metrics.open_session(sess.labels)  # the session's series exist at 0 from set-up on
+        return sess
 
     # -- one frame -----------------------------------------------------------------------------------
 
