@@ -22,6 +22,16 @@ from splitinfer.common.core.errors import UserError
 ENTRY_POINT_GROUP = "splitinfer.commands"
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's), or 'unknown' when run from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("splitinfer")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _module_names() -> list[str]:
     names = [f"{_commands_pkg.__name__}.{info.name}" for info in pkgutil.iter_modules(_commands_pkg.__path__)
              if not info.name.startswith("_")]
@@ -40,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="splitinfer",
         description="Split inference of ONNX object detectors between a UE (device) and the network.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         name = getattr(module, "NAME", module.__name__.rsplit(".", 1)[-1])
