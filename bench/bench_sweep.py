@@ -25,7 +25,7 @@ def naive_sweep(model_path, family, ranks, codecs, items, score_threshold):
     from splitinfer.common.split.graph import SplitGraph, consolidate
     from splitinfer.common.core.onnx_io import load_model
     from splitinfer.common.core.runtime import make_session
-    from splitinfer.common.studies.sweep import _read_frames
+    from splitinfer.common.studies.sweep import read_frames
 
     phases = dict.fromkeys(("split", "sessions", "read+preprocess", "part1", "encode", "decode", "part2",
                             "postprocess"), 0.0)
@@ -46,7 +46,7 @@ def naive_sweep(model_path, family, ranks, codecs, items, score_threshold):
             phases["split"] += t1 - t
             phases["sessions"] += t2 - t1
             recs = {}
-            for name, _, image in _read_frames(items):
+            for name, _, image in read_frames(items):
                 t = time.perf_counter()
                 feeds, meta = family.preprocess(image)
                 t1 = time.perf_counter()
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     from splitinfer.common.split.graph import SplitGraph
     from splitinfer.common.core.onnx_io import load_model
     from splitinfer.common.studies.sweep import (DEFAULT_ANCHOR_THRESHOLD, DEFAULT_SCORE_THRESHOLD, SweepConfig,
-                                         _evaluate_rows, data_items, resolve_splits, run_sweep)
+                                                 data_items, evaluate_rows, resolve_splits, run_sweep)
 
     model_path, family = resolve_model(args.model)
     data = args.data or str(IMAGES_DIR)
@@ -121,15 +121,15 @@ def main(argv=None) -> int:
     stored, phases = naive_sweep(model_path, family, ranks, [c.spec for c in codecs], items, DEFAULT_SCORE_THRESHOLD)
     # the naive way's anchor: the whole model run from each image (same as the fast path's anchor)
     from splitinfer.common.core.runtime import make_session
-    from splitinfer.common.studies.sweep import _read_frames
+    from splitinfer.common.studies.sweep import read_frames
 
     sess = make_session(model_path, device="cpu")
     anchor = {}
-    for name, _, image in _read_frames(items):
+    for name, _, image in read_frames(items):
         feeds, meta = family.preprocess(image)
         anchor[name] = family.postprocess(dict(zip(sess.output_names, sess.run(feeds))), meta, DEFAULT_SCORE_THRESHOLD)
     plans = {r: graph.plan(rank=r) for r in ranks}
-    naive_rows = _evaluate_rows(ranks, codecs, graph, plans, stored, set(stored), anchor, None,
+    naive_rows = evaluate_rows(ranks, codecs, graph, plans, stored, set(stored), anchor, None,
                                 DEFAULT_ANCHOR_THRESHOLD, False)
     t_naive = time.perf_counter() - t
 

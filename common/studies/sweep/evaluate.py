@@ -1,0 +1,75 @@
+"""From stored rows to `SweepRow`s: per-image means of bytes and times, relative and absolute mAP.
+
+mAP is recomputed from stored detections on every run (never cached), so a new ground truth or
+anchor threshold changes the numbers without recomputing any row.
+"""
+
+from __future__ import annotations
+
+import math
+
+from splitinfer.common.studies.sweep.config import SweepRow
+
+
+def _dets(records: dict) -> dict:
+    from splitinfer.common.core.detections import Detection
+
+    return {name: [Detection(d[0], *d[1:]) for d in rec["dets"]] for name, rec in records.items()}
+
+
+def _abs_map(preds, gt):
+    """AP against ground truth on the images that have some (NaN when none has)."""
+    from splitinfer.common.eval.evaluation import evaluate_against
+
+    keys = gt.keys
+    sub = {k: v for k, v in preds.items() if k in keys}
+    if not sub:
+        return None
+    return evaluate_against(sub, gt, subset=True)
+
+
+def anchor_metrics(anchor_preds, gt, anchor_threshold) -> dict:
+    d = {"predictions": sum(len(v) for v in anchor_preds.values()),
+         "relative_gt_boxes": sum(1 for v in anchor_preds.values() for x in v if x.score >= anchor_threshold),
+         "map": math.nan, "map50": math.nan, "map75": math.nan, "gt_images": 0}
+    if gt is not None:
+        res = _abs_map(anchor_preds, gt)
+        if res is not None:
+            d.update(map=res.ap, map50=res.ap50, map75=res.ap75, gt_images=res.num_images)
+    return d
+
+
+def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, gt, anchor_threshold, progress):
+    from splitinfer.common.eval.evaluation import evaluate_relative
+
+    pairs = [(r, c) for r in ranks for c in codecs if (r, c.spec) in stored]
+    it = pairs
+    if progress and len(pairs) > 4:
+        from tqdm import tqdm
+
+        it = tqdm(pairs, desc="mAP", unit="row", leave=False)
+    rows = []
+    for r, c in it:
+        recs = stored[(r, c.spec)]["images"]
+        preds = _dets(recs)
+        n = len(recs)
+        raw = sum(x["raw"] for x in recs.values())
+        enc = sum(x["enc"] for x in recs.values())
+        row = SweepRow(
+            rank=r, node=graph.node_names[r] if r < graph.num_nodes else "(end)",
+            op_type=graph.nodes[r].op_type if r < graph.num_nodes else "end",
+            branches=len(plans[r].crossing), codec=c.spec, codec_id=c.codec_id, images=n,
+            raw_bytes=raw / n, encoded_bytes=enc / n, ratio=raw / enc if enc else math.nan,
+            encode_ms=1e3 * sum(x["encode_s"] for x in recs.values()) / n,
+            decode_ms=1e3 * sum(x["decode_s"] for x in recs.values()) / n,
+            part2_ms=1e3 * sum(x["part2_s"] for x in recs.values()) / n,
+            max_abs_err=max(x["max_abs_err"] for x in recs.values()),
+            predictions=sum(len(v) for v in preds.values()), cached=(r, c.spec) not in computed)
+        rel = evaluate_relative(preds, anchor_preds, anchor_threshold)
+        row.rel_map, row.rel_map50, row.rel_map75 = rel.ap, rel.ap50, rel.ap75
+        if gt is not None:
+            res = _abs_map(preds, gt)
+            if res is not None:
+                row.map, row.map50, row.map75, row.gt_images = res.ap, res.ap50, res.ap75, res.num_images
+        rows.append(row)
+    return rows

@@ -1,0 +1,120 @@
+"""One sweep task: encode, decode, run Part II and post-process one batch of frames for one (split, codec).
+
+Runs in pool workers, Ray workers or this process. Defined terms: a *task* is a JSON-able dict (row,
+rank, codec spec, batch index, family, frames, split manifest, cache paths, threads); its result holds
+per-frame raw/encoded bytes, encode/decode/Part II seconds, max abs error and detections.
+Per-process state (Part II sessions, warmed codecs) lives here so a worker pays set-up costs once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from splitinfer.common.studies.sweep.cache import activation_path, load_activations
+
+
+_SESSIONS: dict = {}
+
+
+def init_worker(tmp_root: str | None) -> None:
+    """Process-pool initializer: a private temp dir per worker (the nnc codec writes no files, but no
+    codec library may share scratch files across workers), and Ctrl-C left to the parent, which stops
+    the pool and keeps the rows finished so far."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    base = tempfile.mkdtemp(prefix=f"splitinfer_worker_{os.getpid()}_", dir=tmp_root)
+    os.environ["TMPDIR"] = base
+    tempfile.tempdir = base
+
+
+_WARM_CODECS: set = set()
+
+
+def _part2_session(task, part2_model, feeds: dict):
+    """This process's Part II session for the task's split, created and warmed up on first use
+    (onnxruntime's first run allocates and plans; it must not count as Part II time)."""
+    from splitinfer.common.core.runtime import make_session
+
+    key = task["part2_key"]
+    sess = _SESSIONS.get(key)
+    if sess is None:
+        src = part2_model if part2_model is not None else task["part2_path"]
+        sess = make_session(src, device="cpu", threads=task.get("threads", 1) or None)
+        sess.ort.run(None, feeds)
+        _SESSIONS[key] = sess
+    return sess
+
+
+def _warm_codec(codec) -> None:
+    """Pay a codec's one-time costs (nncodec import) before timing it."""
+    if codec.spec not in _WARM_CODECS:
+        x = np.linspace(-1, 1, 256, dtype=np.float32).reshape(16, 16)
+        codec.decode(codec.encode(x), x.dtype, x.shape, trusted=True)
+        _WARM_CODECS.add(codec.spec)
+
+
+def run_task(task: dict, activations: dict | None = None, part2_model=None) -> dict:
+    """Encode, decode, run Part II and post-process one batch of images for one (split, codec).
+
+    `activations` ({image: (arrays, meta)}) and `part2_model` (bytes) come from Ray's object store;
+    without them the task reads the .npz cache and Part II file named in `task`.
+    """
+    from splitinfer.common.codecs import get_codec
+    from splitinfer.common.families import get_family
+    from splitinfer.common.split.graph import SplitPlan, consolidate
+
+    codec = get_codec(task["codec"])
+    family = get_family(task["family"])
+    plan = SplitPlan.from_manifest(task["plan"])
+    sent = plan.part1_outputs
+    _warm_codec(codec)
+    out = {}
+    for name, sha in task["images"]:
+        if activations is not None:
+            arrays, meta = activations[name]
+        else:
+            got = load_activations(activation_path(Path(task["act_dir"]), name), sha, sent)
+            if got is None:
+                raise RuntimeError(f"activation cache for {name} vanished or changed during the sweep")
+            arrays, meta = got
+        raw = enc = 0
+        t_enc = t_dec = 0.0
+        err = 0.0
+        decoded = {}
+        for n in sent:
+            a = arrays[n]
+            t0 = time.perf_counter()
+            payload = codec.encode(a)
+            t1 = time.perf_counter()
+            b = codec.decode(payload, a.dtype, a.shape, trusted=True)
+            t2 = time.perf_counter()
+            t_enc += t1 - t0
+            t_dec += t2 - t1
+            raw += a.nbytes
+            enc += len(payload)
+            decoded[n] = np.asarray(b)
+            if not codec.lossless and a.dtype.kind == "f" and a.size:
+                with np.errstate(all="ignore"):
+                    d = np.abs(a - decoded[n])
+                err = max(err, float(np.nanmax(d)) if not np.isnan(d).all() else 0.0)
+        t0 = time.perf_counter()
+        out2 = {}
+        if not plan.part2_identity:
+            part2_feeds = {n: decoded[n] for n in plan.part2_inputs}
+            sess = _part2_session(task, part2_model, part2_feeds)
+            t0 = time.perf_counter()
+            vals = sess.ort.run(plan.part2_outputs, part2_feeds)
+            out2 = dict(zip(plan.part2_outputs, vals))
+        t_p2 = time.perf_counter() - t0
+        outputs = dict(zip([o for o, _ in plan.consolidation], consolidate(plan, decoded, out2)))
+        dets = family.postprocess(outputs, meta, task["score_threshold"])
+        out[name] = {"raw": raw, "enc": enc, "encode_s": t_enc, "decode_s": t_dec, "part2_s": t_p2,
+                     "max_abs_err": err,
+                     "dets": [[d.label, d.x1, d.y1, d.x2, d.y2, d.score] for d in dets]}
+    return {"row": task["row"], "batch": task["batch"], "images": out}
