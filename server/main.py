@@ -63,10 +63,14 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
                          options=options, maximum_concurrent_rpcs=workers, interceptors=interceptors,
                          compression=grpc.Compression.NoCompression)
     server.add_generic_rpc_handlers((service.handler(),))
+    from splitinfer.server.oip import add_oip_service  # the Open Inference Protocol beside our own service
+
+    oip_name = add_oip_service(server, repository, metrics, max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, oip_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server)
     address = f"{host}:{port}"
     try:
         bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
@@ -75,7 +79,7 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
     if not bound:
         raise UserError(f"cannot listen on {address} (port in use or address not available)")
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, oip_name):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, bound, health_servicer, service
 
