@@ -31,27 +31,8 @@ COCO80_TO_CATEGORY_ID: tuple[int, ...] = (
     56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
     85, 86, 87, 88, 89, 90,
 )
-CATEGORY_ID_TO_COCO80: dict[int, int] = {cid: i for i, cid in enumerate(COCO80_TO_CATEGORY_ID)}
 CATEGORY_ID_TO_NAME: dict[int, str] = {cid: COCO80_NAMES[i] for i, cid in enumerate(COCO80_TO_CATEGORY_ID)}
 NAME_TO_CATEGORY_ID: dict[str, int] = {n: c for c, n in CATEGORY_ID_TO_NAME.items()}
-
-# torchvision's 91-entry list (index = category id; gaps are "N/A", 0 is background).
-COCO91_NAMES: tuple[str, ...] = tuple(
-    "__background__" if i == 0 else CATEGORY_ID_TO_NAME.get(i, "N/A") for i in range(91)
-)
-
-
-def name_from_coco80(index: int) -> str:
-    if not 0 <= index < len(COCO80_NAMES):
-        raise UserError(f"class index {index} outside the COCO-80 map (0..79)")
-    return COCO80_NAMES[index]
-
-
-def name_from_category_id(category_id: int) -> str:
-    try:
-        return CATEGORY_ID_TO_NAME[category_id]
-    except KeyError:
-        raise UserError(f"category id {category_id} is not a COCO category id") from None
 
 
 def canonical_label(label: str) -> str:
@@ -86,11 +67,3 @@ def read_labels_csv(path: str | Path) -> dict[int, str]:
     if not labels:
         raise UserError(f"{path}: no labels found")
     return labels
-
-
-def write_labels_csv(path: str | Path, labels: dict[int, str]) -> None:
-    with Path(path).open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "name"])
-        for k in sorted(labels):
-            w.writerow([k, labels[k]])

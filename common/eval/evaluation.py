@@ -25,6 +25,8 @@ from splitinfer.common.core.errors import UserError
 from splitinfer.common.core.labels import NAME_TO_CATEGORY_ID, canonical_label
 
 PREDICTION_SUFFIX = ".txt"
+# Relative mode: anchor detections scored at or above this are the truth (the sweep, `map` and `visualize`).
+DEFAULT_ANCHOR_THRESHOLD = 0.5
 
 
 @dataclass
@@ -116,10 +118,6 @@ def _alias(name: str, aliases: dict[str, str] | None) -> str:
     return aliases.get(name, name) if aliases else name
 
 
-def filter_threshold(dets: list[Detection], threshold: float) -> list[Detection]:
-    return [d for d in dets if d.score >= threshold]
-
-
 def _category_ids(names: set[str]) -> dict[str, int]:
     """COCO category ids for COCO names (so JSON we write is COCO-compatible); 1000+ for others."""
     ids = {n: NAME_TO_CATEGORY_ID[n] for n in names if n in NAME_TO_CATEGORY_ID}
@@ -195,14 +193,15 @@ def evaluate(predictions: dict[str, list[Detection]], ground_truth: dict[str, li
     return run_cocoeval(gt_dataset, dts)
 
 
-def relative_ground_truth(anchor: dict[str, list[Detection]], threshold: float = 0.5) -> dict[str, list[Detection]]:
-    """The anchor's detections scored at or above `threshold`, as ground truth (score 1)."""
+def relative_ground_truth(anchor: dict[str, list[Detection]],
+                          threshold: float = DEFAULT_ANCHOR_THRESHOLD) -> dict[str, list[Detection]]:
+    """The anchor's detections scored at or above `threshold` (>=, inclusive), as ground truth (score 1)."""
     return {k: [Detection(d.label, d.x1, d.y1, d.x2, d.y2, 1.0) for d in dets if d.score >= threshold]
             for k, dets in anchor.items()}
 
 
 def evaluate_relative(predictions: dict[str, list[Detection]], anchor: dict[str, list[Detection]],
-                      anchor_threshold: float = 0.5, *, threshold: float = 0.0,
+                      anchor_threshold: float = DEFAULT_ANCHOR_THRESHOLD, *, threshold: float = 0.0,
                       aliases: dict[str, str] | None = None) -> MapResult:
     """mAP with the whole-model anchor as ground truth: what splitting/compression alone cost."""
     return evaluate(predictions, relative_ground_truth(anchor, anchor_threshold), threshold=threshold,
@@ -331,7 +330,7 @@ def evaluate_against(predictions: dict[str, list[Detection]], gt: GroundTruth, *
 
 def evaluate_folders(predictions_dir: str | Path, ground_truth: str | Path | None = None, *,
                      anchor_dir: str | Path | None = None, threshold: float = 0.0,
-                     anchor_threshold: float = 0.5, aliases: dict[str, str] | None = None,
+                     anchor_threshold: float = DEFAULT_ANCHOR_THRESHOLD, aliases: dict[str, str] | None = None,
                      subset: bool = False) -> MapResult:
     """mAP of a predictions folder against ground truth (JSON or text folder) or, in relative
     mode, against the anchor's predictions folder."""

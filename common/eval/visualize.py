@@ -19,6 +19,7 @@ import numpy as np
 
 from splitinfer.common.core.detections import Detection
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.eval.evaluation import DEFAULT_ANCHOR_THRESHOLD
 
 GT_COLOR = (255, 255, 255)  # ground truth: thin white boxes under the predictions
 TITLE_BG = (32, 32, 32)
@@ -147,7 +148,7 @@ def compose(image: np.ndarray, runs: list[tuple[list[Detection], str]], gt: list
 
 
 def map_titles(runs: list[Run], frame_keys: list[str], gt: dict[str, list[Detection]] | None,
-               anchor_threshold: float = 0.5) -> None:
+               anchor_threshold: float = DEFAULT_ANCHOR_THRESHOLD) -> None:
     """Set each run's title: `name  mAP x  AP50 y` over the frames shown (ground truth), or, with
     no ground truth, the compared run's mAP relative to the first run (the anchor)."""
     from splitinfer.common.eval.evaluation import evaluate, fmt_pct, relative_ground_truth
@@ -268,7 +269,7 @@ class VisualizeResult:
 def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | None = None,
               compare: str | Path | None = None, out: str | Path | None = None, show: bool = False,
               threshold: float = 0.3, names: tuple[str, str] | None = None, max_frames: int | None = None,
-              fps: float | None = None, anchor_threshold: float = 0.5) -> VisualizeResult:
+              fps: float | None = None, anchor_threshold: float = DEFAULT_ANCHOR_THRESHOLD) -> VisualizeResult:
     """Draw `predictions` (and `compare` beside them, and `gt` under both) on every frame of
     `source`; write a PNG, a folder of PNGs or an MP4; optionally show them on screen."""
     from tqdm import tqdm

@@ -95,41 +95,17 @@ def get_family(name: str) -> Family:
 
 
 def resolve_model(spec: str, family: str | None = None):
-    """(ONNX path, Family) for a bundled model id, a model folder (`model.onnx` + `model.json`) or an .onnx file.
+    """(ONNX path, Family) for a model spec (`splitinfer.common.core.models.find_model`).
 
-    The family comes from `family` if given, else the model's metadata (`splitinfer.family`, written by
-    our exporters), else a `model.json` beside the file.
+    The family comes from `family` if given, else the one the model records (metadata
+    `splitinfer.family`, written by our exporters, else a `model.json` beside the file).
     """
-    import json
-    from pathlib import Path
+    from splitinfer.common.core.models import find_model, recorded_family
 
-    from splitinfer.common.assets import MODELS_DIR
-
-    p = Path(spec)
-    if p.is_dir() and (p / "model.onnx").is_file():
-        p = p / "model.onnx"
-    elif not p.exists() and (MODELS_DIR / spec / "model.onnx").is_file() and "/" not in spec:
-        p = MODELS_DIR / spec / "model.onnx"
-    if not p.is_file():
-        bundled = sorted(d.name for d in MODELS_DIR.iterdir() if (d / "model.onnx").is_file()) \
-            if MODELS_DIR.is_dir() else []
-        raise UserError(f"model not found: {spec} (not a file or model folder, and not a bundled model id; "
-                        f"bundled: {', '.join(bundled) or 'none'})")
+    p = find_model(spec)
     if family:
         return p, get_family(family)
-    try:
-        import onnx
-
-        props = {q.key: q.value for q in onnx.load(str(p), load_external_data=False).metadata_props}
-    except Exception as exc:
-        raise UserError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
-    if props.get("splitinfer.family"):
-        return p, get_family(props["splitinfer.family"])
-    info_path = p.with_name("model.json")
-    if info_path.is_file():
-        try:
-            name = json.loads(info_path.read_text())["family"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{info_path}: expected JSON with a \"family\" entry") from None
-        return p, get_family(str(name))
+    name = recorded_family(p)
+    if name:
+        return p, get_family(name)
     raise UserError(f"{p}: model family unknown; pass --family ({', '.join(family_names())})")

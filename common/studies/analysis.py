@@ -33,40 +33,16 @@ import onnx
 from onnx import helper, numpy_helper
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.rates import parse_rate, rate_label
+from splitinfer.common.split.graph import NONDETERMINISTIC_OPS
 
 DEFAULT_BANDWIDTHS = ("500M", "1G", "5G")
 DEFAULT_MAX_EXPOSED_BYTES = 6 * 10**9
 SMALL_VALUE = 1 << 16  # elements: tensors up to this size are evaluated statically (shape arithmetic)
-_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_BW_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([kKmMgGtT]?)\s*(bit/s|bps|b/s)?\s*$")
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli"}
 
 
 # ----------------------------------------------------------------------------------------------
-# small parsers
-
-
-def parse_bandwidth(text) -> float:
-    """'500M', '1G', '5G', '100k', '2.5Gbit/s', '1e9' -> bits per second (decimal prefixes)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        m = _BW_RE.match(str(text))
-        if not m:
-            raise UserError(f"bad bandwidth {text!r} (expected a rate in bit/s like 500M, 1G, 5G or 100k)")
-        value = float(m.group(1)) * (10.0 ** int(m.group(2) or 0)) * _UNITS[m.group(3).lower()]
-    if not math.isfinite(value) or value <= 0:
-        raise UserError(f"bad bandwidth {text!r}: must be a positive rate in bit/s")
-    return value
-
-
-def bandwidth_label(bps: float) -> str:
-    """1e9 -> '1G', 5e8 -> '500M', 1e5 -> '100k' (the shortest decimal-prefix spelling)."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if bps >= scale:
-            return f"{bps / scale:g}{unit}"
-    return f"{bps:g}"
+# small parsers (rates: `splitinfer.common.core.rates`, tc's units)
 
 
 def parse_input_size(text) -> tuple[int, int]:
@@ -193,7 +169,7 @@ def infer_static_types(model: onnx.ModelProto, nodes, input_shapes: dict, progre
         if node.op_type in ("Shape", "Size") and domain in ("", "ai.onnx"):
             _shape_value(node, types, values)
             continue
-        if node.op_type in _NONDETERMINISTIC or has_subgraph or not all(n in values for n in ins):
+        if node.op_type in NONDETERMINISTIC_OPS or has_subgraph or not all(n in values for n in ins):
             continue
         sizes = [_dims(out.get(o)) for o in node.output if o]
         if any(s is not None and None not in s and np.prod(s, dtype=np.int64) > SMALL_VALUE for s in sizes):
@@ -572,7 +548,7 @@ def analyze(model, *, input_size=None, image=None, feeds: dict | None = None, ba
         model = load_model(model_path)
     label = str(model_path) if model_path is not None else (model.graph.name or "model")
     size = parse_input_size(input_size) if input_size is not None else None
-    bws = {bandwidth_label(parse_bandwidth(b)): parse_bandwidth(b) for b in bandwidths}
+    bws = {rate_label(parse_rate(b)): parse_rate(b) for b in bandwidths}
     seconds = {}
     t0 = time.perf_counter()
     graph = graph or SplitGraph(model)

@@ -197,15 +197,6 @@ def estimate_seconds(nbytes: float, rate_bps: float) -> float:
     return nbytes * 8.0 / rate_bps
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 # ---------------------------------------------------------------------------------------------
 # the experiment with the real processes
 

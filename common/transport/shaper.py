@@ -16,26 +16,9 @@ import time
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.rates import parse_rate  # noqa: F401  (one rate parser, tc's units; re-exported)
 
 T = TypeVar("T")
-
-_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-
-
-def parse_rate(text: str | float) -> float:
-    """'50mbit', '50M', '1.5gbit', '800kbit' or a number of bit/s -> bit/s (decimal units, as tc)."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        s = str(text).strip().lower().replace("bps", "").replace("bit", "").replace("/s", "")
-        unit = s[-1] if s and s[-1] in "kmg" else ""
-        try:
-            value = float(s[: len(s) - len(unit)]) * _UNITS[unit]
-        except ValueError:
-            raise UserError(f"bad rate {text!r}: expected e.g. 50mbit, 1.5gbit, 800kbit or bit/s") from None
-    if value <= 0:
-        raise UserError(f"bad rate {text!r}: must be positive")
-    return value
 
 
 def parse_delay(text: str | float) -> float:

@@ -160,7 +160,7 @@ def test_cli_errors(sweep_dir, tmp_path, capsys):
     assert "sweep results not found" in capsys.readouterr().err
     assert main(["recommend", "nanodet", "--results", str(sweep_dir), "--min-map", "120"]) == 2
     assert main(["recommend", "nanodet", "--results", str(sweep_dir), "--bandwidth", "fast"]) == 2
-    assert "bad bandwidth" in capsys.readouterr().err
+    assert "bad rate 'fast'" in capsys.readouterr().err
 
 
 def test_no_feasible_candidate_exits_1(profiles, sweep_dir, tmp_path, capsys):

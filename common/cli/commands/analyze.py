@@ -4,8 +4,9 @@ For each split rank (rank 0 = the whole model on the network, sending the raw in
 number of crossing tensors (branches), their size from the model's shapes with symbolic dimensions
 resolved for the input size (static; tensors that depend on the image itself are listed as unknown),
 their size measured on a real photo (one inference for all ranks), whether the two agree, and the
-transfer time at each bandwidth (bytes x 8 / rate; rates in bit/s with decimal prefixes, MB = 10^6
-bytes). Bytes sent also count the model outputs Part I has already made (the network consolidates them).
+transfer time at each bandwidth (bytes x 8 / rate; rates in tc's units: mbit = 10^6
+bit/s, mbps = 10^6 BYTES/s; MB = 10^6 bytes). Bytes sent also count the model outputs Part I has already
+made (the network consolidates them).
 
 Writes, per input size, <model>_<H>x<W>.csv / .json / .png (size and branches per node); with several
 --input-size values on a dynamic-input model also <model>_sizes_lines.png and <model>_sizes_bars.png.
@@ -23,18 +24,21 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.common.cli.options import add_list_option
+
 NAME = "analyze"
 HELP = "per split point: crossing tensors, static and measured sizes, transfer times (CSV, JSON, plots)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="ONNX file, model folder, bundled model id or survey model name")
-    p.add_argument("--input-size", nargs="+", metavar="HxW",
+    add_list_option(p, "--input-size", metavar="HxW",
                    help="input height x width (several for a dynamic-input model; default: the family's "
                         "preprocessing, the model's nominal size, or the image's size)")
     p.add_argument("--image", metavar="FILE", help="photo to measure on (default: the first bundled photo)")
-    p.add_argument("--bandwidth", nargs="+", default=["500M", "1G", "5G"], metavar="RATE",
-                   help="link rates in bit/s: 500M, 1G, 5G, 100k ... (default: 500M 1G 5G)")
+    add_list_option(p, "--bandwidth", default="500M,1G,5G", metavar="RATE",
+                    help="link rates, tc's units: 500mbit, 1gbit, 10mbps (= bytes/s); 500M = 500mbit "
+                         "(default: 500M 1G 5G; comma- or space-separated)")
     p.add_argument("-o", "--output", metavar="DIR", default="analysis", help="output folder (default: analysis)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="processing unit for the measuring inference (default: cpu)")
@@ -45,27 +49,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_model_arg(spec: str):
-    """Path of MODEL: a file, a folder with model.onnx, a bundled id, or a survey model (exported if needed)."""
+    """Path of MODEL: a survey model name (exported into the cache on first use), else any model spec
+    (`splitinfer.common.core.models.find_model`: file, folder with model.onnx, bundled id)."""
     from pathlib import Path
 
+    from splitinfer.common.core.models import find_model
     from splitinfer.common.studies import zoo
-    from splitinfer.common.assets import MODELS_DIR
-    from splitinfer.common.core.errors import UserError
 
-    p = Path(spec)
-    if p.is_dir() and (p / "model.onnx").is_file():
-        return p / "model.onnx"
-    if p.is_file():
-        return p
-    if "/" not in spec and (MODELS_DIR / spec / "model.onnx").is_file():
-        return MODELS_DIR / spec / "model.onnx"
-    if spec in zoo.ALL:
+    if spec in zoo.ALL and not Path(spec).exists():
         path = zoo.model_path(spec, export=False)
         if not path.is_file():
             print(f"exporting {spec} into {path.parent} (first use; cached afterwards) ...", flush=True)
         return zoo.model_path(spec)
-    raise UserError(f"model not found: {spec} (not a file, a model folder, a bundled id or one of "
-                    f"{', '.join(zoo.ALL)})")
+    return find_model(spec, what=f"a survey model ({', '.join(zoo.ALL)})")
 
 
 def run(args) -> int:
@@ -73,11 +69,12 @@ def run(args) -> int:
 
     from splitinfer.common.studies import analysis as A
     from splitinfer.common.core.errors import UserError
+    from splitinfer.common.core.rates import parse_rate
     from splitinfer.common.split.graph import SplitGraph
     from splitinfer.common.core.onnx_io import load_model
     from splitinfer.common.studies.splitability import model_label
 
-    bandwidths = [A.parse_bandwidth(b) for b in args.bandwidth]
+    bandwidths = [parse_rate(b) for b in args.bandwidth]
     sizes = [A.parse_input_size(s) for s in args.input_size] if args.input_size else [None]
     if args.max_exposed_gb <= 0:
         raise UserError("--max-exposed-gb must be positive")

@@ -10,6 +10,8 @@ of the original image) and an overlay `<name>.overlay.jpg` into the output folde
 
 from __future__ import annotations
 
+from splitinfer.common.cli.options import add_family_option
+
 NAME = "detect"
 HELP = "run a whole model on an image, video or folder; write predictions and overlays"
 
@@ -18,7 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("source", help="image file, folder of images, or video file")
     p.add_argument("--model", default="nanodet",
                    help="bundled model id (common/assets/models/<id>), model folder, or .onnx file (default: nanodet)")
-    p.add_argument("--family", help="model family of an .onnx file without recorded family")
+    add_family_option(p, "model family of an .onnx file without recorded family")
     p.add_argument("-o", "--output", default="detections", help="output folder (default: ./detections)")
     p.add_argument("--threshold", type=float, help="minimum score (default: the family's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="processing unit")

@@ -17,6 +17,8 @@ examples:
 from __future__ import annotations
 
 import argparse
+
+from splitinfer.common.eval.evaluation import DEFAULT_ANCHOR_THRESHOLD
 from pathlib import Path
 
 NAME = "map"
@@ -30,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "name of --splits-root)")
     p.add_argument("--splits-root", metavar="DIR", help="score every predictions folder under DIR")
     p.add_argument("--threshold", type=float, default=0.0, help="drop predictions scored below this (default 0)")
-    p.add_argument("--anchor-threshold", type=float, default=0.5,
-                   help="relative mode: anchor detections at or above this score are the truth (default 0.5)")
+    p.add_argument("--anchor-threshold", type=float, default=DEFAULT_ANCHOR_THRESHOLD,
+                   help="relative mode: anchor detections at or above this score are the truth (default %(default)s)")
     p.add_argument("--alias", action="append", metavar="SRC=DST",
                    help="count label SRC as DST on both sides (repeatable), e.g. --alias truck=car")
     p.add_argument("--plot", metavar="PNG", help="write a plot of AP per class (a heat map with --splits-root)")

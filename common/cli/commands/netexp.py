@@ -11,15 +11,17 @@ netexp.png. Needs root (namespaces and tc).
 NAME = "netexp"
 HELP = "transfer time over tbf-shaped veth links between namespaces vs bytes x 8 / rate"
 
+from splitinfer.common.cli.options import add_list_option
+
 DEFAULT_RATES = "20mbit,50mbit,100mbit"
 DEFAULT_SPLITS = "9,22,100"
 
 
 def add_arguments(p):
-    p.add_argument("--rates", default=DEFAULT_RATES,
-                   help=f"uplink rates, comma-separated (e.g. 20mbit,1gbit; default {DEFAULT_RATES})")
-    p.add_argument("--splits", default=DEFAULT_SPLITS,
-                   help=f"split ranks of the model, comma-separated (default {DEFAULT_SPLITS})")
+    add_list_option(p, "--rates", default=DEFAULT_RATES, metavar="RATE",
+                    help=f"uplink rates, tc's units (20mbit 1gbit, 10mbps = bytes/s; default {DEFAULT_RATES})")
+    add_list_option(p, "--splits", default=DEFAULT_SPLITS, metavar="RANK",
+                    help=f"split ranks of the model (default {DEFAULT_SPLITS})")
     p.add_argument("--models", default=None, metavar="DIR", help="model repository (default: the bundled one)")
     p.add_argument("--model-id", default="nanodet", help="model id in the repository (default nanodet)")
     p.add_argument("--image", default=None, help="image the UE sends (default: the first bundled photo)")
@@ -33,13 +35,14 @@ def run(args) -> int:
 
     from splitinfer.common.studies import netexp
     from splitinfer.common.core.errors import UserError
-    from splitinfer.common.transport.shaper import parse_rate
+    from splitinfer.common.core.rates import parse_rate
+    from splitinfer.common.split.cut import parse_cuts
 
-    rates = [parse_rate(r) for r in args.rates.split(",") if r.strip()]
-    try:
-        splits = [int(s) for s in args.splits.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--splits: expected comma-separated ranks, got {args.splits!r}") from None
+    rates = [parse_rate(r) for r in args.rates]
+    splits = parse_cuts(args.splits)
+    names = [s for s in splits if not isinstance(s, int)]
+    if names:
+        raise UserError(f"--splits: expected node ranks, got {', '.join(map(str, names))}")
     if not rates or not splits:
         raise UserError("--rates and --splits need at least one value each")
     if args.frames < 1:

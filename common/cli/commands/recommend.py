@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.common.cli.options import add_family_option, add_list_option
+
 NAME = "recommend"
 HELP = "pick the split and codec with the least estimated latency (profiles + sweep results); Pareto front"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="bundled model id (nanodet), model folder or .onnx file")
-    p.add_argument("--family", help="model family when MODEL is a bare .onnx file without metadata")
+    add_family_option(p)
     p.add_argument("--results", required=True, help="sweep results.json, or the sweep's output folder")
-    p.add_argument("--bandwidth", nargs="+", default=["1G"], metavar="RATE",
-                   help="uplink rate(s) in bit/s, e.g. 100M 1G 5G (default 1G)")
+    add_list_option(p, "--bandwidth", default="1G", metavar="RATE",
+                    help="uplink rate(s), tc's units: 100mbit 1gbit, 10mbps (= bytes/s); 1G = 1gbit (default 1G)")
     p.add_argument("--metric", default="rel_map", choices=("rel_map", "rel_map50", "map", "map50"),
                    help="accuracy measure (default rel_map: relative to the whole model)")
     p.add_argument("--min-map", type=float, metavar="PCT", help="minimum accuracy in percent on --metric")
@@ -56,7 +58,7 @@ def run(args) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from splitinfer.common.studies.analysis import bandwidth_label, parse_bandwidth
+    from splitinfer.common.core.rates import parse_rate, rate_label
     from splitinfer.common.assets import IMAGES_DIR
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.families import resolve_model
@@ -73,7 +75,7 @@ def run(args) -> int:
         raise UserError(f"--min-map is a percentage in [0, 100] (got {args.min_map})")
     if not args.server_speedup > 0:
         raise UserError(f"--server-speedup must be positive (got {args.server_speedup})")
-    bandwidths = [parse_bandwidth(b) for b in args.bandwidth]
+    bandwidths = [parse_rate(b) for b in args.bandwidth]
     model_path, family = resolve_model(args.model, args.family)
     sha = file_sha256(model_path)
     results = load_results(args.results)
@@ -110,7 +112,7 @@ def run(args) -> int:
               "keep_first": args.keep_first, "server_speedup": args.server_speedup, "bandwidths": {}}
     status = 0
     for bps in bandwidths:
-        label = bandwidth_label(bps)
+        label = rate_label(bps)
         cands = build_candidates(results, dev, srv, bps, server_speedup=args.server_speedup, metric=args.metric,
                                  input_bytes=input_bytes)
         ch = choose(cands, min_accuracy=min_acc, keep_first=args.keep_first)

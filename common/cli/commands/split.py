@@ -1,10 +1,13 @@
 """Cut an ONNX model at a node into Part I (UE) and Part II (network), write both and a JSON manifest.
 
-Compatible with the field's split_onnx_multi.py: -a MODEL, -r RANK or -n NAME, -f before|after.
+Compatible with the field's split_onnx_multi.py: -a MODEL, -r RANK or -n NAME, --flag before|after (the
+field's `-f before|after` works too; elsewhere `-f` is the model family).
 Prints the split node, Part I/II inputs and outputs and the intermediate data that crosses the cut.
 """
 
 from __future__ import annotations
+
+from splitinfer.common.cli.options import add_flag_option
 
 NAME = "split"
 HELP = "split an ONNX model at a node into Part I and Part II (+ JSON manifest)"
@@ -16,8 +19,7 @@ def add_arguments(p):
     which.add_argument("-r", "--rank", type=int, help="index of the split node in topological order "
                        "(0..N; N with 'before' = everything in Part I)")
     which.add_argument("-n", "--name", help="name of the split node")
-    p.add_argument("-f", "--flag", choices=("before", "after"), default="before",
-                   help="'before': the split node goes to Part II (default); 'after': it goes to Part I")
+    add_flag_option(p)
     p.add_argument("-o", "--out-dir", metavar="DIR", help="where to write the parts (default: beside the model)")
     p.add_argument("--verify", action="store_true",
                    help="run the whole model and Part II(Part I(x)) in onnxruntime and compare every output")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.common.eval.evaluation import DEFAULT_ANCHOR_THRESHOLD
+
 NAME = "visualize"
 HELP = "draw predictions/ground truth on an image, folder or video; --compare two runs side by side"
 
@@ -30,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", help="output .png, .mp4 or folder (default: <source>_vis.png/.mp4/folder)")
     p.add_argument("--threshold", type=float, default=0.3,
                    help="draw predictions scored at or above this (default 0.3; mAP uses all)")
-    p.add_argument("--anchor-threshold", type=float, default=0.5,
-                   help="without --gt: anchor boxes at or above this score are the truth (default 0.5)")
+    p.add_argument("--anchor-threshold", type=float, default=DEFAULT_ANCHOR_THRESHOLD,
+                   help="without --gt: anchor boxes at or above this score are the truth (default %(default)s)")
     p.add_argument("--max-frames", type=int, help="only the first N frames")
     p.add_argument("--fps", type=float, help="frame rate of an .mp4 output (default: the source's, or 10)")
     p.add_argument("--show", action="store_true", help="also display on screen (needs a desktop)")

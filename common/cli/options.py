@@ -1,0 +1,48 @@
+"""Options that mean the same thing in every command: lists, the model family, the cut flag.
+
+Why: `--splits 9,60,120` worked in one command and `--splits 11 27` in another, and `-f` meant the
+family in `device` but the flag in `split`. Every list option now takes both forms, and `-f` is the
+family wherever a command has one (the field's `split_onnx_multi.py` spelling `-f before|after` still
+works in `split` as a hidden alias of `--flag`).
+Defined term: *list option*, an option taking one or more values, each possibly comma-separated.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def split_list(values) -> list[str]:
+    """['9,60', '120'] -> ['9', '60', '120']; a plain string is split on commas too."""
+    if isinstance(values, str):
+        values = [values]
+    return [v.strip() for item in values for v in str(item).split(",") if v.strip()]
+
+
+class ListAction(argparse.Action):
+    """nargs='+' where each value may be comma-separated: `--x 1,2 3` == `--x 1 2 3` == `--x 1,2,3`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = split_list(values)
+        if not items:
+            parser.error(f"{option_string or self.dest}: give at least one value")
+        setattr(namespace, self.dest, items)
+
+
+def add_list_option(p, *names, **kwargs):
+    """A list option (see `ListAction`); a string `default` is split the same way."""
+    if isinstance(kwargs.get("default"), str):
+        kwargs["default"] = split_list(kwargs["default"])
+    kwargs.setdefault("nargs", "+")
+    return p.add_argument(*names, action=ListAction, **kwargs)
+
+
+def add_family_option(p, help_text: str = "model family when MODEL is a bare .onnx file without metadata"):
+    return p.add_argument("-f", "--family", help=help_text)
+
+
+def add_flag_option(p):
+    """`--flag before|after`; `-f` stays a hidden alias (the field's split_onnx_multi.py spelling)."""
+    help_text = "'before': the split node goes to Part II (default); 'after': it goes to Part I"
+    p.add_argument("--flag", choices=("before", "after"), default="before", help=help_text)
+    p.add_argument("-f", dest="flag", choices=("before", "after"), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
