@@ -73,9 +73,13 @@ def _frame_names(paths: list[Path]) -> list[str]:
     return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
 
 
-def _open_video(path: Path):
+def open_video(path: str | Path):
+    """An opened `cv2.VideoCapture` (caller releases it); UserError naming the file when it cannot be."""
     import cv2
 
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"video not found: {path}")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
@@ -91,7 +95,7 @@ def frame_count(source: str | Path) -> int | None:
     if source.is_dir():
         return len(list_images(source))
     if source.is_file() and is_video(source):
-        cap = _open_video(source)
+        cap = open_video(source)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         cap.release()
         return n if n > 0 else None
@@ -125,7 +129,7 @@ def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[t
 
 
 def _iter_video(path: Path, max_frames: int | None) -> Iterator[tuple[str, np.ndarray]]:
-    cap = _open_video(path)
+    cap = open_video(path)
     try:
         index = 0
         while max_frames is None or index < max_frames:

@@ -36,19 +36,21 @@ def find_model(spec, what: str = "") -> Path:
                     f"{extra}; bundled: {', '.join(bundled_model_ids()) or 'none'})")
 
 
-def recorded_family(path) -> str | None:
-    """The family name a model file records (metadata, else model.json beside it), or None."""
-    path = Path(path)
-    try:
-        import onnx
+def recorded_family(path=None, model=None) -> str | None:
+    """The family name a model records (metadata of `model`, else of the file at `path`; then a
+    `model.json` beside `path`), or None."""
+    if model is None and path is not None:
+        try:
+            import onnx
 
-        props = {q.key: q.value for q in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    props = {q.key: q.value for q in model.metadata_props} if model is not None else {}
     if props.get("splitinfer.family"):
         return props["splitinfer.family"]
-    info_path = path.with_name("model.json")
-    if info_path.is_file():
+    info_path = Path(path).with_name("model.json") if path is not None else None
+    if info_path is not None and info_path.is_file():
         try:
             return str(json.loads(info_path.read_text())["family"])
         except (ValueError, KeyError, TypeError):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from splitinfer.common.core.detections import Detection, write_predictions
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.images import open_video
 from splitinfer.common.core.labels import COCO80_NAMES, canonical_label
 
 COCO_BASE_URL = "http://images.cocodataset.org"
@@ -304,7 +305,7 @@ def sfu_annotation_files(ann_dir: str | Path) -> list[tuple[int, Path]]:
 
 def count_video_frames(video: str | Path) -> int:
     """Frames really decodable (the container's frame-count field is often wrong)."""
-    cap = _open_video(video)
+    cap = open_video(video)
     n = 0
     try:
         while cap.grab():
@@ -314,20 +315,8 @@ def count_video_frames(video: str | Path) -> int:
     return n
 
 
-def _open_video(video: str | Path):
-    import cv2
-
-    video = Path(video)
-    if not video.is_file():
-        raise UserError(f"video not found: {video}")
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise UserError(f"{video}: OpenCV cannot open this video")
-    return cap
-
-
 def video_size(video: str | Path) -> tuple[int, int]:
-    cap = _open_video(video)
+    cap = open_video(video)
     try:
         ok, frame = cap.read()
     finally:
@@ -351,7 +340,7 @@ def extract_frames(video: str | Path, out_dir: str | Path, every: int = 1, max_f
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(video).stem
-    cap = _open_video(video)
+    cap = open_video(video)
     written: list[Path] = []
     index = 0
     try:

@@ -270,19 +270,9 @@ def is_dynamic_input(model: onnx.ModelProto) -> bool:
 
 def model_family(model: onnx.ModelProto, model_path=None) -> str | None:
     """The family recorded in the model's metadata or in a `model.json` beside the file, if any."""
-    for p in model.metadata_props:
-        if p.key == "splitinfer.family" and p.value:
-            return p.value
-    if model_path is not None:
-        meta = Path(model_path).with_name("model.json")
-        if meta.is_file():
-            try:
-                fam = json.loads(meta.read_text()).get("family")
-            except (ValueError, AttributeError):
-                fam = None
-            if fam:
-                return str(fam)
-    return None
+    from splitinfer.common.core.models import recorded_family
+
+    return recorded_family(model_path, model=model)
 
 
 def metadata(model: onnx.ModelProto, key: str) -> str | None:

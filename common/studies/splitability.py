@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.models import find_model
 
 COLUMNS = ("model", "task", "nodes", "split_possible", "verified", "multi_branch", "max_branches",
            "max_branches_rank", "max_branches_node", "ranks_checked", "ranks_ok", "seconds", "note")
@@ -151,7 +152,7 @@ def assess(path, samples: int = 4, image=None, progress: bool = False) -> Splita
 
 
 def find_models(paths) -> list[Path]:
-    """ONNX files from files and folders (folders searched recursively, sorted)."""
+    """ONNX files from files, bundled model ids and folders (folders searched recursively, sorted)."""
     found = []
     for p in paths:
         p = Path(p)
@@ -160,10 +161,8 @@ def find_models(paths) -> list[Path]:
             if not hits:
                 raise UserError(f"no .onnx model found in folder {p}")
             found.extend(hits)
-        elif p.is_file():
-            found.append(p)
         else:
-            raise UserError(f"model file or folder not found: {p}")
+            found.append(find_model(p))  # a file, or a bundled model id
     return list(dict.fromkeys(found))
 
 

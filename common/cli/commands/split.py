@@ -14,7 +14,8 @@ HELP = "split an ONNX model at a node into Part I and Part II (+ JSON manifest)"
 
 
 def add_arguments(p):
-    p.add_argument("-a", "--model", required=True, metavar="MODEL", help="ONNX model file")
+    p.add_argument("-a", "--model", required=True, metavar="MODEL",
+                   help="ONNX model file, model folder or bundled model id")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("-r", "--rank", type=int, help="index of the split node in topological order "
                        "(0..N; N with 'before' = everything in Part I)")
@@ -38,10 +39,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from splitinfer.common.core.errors import UserError
+    from splitinfer.common.core.models import find_model
     from splitinfer.common.split.graph import SplitGraph, file_sha256, load_feeds, split_model, verify_split
     from splitinfer.common.core.onnx_io import load_model
 
-    model_path = Path(args.model)
+    model_path = find_model(args.model)
     model = load_model(model_path)
     graph = SplitGraph(model, source_sha256=file_sha256(model_path))
     if args.out_dir:
