@@ -8,7 +8,8 @@ SIGTERM/SIGINT stop it gracefully. Prometheus metrics are served on --metrics-po
 Security: `--tls-cert/--tls-key` serve TLS; `--tls-client-ca` also requires client certificates signed by
 that CA (mutual TLS); `--token` (or $SPLITINFER_TOKEN) requires `authorization: Bearer <token>` on every
 call but health checks. Limits: `--max-message-mb` per message, `--max-streams` concurrent streams,
-`--stream-idle-s` silence on a stream before it is cancelled.
+`--stream-idle-s` silence on a stream before it is cancelled, `--work-slots`/`--queue`/`--queue-wait-s`
+admission of decoding and Part II work, `--cache-size`/`--cache-mb` kept Part II models.
 """
 
 NAME = "serve"
@@ -32,7 +33,13 @@ def add_arguments(p):
     p.add_argument("--max-streams", type=int, default=16,
                    help="concurrent streams (UE sessions); more get RESOURCE_EXHAUSTED (default 16)")
     p.add_argument("--max-workers", type=int, default=None,
-                   help="threads for all calls at once, streams included (default: max-streams + 8)")
+                   help="threads for all calls at once, streams included (default: max-streams + 64)")
+    p.add_argument("--work-slots", type=int, default=None,
+                   help="calls that decode / run Part II at once (default: the CPUs this process may use, >= 2)")
+    p.add_argument("--queue", type=int, default=None,
+                   help="calls that may wait for a work slot; more are refused at once (default: 4 x work slots)")
+    p.add_argument("--queue-wait-s", type=float, default=5.0,
+                   help="longest wait for a work slot before RESOURCE_EXHAUSTED (default 5)")
     p.add_argument("--stream-idle-s", type=float, default=600.0,
                    help="cancel a stream that sent nothing for this many seconds (0: never; default 600)")
     p.add_argument("--tls-cert", metavar="PEM", default=None, help="server certificate (chain): serve TLS")
@@ -41,7 +48,9 @@ def add_arguments(p):
                    help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--token", default=None,
                    help="require this bearer token on every call (default: $SPLITINFER_TOKEN when set)")
-    p.add_argument("--cache-size", type=int, default=16, help="Part II models kept per (model, split)")
+    p.add_argument("--cache-size", type=int, default=16, help="Part II models kept, at most (one per model and split)")
+    p.add_argument("--cache-mb", type=float, default=512.0,
+                   help="estimated memory the kept Part II models may hold (default 512)")
 
 
 def run(args) -> int:
@@ -52,4 +61,5 @@ def run(args) -> int:
                  device=args.device, require_gpu=args.require_gpu, threads=args.threads,
                  max_message_mb=args.max_message_mb, max_workers=args.max_workers, cache_size=args.cache_size,
                  max_streams=args.max_streams, stream_idle_s=args.stream_idle_s, tls_cert=args.tls_cert,
-                 tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, token=args.token)
+                 tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, token=args.token, cache_mb=args.cache_mb,
+                 work_slots=args.work_slots, queue=args.queue, queue_wait_s=args.queue_wait_s)

@@ -27,17 +27,29 @@ KEEPALIVE_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
-EXTRA_WORKERS = 8  # threads beyond the streams: unary calls, health checks, listing
+# Threads beyond the streams: unary calls, health checks, listing, refusals. gRPC gets no concurrency limit
+# (past it, it refuses health checks too); calls are cheap until they ask admission.py for a work slot,
+# and a call waits there at most `queue_wait_s`, so these threads free up fast under any flood.
+EXTRA_WORKERS = 64
+
+
+def default_work_slots() -> int:
+    import os
+
+    return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2))
 
 
 def build_server(repository, metrics, host: str, port: int, max_message_bytes: int, max_workers: int | None = None,
                  max_frame_bytes: int | None = None, *, max_streams: int = 16, credentials=None,
-                 token: str | None = None, stream_idle_s: float | None = None):
+                 token: str | None = None, stream_idle_s: float | None = None, work_slots: int | None = None,
+                 queue: int | None = None, queue_wait_s: float = 5.0):
     """A started gRPC server with the split-inference service, health checking and reflection.
 
     `credentials`: grpc server credentials (TLS / mutual TLS, see common/transport/security.py), None for plain TCP.
-    `token`: bearer token every call but health checks must carry. `max_streams`: concurrent streams
-    (more get RESOURCE_EXHAUSTED); `max_workers`: threads for all calls (default max_streams + 8).
+    `token`: bearer token every call but health checks must carry (checked by an interceptor, which gRPC
+    runs before a handler or its request is touched). `max_streams`: concurrent streams (more get
+    RESOURCE_EXHAUSTED); `max_workers`: threads for all calls (default max_streams + 64); `work_slots`
+    calls decode / run Part II at once, `queue` more wait up to `queue_wait_s` (admission.py).
     """
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -45,11 +57,14 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
 
     from splitinfer.common.transport import wire
     from splitinfer.common.transport.security import token_interceptor
+    from splitinfer.server.admission import Admission
     from splitinfer.server.service import SERVICE_NAME, SplitInferenceService
 
+    slots = work_slots or default_work_slots()
+    admission = Admission(slots, 4 * slots if queue is None else queue, queue_wait_s)
     service = SplitInferenceService(repository, metrics, max_message_bytes,
                                     max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES, max_streams=max_streams,
-                                    stream_idle_s=stream_idle_s)
+                                    stream_idle_s=stream_idle_s, admission=admission)
     options = [
         ("grpc.max_receive_message_length", max_message_bytes + 4096),  # headers ride on top of the chunks
         ("grpc.max_send_message_length", max_message_bytes + 4096),
@@ -58,10 +73,8 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
     ]
     workers = max_workers or (max_streams + EXTRA_WORKERS)
     interceptors = [token_interceptor(token, on_refuse=lambda: metrics.count_error("UNAUTHENTICATED"))] if token else []
-    # Beyond `workers` calls at once gRPC answers RESOURCE_EXHAUSTED instead of queueing without bound.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-                         options=options, maximum_concurrent_rpcs=workers, interceptors=interceptors,
-                         compression=grpc.Compression.NoCompression)
+                         options=options, interceptors=interceptors, compression=grpc.Compression.NoCompression)
     server.add_generic_rpc_handlers((service.handler(),))
     from splitinfer.server.oip import add_oip_service  # the Open Inference Protocol beside our own service
 
@@ -88,7 +101,8 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
           require_gpu: bool = False, threads: int | None = None, max_message_mb: float = 4.0,
           max_workers: int | None = None, cache_size: int = 16, grace_s: float = 5.0, *, max_streams: int = 16,
           tls_cert=None, tls_key=None, tls_client_ca=None, token: str | None = None,
-          stream_idle_s: float | None = 600.0) -> int:
+          stream_idle_s: float | None = 600.0, cache_mb: float = 512.0, work_slots: int | None = None,
+          queue: int | None = None, queue_wait_s: float = 5.0) -> int:
     """Run the network process until SIGTERM/SIGINT; in-flight calls get `grace_s` seconds to finish."""
     from splitinfer.common.transport import wire
     from splitinfer.common.transport.metrics import Metrics
@@ -102,6 +116,14 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
         raise UserError(f"--max-streams must be at least 1, got {max_streams}")
     if max_workers is not None and max_workers < max_streams + 1:
         raise UserError(f"--max-workers must exceed --max-streams ({max_streams}), got {max_workers}")
+    if work_slots is not None and work_slots < 1:
+        raise UserError(f"--work-slots must be at least 1, got {work_slots}")
+    if queue is not None and queue < 0:
+        raise UserError(f"--queue must be 0 or more, got {queue}")
+    if queue_wait_s <= 0:
+        raise UserError(f"--queue-wait-s must be positive, got {queue_wait_s}")
+    if cache_mb <= 0:
+        raise UserError(f"--cache-mb must be positive, got {cache_mb}")
     if stream_idle_s is not None and stream_idle_s <= 0:
         stream_idle_s = None
     credentials = server_credentials(tls_cert, tls_key, tls_client_ca)  # files checked before the slow start
@@ -110,14 +132,16 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
         print("splitinfer serve: warning: bearer token without TLS: it travels in clear (add --tls-cert/--tls-key)",
               file=sys.stderr, flush=True)
     wire.tune_allocator()
-    repo = ModelRepository(models, device=device, threads=threads, require_gpu=require_gpu, cache_size=cache_size)
+    repo = ModelRepository(models, device=device, threads=threads, require_gpu=require_gpu, cache_size=cache_size,
+                           cache_mb=cache_mb)
     providers = repo.check_gpu() if (require_gpu or device == "gpu") else None
     metrics = Metrics("server")
     mport = metrics.serve(metrics_port, host)
     max_message_bytes = int(max_message_mb * wire.MIB)
     server, bound, health_servicer, _ = build_server(repo, metrics, host, port, max_message_bytes, max_workers,
                                                      max_streams=max_streams, credentials=credentials, token=token,
-                                                     stream_idle_s=stream_idle_s)
+                                                     stream_idle_s=stream_idle_s, work_slots=work_slots, queue=queue,
+                                                     queue_wait_s=queue_wait_s)
 
     stop = threading.Event()
 

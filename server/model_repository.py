@@ -3,7 +3,14 @@
 Why model ids and never paths: a client names a model by id only; ids are the names of the folders found
 when the repository was scanned (`DIR/<id>/model.onnx` + `DIR/<id>/model.json`), so a client string is
 only ever a dictionary key and can never reach the file system. Part II is built with the split engine
-the first time a (model, split rank) is asked for, warmed up once, and kept in a bounded LRU cache.
+the first time a (model, split rank) is asked for, warmed up once, and kept in an LRU cache bounded by count
+(`cache_size`) and by estimated memory (`cache_mb`; `Part2.nbytes`: 3 x Part II's ONNX bytes, what an
+onnxruntime session holds with its weights, + 4 x the largest frame's raw bytes for activations + 4 MiB;
+measured on NanoDet: 41-50 MB for ranks 20-60 where this gives 45-60).
+
+Each Part II carries its `SplitBounds` (server/limits.py): open dimensions of the tensors it takes are
+bounded by their shapes in one run of the whole model at its input size (done once per model and tensor),
+or by model.json's "max_crossing_elements" / "open_dim_slack".
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.server.errors import exhausted, invalid, not_found
+from splitinfer.server.limits import is_open, reference_shapes, split_bounds
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -30,6 +38,26 @@ class ModelEntry:
     family: object
     sha256: str
     graph: object = None  # SplitGraph, built on first use
+    settings: dict = field(default_factory=dict)  # model.json
+    references: dict = field(default_factory=dict)  # tensor name -> reference shape (server/limits.py)
+
+    @property
+    def open_dim_slack(self) -> int:
+        return int(self.settings.get("open_dim_slack") or (1 if self.family.input_size else 2))
+
+    @property
+    def max_crossing_elements(self) -> int | None:
+        value = self.settings.get("max_crossing_elements")
+        return int(value) if value else None
+
+    @property
+    def input_hw(self):
+        if self.family.input_size:
+            return tuple(self.family.input_size)
+        shape = (self.settings.get("input") or {}).get("shape") if isinstance(self.settings.get("input"), dict) else None
+        if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) and d > 0 for d in shape[-2:]):
+            return tuple(shape[-2:])
+        return None
 
 
 @dataclass
@@ -43,6 +71,8 @@ class Part2:
     provider: str
     expected: dict  # name -> TensorInfo (crossing tensors, then Part I's final outputs)
     sha256: str
+    bounds: object = None  # SplitBounds: what a frame of this split may announce
+    nbytes: int = 0  # estimated memory held (cache accounting)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -51,13 +81,14 @@ class Part2:
 
 class ModelRepository:
     def __init__(self, root, device: str = "auto", threads: int | None = None, require_gpu: bool = False,
-                 cache_size: int = 16):
+                 cache_size: int = 16, cache_mb: float = 512.0):
         from splitinfer.common.families import get_family
         from splitinfer.common.split.graph import file_sha256
 
         self.root = Path(root)
         self.device, self.threads, self.require_gpu = device, threads, require_gpu
         self.cache_size = max(1, int(cache_size))
+        self.cache_bytes = max(1, int(cache_mb * (1 << 20)))
         if not self.root.is_dir():
             raise UserError(f"model repository not found (not a folder): {self.root}")
         self.models: dict[str, ModelEntry] = {}
@@ -72,7 +103,9 @@ class ModelRepository:
                 family_name = info["family"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise UserError(f"{json_path}: expected JSON with a \"family\" entry ({type(exc).__name__}: {exc})") from None
-            self.models[sub.name] = ModelEntry(sub.name, onnx_path, get_family(str(family_name)), file_sha256(onnx_path))
+            _check_settings(json_path, info)
+            self.models[sub.name] = ModelEntry(sub.name, onnx_path, get_family(str(family_name)), file_sha256(onnx_path),
+                                               settings=info)
         if not self.models:
             raise UserError(f"{self.root}: no models (expected <id>/model.onnx and <id>/model.json)")
         self._lock = threading.Lock()
@@ -139,10 +172,17 @@ class ModelRepository:
             with self._lock:
                 self._cache[key] = hit
                 self._cache.move_to_end(key)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                self._evict()
                 self._building.pop(key, None)
         return hit
+
+    def _evict(self) -> None:
+        """Drop least recently used Part IIs past the count or memory budget (the newest always stays)."""
+        while len(self._cache) > 1 and (len(self._cache) > self.cache_size or self.cached_bytes() > self.cache_bytes):
+            self._cache.popitem(last=False)
+
+    def cached_bytes(self) -> int:
+        return sum(p.nbytes for p in self._cache.values())
 
     def cached(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -163,23 +203,44 @@ class ModelRepository:
         for name in plan.part1_final_outputs:
             if name not in expected:
                 expected[name] = g.tensor_info(name)
+        bounds = split_bounds(f"split {r} of {model_id!r}", expected, self.references(model_id, expected),
+                              entry.open_dim_slack, entry.max_crossing_elements)
         session, provider = None, "none"
         if not plan.part2_identity:
             session = make_session(part2, device=self.device, threads=self.threads, require_gpu=self.require_gpu)
             provider = session.provider
-            self._warm_up(session, plan, expected)
-        return Part2(model_id, entry.family, plan, session, provider, expected, entry.sha256)
+            self._warm_up(session, plan, expected, entry.references)
+        nbytes = 3 * part2.ByteSize() + 4 * bounds.raw_bytes + (4 << 20)
+        return Part2(model_id, entry.family, plan, session, provider, expected, entry.sha256, bounds, nbytes)
+
+    def references(self, model_id: str, expected: dict) -> dict:
+        """Reference shapes of the open tensors among `expected` (one whole-model run for those not known yet)."""
+        entry = self.get(model_id)
+        todo = [n for n, info in expected.items() if is_open(info) and n not in entry.references]
+        if todo:
+            found = reference_shapes(self.graph(model_id).model, todo, entry.input_hw)
+            entry.references.update({n: found.get(n) for n in todo})
+        return {n: entry.references.get(n) for n in expected}
 
     @staticmethod
-    def _warm_up(session, plan, expected) -> None:
+    def _warm_up(session, plan, expected, references) -> None:
         """One run on zeros, so the first real frame does not pay onnxruntime's lazy initialisation."""
         feeds = {}
         for name in plan.part2_inputs:
             info = expected.get(name)
-            if info is None or info.dtype is None or info.shape is None or not all(isinstance(d, int) for d in info.shape):
+            shape = info.shape if info is not None and not is_open(info) else references.get(name)
+            if info is None or info.dtype is None or shape is None:
                 return
-            feeds[name] = np.zeros(info.shape, dtype=np.dtype(info.dtype))
+            feeds[name] = np.zeros(shape, dtype=np.dtype(info.dtype))
         try:
             session.run(feeds)
         except Exception:  # a warm-up is an optimisation, never a reason to refuse
             pass
+
+
+def _check_settings(json_path, info: dict) -> None:
+    """model.json's bounds, when given, are positive integers."""
+    for key in ("max_crossing_elements", "open_dim_slack"):
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{json_path}: {key!r} must be a positive integer, got {value!r}")

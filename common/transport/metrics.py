@@ -5,8 +5,11 @@ UE inside the same Python process as other code, and each process must expose on
 Both processes use the same metric names (a dashboard sums or compares them); each observes the stages
 it runs: Part I, encode, serialization, transfer, end-to-end on the UE; deserialization, decode, Part II,
 consolidation and post-processing on the server. Labels are model, split (rank) and codec; values that
-come from a client are only used once the server has resolved them (unknown ones read "unknown"), so a
-client cannot create unbounded series.
+come from a client are only used once the server has resolved them (unknown ones read "unknown"). Even
+resolved, (split, codec) pairs are many (138 ranks x ~120 codec specs for NanoDet), so a client naming a new
+pair per session would grow the /metrics page and the process without bound: a `Metrics` keeps at most
+`max_label_sets` distinct label sets; later ones are counted under split="other", codec="other" (model ids
+are the repository's, so bounded already).
 
 Series at zero: prometheus-client creates a labelled series at its first observation, and a rate over a
 series whose first scraped sample already holds every frame of a short run is empty, so both processes call
@@ -17,10 +20,14 @@ latencies lie, so a quantile read off them lies within a few ms of the real one.
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LABELS = ("model", "split", "codec")
 UNKNOWN = "unknown"
+OTHER = "other"
+MAX_LABEL_SETS = 64
 # 0.25 ms .. 20 s: a loopback transfer of a small tensor up to a lossy codec on a big one; fine where the
 # per-frame stage and end-to-end times of this system lie (a few ms to ~200 ms).
 BUCKETS = tuple(sorted({0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075}
@@ -50,8 +57,11 @@ ROLE_STAGES = {
 class Metrics:
     """The metrics of one process (`role` is 'device' or 'server')."""
 
-    def __init__(self, role: str):
+    def __init__(self, role: str, max_label_sets: int = MAX_LABEL_SETS):
         self.role = role
+        self.max_label_sets = int(max_label_sets)
+        self._label_sets: set[tuple] = set()
+        self._label_lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         self.seconds = {
             stage: Histogram(f"splitinfer_{stage}_seconds", f"Time of {doc}.", LABELS,
@@ -70,9 +80,21 @@ class Metrics:
         info.labels(role=role).set(1)
         self._http = None
 
+    def bounded(self, labels: dict) -> dict:
+        """`labels`, or its model with split and codec "other" once `max_label_sets` sets exist."""
+        key = tuple(str(labels.get(k, UNKNOWN)) for k in LABELS)
+        with self._label_lock:
+            if key in self._label_sets:
+                return dict(zip(LABELS, key))
+            if len(self._label_sets) < self.max_label_sets:
+                self._label_sets.add(key)
+                return dict(zip(LABELS, key))
+        return {"model": key[0], "split": OTHER, "codec": OTHER}
+
     def open_session(self, labels: dict) -> None:
         """Create every series of a session (stage histograms of this role, frame and byte counters) at 0,
         so that rates are defined from the first frame on."""
+        labels = self.bounded(labels)
         for stage in ROLE_STAGES.get(self.role, tuple(STAGES)):
             self.seconds[stage].labels(**labels)
         for counter in (self.frames, self.raw_bytes, self.encoded_bytes):
@@ -80,18 +102,20 @@ class Metrics:
 
     def observe(self, labels: dict, **seconds: float) -> None:
         """Record stage durations in seconds, e.g. observe(labels, part1=0.01, encode=0.002)."""
+        labels = self.bounded(labels)
         for stage, value in seconds.items():
             if value is not None:
                 self.seconds[stage].labels(**labels).observe(max(0.0, float(value)))
 
     def count_frame(self, labels: dict, raw_bytes: int, encoded_bytes: int) -> None:
+        labels = self.bounded(labels)
         self.frames.labels(**labels).inc()
         self.raw_bytes.labels(**labels).inc(raw_bytes)
         self.encoded_bytes.labels(**labels).inc(encoded_bytes)
 
     def count_error(self, code: str, labels: dict | None = None) -> None:
-        labels = labels or {}
-        self.errors.labels(**{k: labels.get(k, UNKNOWN) for k in LABELS}, code=code).inc()
+        labels = self.bounded(labels or {})
+        self.errors.labels(**labels, code=code).inc()
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         """Serve /metrics on `port` (0: a free port); returns the port really bound."""

@@ -16,6 +16,7 @@ rejects missing, duplicated and out-of-order parts and chunks with a message nam
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,15 +179,68 @@ def meta_to_json(meta: dict | None) -> str:
     return json.dumps(meta or {}, default=default, separators=(",", ":"))
 
 
+META_MAX_DIGITS = 32  # longest number literal accepted in frame meta (a 400-digit width is an attack)
+
+
+class _Refused(str):
+    """A JSON value the meta parser will not turn into a number (named with its field once known)."""
+
+
+def _meta_int(text: str):
+    if len(text.lstrip("-")) > META_MAX_DIGITS:
+        return _Refused(f"a number of {len(text.lstrip('-'))} digits (at most {META_MAX_DIGITS})")
+    return int(text)
+
+
+def _meta_float(text: str):
+    if len(text) > 2 * META_MAX_DIGITS:
+        return _Refused(f"a number literal of {len(text)} characters")
+    value = float(text)
+    return value if math.isfinite(value) else _Refused(f"{text[:40]} (not a finite number)")
+
+
+def _meta_constant(name: str):
+    return _Refused(f"{name} (not a JSON number)")
+
+
+def _refused_in(value) -> _Refused | None:
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, _Refused):
+            return v
+        if isinstance(v, list):
+            todo.extend(v)
+    return None
+
+
+def _meta_object(pairs):
+    for key, value in pairs:
+        bad = _refused_in(value)
+        if bad is not None:
+            raise WireError(f"frame meta: field {key[:40]!r} is {bad}")
+    return dict(pairs)
+
+
 def meta_from_json(text: str, max_chars: int = 1 << 16) -> dict:
+    """The frame meta as a dict; WireError (INVALID_ARGUMENT) for anything that is not a small JSON object:
+    too long, not JSON, nested past the parser's depth, NaN/Infinity/1e999, number literals of many digits
+    (the message names the field)."""
     if len(text) > max_chars:
         raise WireError(f"frame meta is {len(text)} characters (limit {max_chars})")
     if not text:
         return {}
     try:
-        meta = json.loads(text)
+        meta = json.loads(text, parse_int=_meta_int, parse_float=_meta_float, parse_constant=_meta_constant,
+                          object_pairs_hook=_meta_object)
+    except WireError:
+        raise
     except json.JSONDecodeError as exc:
         raise WireError(f"frame meta is not JSON ({exc})") from None
+    except RecursionError:
+        raise WireError("frame meta is nested too deeply") from None
+    except ValueError as exc:  # anything else the parser refuses
+        raise WireError(f"frame meta is not acceptable JSON ({str(exc)[:120]})") from None
     if not isinstance(meta, dict):
         raise WireError("frame meta must be a JSON object")
     return meta
@@ -486,12 +540,22 @@ def validate_headers(fp: pb.FramePart, max_frame_bytes: int) -> None:
 
 
 class FrameAssembler:
-    """Reassembles frames from parts in stream order; raises WireError on anything out of place."""
+    """Reassembles frames from parts in stream order; raises WireError on anything out of place.
 
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+    `check_header(frame_part)`, when given, sees part 0's tensor headers before any reassembly buffer is
+    allocated and raises to refuse them (the server checks names, dtypes and announced shapes against what
+    the session's split can need there). `discard()` drops a half-received frame's buffers at once.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, check_header=None):
         self.max_frame_bytes = max_frame_bytes
+        self.check_header = check_header
         self._pending: _Pending | None = None
         self._last_id: int | None = None
+
+    def discard(self) -> None:
+        """Forget the frame being reassembled (its buffers go with it)."""
+        self._pending = None
 
     @property
     def incomplete(self) -> str | None:
@@ -514,6 +578,8 @@ class FrameAssembler:
             if h.part_count < 1:
                 raise WireError(f"frame {h.frame_id}: part_count must be at least 1")
             validate_headers(h, self.max_frame_bytes)
+            if self.check_header is not None:
+                self.check_header(h)
             p = _Pending(header=h, filled=[0] * len(h.tensors), buffers=[None] * len(h.tensors))
             self._pending = p
         else:

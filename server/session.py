@@ -1,0 +1,161 @@
+"""A UE session on the network process: set-up resolved into a Part II and a codec, and one frame processed.
+
+Why apart from the servicer: `service.py` only maps RPCs onto these functions and statuses (like gRPC's
+route_guide servicer), so the logic is testable without gRPC. Terms:
+- `Session`: a resolved set-up (Part II, the session's codec, metric labels, the frame limit and the
+  `SplitBounds` every frame header is checked against before anything is allocated, see limits.py).
+- `Codecs`: codec objects by spec, made once (an NNC codec starts its decoder helper processes then).
+- `process_frame`: clean meta, decode each tensor within its bound, run Part II, consolidate, post-process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from splitinfer.common.core.errors import UserError
+from splitinfer.common.transport import wire
+from splitinfer.common.transport.metrics import labels_for
+from splitinfer.common.transport.proto import splitinfer_pb2 as pb
+from splitinfer.server.errors import RequestError, invalid
+from splitinfer.server.meta import clean_meta
+
+MAX_CODEC_SPEC = 64
+MAX_CODECS = 256
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1e3
+
+
+class Codecs:
+    """Codec objects by spec, made and warmed up once; at most MAX_CODECS are kept."""
+
+    def __init__(self):
+        self._codecs: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: str):
+        from splitinfer.common.codecs import get_codec
+
+        with self._lock:
+            codec = self._codecs.get(spec)
+        if codec is not None:
+            return codec
+        if len(spec) > MAX_CODEC_SPEC:
+            raise invalid(f"codec spec of {len(spec)} characters is too long")
+        try:
+            codec = get_codec(spec)
+        except UserError as exc:
+            raise invalid(f"codec {spec!r}: {exc}") from None
+        codec.warm_up()  # e.g. NNC's decoder helper processes, before the first frame waits on them
+        with self._lock:
+            if len(self._codecs) < MAX_CODECS:
+                self._codecs[spec] = codec
+        return codec
+
+
+class Session:
+    """A resolved set-up: the Part II to run, the session's codec, its metric labels and its bounds."""
+
+    def __init__(self, part2, codec, max_message_bytes: int, max_frame_bytes: int):
+        self.part2 = part2
+        self.codec = codec
+        self.bounds = part2.bounds
+        self.labels = labels_for(part2.model_id, part2.plan.rank, str(codec.spec))
+        self.max_frame_bytes = min(int(max_frame_bytes), self.bounds.frame_bytes)
+        plan = part2.plan
+        self.info = pb.SessionInfo(model_id=part2.model_id, family=part2.family.name, split_rank=plan.rank,
+                                   crossing=list(part2.expected), provider=part2.provider,
+                                   max_message_bytes=max_message_bytes, model_sha256=part2.sha256,
+                                   crossing_count=len(plan.crossing))
+
+    def check_header(self, fp) -> None:
+        """Part 0 of a frame: tensor headers within this split's bounds, meta clean; before any allocation."""
+        self.bounds.check(fp)
+        clean_meta(fp.meta_json, fp.frame_id)
+
+    def assembler(self) -> wire.FrameAssembler:
+        """A frame assembler that checks each frame's header (`check_header`) before allocating."""
+        return wire.FrameAssembler(self.max_frame_bytes, check_header=self.check_header)
+
+
+def open_session(repo, codecs: Codecs, setup: pb.SessionSetup, max_message_bytes: int,
+                 max_frame_bytes: int) -> Session:
+    """The Session a set-up asks for: NOT_FOUND for an unknown model, INVALID_ARGUMENT for a bad split/codec."""
+    if not setup.model_id:
+        raise invalid("session set-up names no model id")
+    repo.get(setup.model_id)  # NOT_FOUND before anything else
+    point = setup.split.WhichOneof("point")
+    if point is None:
+        raise invalid("session set-up names no split point (rank or node)")
+    flag = setup.split.flag or "before"
+    if flag not in ("before", "after"):
+        raise invalid(f"split flag {flag[:40]!r} is neither 'before' nor 'after'")
+    spec = setup.codec.spec or str(setup.codec.codec_id)
+    codec = codecs.get(spec)  # a bad codec is refused before a Part II is built
+    if point == "rank":
+        part2 = repo.part2(setup.model_id, rank=int(setup.split.rank), flag=flag)
+    else:
+        part2 = repo.part2(setup.model_id, name=setup.split.node, flag=flag)
+    return Session(part2, codec, max_message_bytes, max_frame_bytes)
+
+
+def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
+    """Each tensor decoded by its codec, never past its bound."""
+    arrays = {}
+    for t in frame.tensors:
+        try:
+            codec = sess.codec if t.codec_id == sess.codec.codec_id else codecs.get(str(t.codec_id))
+        except RequestError as exc:
+            raise RequestError(exc.code, f"frame {frame.frame_id}, tensor {t.name!r}: {exc}") from None
+        bound = sess.bounds.tensors[t.name]
+        try:
+            arrays[t.name] = wire.decode_tensor(t, codec, max_raw_bytes=bound.max_raw_bytes)
+        except wire.WireError as exc:
+            raise type(exc)(f"frame {frame.frame_id}: {exc}") from None
+    return arrays
+
+
+def process_frame(sess: Session, frame: wire.Frame, codecs: Codecs, metrics, deserialize_s: float) -> pb.FrameResult:
+    """Decode, Part II, consolidation and post-processing of one complete frame, timed and counted."""
+    from splitinfer.common.split.graph import consolidate
+
+    p2 = sess.part2
+    plan = p2.plan
+    meta = clean_meta(frame.meta_json, frame.frame_id)
+    t0 = time.perf_counter()
+    arrays = decode_frame(sess, frame, codecs)
+    t1 = time.perf_counter()
+    out2 = {}
+    if p2.session is not None:
+        try:
+            values = p2.session.run({n: arrays[n] for n in plan.part2_inputs})
+        except Exception as exc:  # onnxruntime errors: the frame's values broke Part II
+            raise invalid(f"frame {frame.frame_id}: Part II failed on the frame's tensors ({type(exc).__name__}: "
+                          f"{str(exc)[:300]})") from None
+        out2 = dict(zip(p2.session.output_names, values))
+    t2 = time.perf_counter()
+    outputs = dict(zip([n for n, _ in plan.consolidation], consolidate(plan, arrays, out2)))
+    t3 = time.perf_counter()
+    try:
+        dets = p2.family.postprocess(outputs, meta)
+    except (UserError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise invalid(f"frame {frame.frame_id}: post-processing failed on the frame's tensors: "
+                      f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    t4 = time.perf_counter()
+    raw = sum(int(np.asarray(a).nbytes) for a in arrays.values())
+    enc = frame.encoded_bytes
+    timings = pb.ServerTimings(deserialize_ms=_ms(deserialize_s), decode_ms=_ms(t1 - t0), part2_ms=_ms(t2 - t1),
+                               consolidate_ms=_ms(t3 - t2), postprocess_ms=_ms(t4 - t3),
+                               total_ms=_ms(deserialize_s + t4 - t0))
+    metrics.observe(sess.labels, deserialize=deserialize_s, decode=t1 - t0, part2=t2 - t1,
+                    consolidate=t3 - t2, postprocess=t4 - t3)
+    metrics.count_frame(sess.labels, raw, enc)
+    return pb.FrameResult(
+        frame_id=frame.frame_id, timestamp_ns=frame.timestamp_ns, timings=timings, provider=p2.provider,
+        encoded_bytes=enc, raw_bytes=raw,
+        detections=[pb.Detection(label=d.label, x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2, score=d.score) for d in dets],
+    )
