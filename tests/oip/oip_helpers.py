@@ -41,3 +41,44 @@ def tritonclient_infer(address: str, name: str, npz: Path, meta: Path, out: Path
 
 def as_rows(dets) -> list[list]:
     return [[d.label, d.x1, d.y1, d.x2, d.y2, d.score] for d in dets]
+
+
+def anchor_detections(image: str = "dog.jpg") -> list:
+    """The whole bundled model's detections on a bundled photo (the anchor), run here with onnxruntime."""
+    from splitinfer.common.assets import bundled_images, default_model_path
+    from splitinfer.common.core.images import read_image
+    from splitinfer.common.core.runtime import make_session
+    from splitinfer.common.families import get_family
+
+    family = get_family("nanodet")
+    feeds, meta = family.preprocess(read_image(next(p for p in bundled_images() if p.name == image)))
+    sess = make_session(default_model_path(), device="cpu", threads=1)
+    outs = dict(zip(sess.output_names, sess.run({k: v for k, v in feeds.items() if k in sess.input_names})))
+    return family.postprocess(outs, meta)
+
+
+def equal_to_rounding(anchor, split, box_px: float = 1e-3, score: float = 1e-5) -> bool:
+    """Same labels in the same order, boxes and scores within float rounding (the whole model and its two
+    parts are optimised apart by onnxruntime, so a lossless split may differ in the last float bits)."""
+    return len(anchor) == len(split) and all(
+        a.label == s.label and abs(a.score - s.score) <= score and max(abs(x - y) for x, y in zip(a.box, s.box)) <= box_px
+        for a, s in zip(anchor, split))
+
+
+def same_objects(anchor, split, iou: float = 0.5) -> bool:
+    """Every detection matched one to one with the same label and IoU >= `iou` (lossy inputs, e.g. FP16)."""
+    from splitinfer.common.core.detections import box_iou
+
+    if len(anchor) != len(split):
+        return False
+    if not anchor:
+        return True
+    ious = box_iou(np.array([d.box for d in anchor]), np.array([d.box for d in split]))
+    used = set()
+    for i, a in enumerate(anchor):
+        best = max((j for j, s in enumerate(split) if j not in used and s.label == a.label),
+                   key=lambda j: ious[i, j], default=None)
+        if best is None or ious[i, best] < iou:
+            return False
+        used.add(best)
+    return True

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from oip_helpers import as_rows, frame_files, tritonclient_infer
+from oip_helpers import anchor_detections, as_rows, equal_to_rounding, frame_files, same_objects, tritonclient_infer
 from grpc_helpers import Stubs, real_frame, setup_msg, stream_status
 from splitinfer.common.codecs import get_codec
 from splitinfer.common.transport.oip_proto import grpc_predict_v2_pb2 as pb
@@ -42,15 +42,7 @@ def client(server):
 @pytest.fixture(scope="module")
 def anchor(frame):
     """The whole model's detections on the same photo (family post-processing, same meta)."""
-    from splitinfer.common.assets import default_model_path
-    from splitinfer.common.families import get_family
-    from splitinfer.common.core.images import read_image
-    from splitinfer.common.assets import bundled_images
-    from splitinfer.device.ue import Anchor
-
-    family = get_family("nanodet")
-    feeds, meta = family.preprocess(read_image(next(p for p in bundled_images() if p.name == "dog.jpg")))
-    return family.postprocess(Anchor(default_model_path(), "cpu", threads=1).run(feeds), meta)
+    return anchor_detections("dog.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -77,23 +69,19 @@ def test_health_and_metadata(client, frame):
 
 
 def test_lossless_split_equals_own_protocol_and_anchor(client, frame, own_protocol, anchor):
-    from splitinfer.device.ue import compare_detections
-
     res = client.infer_frame(NAME, frame.arrays, json.loads(frame.meta_json))
     assert as_rows(res.detections) == own_protocol  # bit for bit: the same Part II on the same bytes
     assert res.detections, "the photo has objects"
-    assert compare_detections(anchor, res.detections).verdict in ("yes", "rounding")
+    assert equal_to_rounding(anchor, res.detections)
     assert res.encoded_bytes == res.raw_bytes == sum(a.nbytes for a in frame.arrays.values())
     assert res.provider == "cpu" and res.server_ms["part2_ms"] > 0
 
 
 def test_fp16_raw_inputs_and_raw_outputs(client, frame, anchor):
-    from splitinfer.device.ue import compare_detections
-
     res = client.infer_frame(NAME, frame.arrays, json.loads(frame.meta_json), half=True,
                              outputs=["detections", "labels", "Identity:0"])
     assert res.encoded_bytes * 2 == res.raw_bytes
-    assert compare_detections(anchor, res.detections).close
+    assert same_objects(anchor, res.detections)
     assert res.outputs["Identity:0"].shape == (1, 2704, 80)
 
 
