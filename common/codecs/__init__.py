@@ -1,9 +1,14 @@
 """Codec registry: how crossing tensors are squeezed onto the wire.
 
-One small module per codec (`none`, `float16`, `zstd`, `nnc`); each owns its name, its numeric ids and
-its parameter syntax. `get_codec(spec)` accepts a name (`zstd:5`, `nnc:-38`) or a numeric id compatible
-with the field's script (`0` none, `1` float16, `8xx` NNC with QP = -xx; ours: `2` zstd at level 3,
-`2LL` zstd at level LL).
+One small module per codec (`none`, `float16`, `zstd`, `blosc2`, `fq`, `nnc`); each owns its name, its
+numeric ids and its parameter syntax. `get_codec(spec)` accepts a name (`zstd:5`, `fq:6`, `nnc:-38`) or a
+numeric id compatible with the field's script (`0` none, `1` float16, `8xx` NNC with QP = -xx). Ours:
+`2` zstd at level 3, `2LL` zstd at level LL; `3FBB` fq with BITS = BB and option flags F (3006 = `fq:6`);
+`5CFL` blosc2 with codec C, filter F, level L (5311 = `blosc2`); `9` a chain.
+
+Chains (`chain.py`): `float16+zstd:3`, `fq:6+blosc2` -- a value-changing first stage (none, float16, fq)
+then lossless byte stages (zstd, blosc2) -- are one codec with one spec string. They are spec-only:
+every chain reports id 9, which names no codec by itself; the wire's set-up carries the spec.
 
 Conventions every codec keeps, so the wire metadata (dtype, shape) is all a decoder needs:
 - payloads hold little-endian data (the wire's byte order);
@@ -24,7 +29,7 @@ import numpy as np
 from splitinfer.common.core.errors import UserError
 
 # Registry order is the order of `codec_names()` and of the help text.
-_MODULES = ("none", "float16", "zstd", "nnc")
+_MODULES = ("none", "float16", "zstd", "blosc2", "fq", "nnc")
 
 
 class CodecError(ValueError):
@@ -57,6 +62,15 @@ class Codec:
 
     def warm_up(self) -> None:
         """Pay one-time start-up costs now (imports, helper processes) instead of on the first frame."""
+
+    # as the first stage of a chain (see chain.py)
+    def payload_typesize(self, arr) -> int:
+        """Element size of this codec's payload for `arr` (the shuffle width of a following blosc2)."""
+        return 1
+
+    def max_payload_bytes(self, dtype: np.dtype, shape: tuple[int, ...]) -> int:
+        """The most bytes a payload this codec makes for dtype x shape can have (bounds chain decoding)."""
+        raise NotImplementedError(f"{self.name} cannot start a chain")
 
     def __repr__(self) -> str:
         return f"<codec {self.spec} id={self.codec_id}>"
@@ -164,7 +178,7 @@ def codec_names() -> tuple[str, ...]:
 
 def codecs_help() -> str:
     """One line listing every codec with its spec syntax and numeric ids (for errors and --help)."""
-    return "; ".join(_module(n).HELP for n in _MODULES)
+    return "; ".join([_module(n).HELP for n in _MODULES] + [_module("chain").HELP])
 
 
 def get_codec(spec) -> Codec:
@@ -190,8 +204,17 @@ def get_codec(spec) -> Codec:
 
 
 def _parse(key: str, original) -> Codec:
+    if "+" in key.lstrip("+"):
+        parts = [p.strip() for p in key.split("+")]
+        if len(parts) > 4 or any(not p for p in parts):
+            raise UserError(f"codec chain {original!r}: give 2 to 4 non-empty stages joined by '+'; "
+                            f"known codecs: {codecs_help()}")
+        return _module("chain").build([_parse(p, original) for p in parts], original)
     if key.lstrip("+-").isdigit():
         number = int(key)
+        if number == 9:
+            raise UserError(f"codec id 9 is a chain, which is named by its spec only (e.g. 'float16+zstd'); "
+                            f"known codecs: {codecs_help()}")
         for name in _MODULES:
             codec = _module(name).from_id(number)
             if codec is not None:

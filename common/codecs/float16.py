@@ -41,6 +41,14 @@ class Float16Codec(Codec):
         half = np.frombuffer(payload, dtype=_F16, count=numel(dims)).reshape(dims)
         return half.astype(dt, copy=False)
 
+    def payload_typesize(self, arr) -> int:
+        dt = np.asarray(arr).dtype
+        return 2 if is_float(dt) else dt.itemsize
+
+    def max_payload_bytes(self, dtype, shape) -> int:
+        dt = norm_dtype(dtype)
+        return numel(norm_shape(shape)) * (2 if is_float(dt) else dt.itemsize)
+
 
 def from_id(number: int):
     return Float16Codec(1) if number == 1 else None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from splitinfer.common.core.errors import UserError
-from splitinfer.common.codecs import Codec, from_raw, raw_bytes
+import numpy as np
+
+from splitinfer.common.codecs import Codec, from_raw, norm_dtype, norm_shape, numel, raw_bytes
 
 NAME = "none"
 HELP = "none (id 0)"
@@ -18,6 +20,12 @@ class NoneCodec(Codec):
 
     def decode(self, payload, dtype, shape, *, trusted: bool = False):
         return from_raw(payload, dtype, shape, NAME)
+
+    def payload_typesize(self, arr) -> int:
+        return np.asarray(arr).dtype.itemsize
+
+    def max_payload_bytes(self, dtype, shape) -> int:
+        return numel(norm_shape(shape)) * norm_dtype(dtype).itemsize
 
 
 def from_id(number: int):

@@ -23,6 +23,7 @@ HELP = f"zstd[:LEVEL] (id 2 = level {DEFAULT_LEVEL}, 2LL = level LL in {MIN_LEVE
 class ZstdCodec(Codec):
     name = NAME
     lossless = True
+    byte_stage = True
 
     def __init__(self, level: int = DEFAULT_LEVEL):
         super().__init__(2 if level == DEFAULT_LEVEL else 200 + level, {"level": int(level)})
@@ -43,23 +44,37 @@ class ZstdCodec(Codec):
         flat = le_contiguous(arr).reshape(-1).view(np.uint8)
         return self._contexts().c.compress(memoryview(flat))
 
-    def decode(self, payload, dtype, shape, *, trusted: bool = False):
-        import zstandard
+    def encode_bytes(self, buf, typesize: int = 1) -> bytes:
+        """As a chain stage: one frame of the previous stage's bytes."""
+        return self._contexts().c.compress(memoryview(buf).cast("B"))
 
+    def decode(self, payload, dtype, shape, *, trusted: bool = False):
         dt, dims = norm_dtype(dtype), norm_shape(shape)
         need = numel(dims) * dt.itemsize
+        raw = self.decode_bytes(payload, need, exact=True, what=f"{dt}{list(dims)}")
+        return from_raw(raw, dt, dims, NAME)
+
+    def decode_bytes(self, payload, limit: int, exact: bool = False, what: str = "this stage") -> bytes:
+        """The frame's bytes; its content size (read before anything is allocated) must be exactly
+        `limit` (`exact`) or at most `limit` (a chain stage: what the previous stage can produce)."""
+        import zstandard
+
         try:
             size = zstandard.frame_content_size(payload)
         except zstandard.ZstdError as exc:
             raise CodecError(f"{NAME}: not a zstd frame ({exc})") from None
-        if size != need:
-            raise CodecError(f"{NAME}: frame holds {size} bytes but {dt}{list(dims)} needs {need}")
+        if size < 0 or ((size != limit) if exact else size > limit):
+            shown = "an unknown number of" if size < 0 else size
+            raise CodecError(f"{NAME}: frame holds {shown} bytes but {'exactly' if exact else 'at most'} "
+                             f"{limit} fit {what}")
         ctx = self._contexts()
         try:
-            raw = ctx.d.decompress(payload, max_output_size=need, allow_extra_data=False)
+            raw = ctx.d.decompress(payload, max_output_size=max(size, 1), allow_extra_data=False)
         except ctx.error as exc:
             raise CodecError(f"{NAME}: corrupt payload ({exc})") from None
-        return from_raw(raw, dt, dims, NAME)
+        if len(raw) != size:
+            raise CodecError(f"{NAME}: frame decompressed to {len(raw)} bytes, its header said {size}")
+        return raw
 
 
 def _level(text: str) -> int:
