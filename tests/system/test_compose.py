@@ -253,6 +253,9 @@ def test_compose_stack_up(tmp_path):
         assert code == "0", f"UE service exited with {code}:\n{logs[-3000:]}"
         csvs = list(results.rglob("*.csv"))
         assert csvs, f"no results CSV in {results}:\n{logs[-2000:]}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{pport}/consoles/splitinfer.html", timeout=10) as resp:
+            console = resp.read().decode()  # the dashboard the stack ships: its UE table lists the run
+        assert re.search(r'class="num si-frames">[1-9]', console), console[-3000:]
         print(f"stack test: {time.monotonic() - t_start:.0f} s; frames seen by Prometheus: {seen}")
     finally:
         subprocess.run(dc + ["down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=DEPLOY,
