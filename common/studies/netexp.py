@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.transport.process import ServerProcess
 
 SERVER_ADDR = "10.77.0.1"
 UE_ADDR = "10.77.0.2"
@@ -200,53 +201,9 @@ def estimate_seconds(nbytes: float, rate_bps: float) -> float:
 # ---------------------------------------------------------------------------------------------
 # the experiment with the real processes
 
-SERVER_PORT = 50051
-SERVER_METRICS_PORT = 9100
-
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "splitinfer.common.cli", *args]
-
-
-class ServerProcess:
-    """`splitinfer serve` inside the server namespace, listening on SERVER_ADDR."""
-
-    def __init__(self, link: NetnsLink, models, threads: int = 1, timeout: float = 120.0):
-        from splitinfer.common.transport.process import READY_PREFIX
-
-        argv = link.prefix("server") + _cli("serve", "--models", str(models), "--host", SERVER_ADDR,
-                                             "--port", str(SERVER_PORT), "--metrics-port", str(SERVER_METRICS_PORT),
-                                             "--device", "cpu", "--threads", str(threads))
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.address = f"{SERVER_ADDR}:{SERVER_PORT}"
-        line = _readline(self.proc, timeout)
-        if not line.startswith(READY_PREFIX):
-            err = self.stop()
-            raise UserError(f"the network process did not start in namespace {link.server_ns}: {line!r} {err}")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return (self.proc.stderr.read() or "").strip()[-2000:]
-
-
-def _readline(proc: subprocess.Popen, timeout: float) -> str:
-    """First stdout line of `proc`, or '' after `timeout` seconds or when it exits."""
-    import selectors
-
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if sel.select(timeout):
-            return proc.stdout.readline().strip()
-        return ""
-    finally:
-        sel.close()
 
 
 @dataclass
@@ -325,7 +282,7 @@ def run_experiment(rates_bps, splits, *, models=None, model_id: str = "nanodet",
         raise UserError("network namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
     bar = tqdm(total=len(rates_bps) * len(splits), desc="netexp", unit="run", disable=not progress)
     with NetnsLink() as link:
-        server = ServerProcess(link, models)
+        server = ServerProcess(models, host=SERVER_ADDR, threads=1, argv_prefix=link.prefix("server"))
         try:
             for rate in rates_bps:
                 link.shape(rate)

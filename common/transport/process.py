@@ -24,13 +24,18 @@ READY_PREFIX = "splitinfer serve: listening on"
 
 
 class ServerProcess:
-    """A running `python -m splitinfer.server.main` (context manager; `stop()` sends SIGTERM)."""
+    """A running `python -m splitinfer.server.main` (context manager; `stop()` sends SIGTERM).
+
+    `argv_prefix` runs it under another command, e.g. `["ip", "netns", "exec", NS]` (netexp); `port` and
+    `metrics_port` 0 let the server pick free ones, which it reports.
+    """
 
     def __init__(self, models=None, *, device: str = "cpu", threads: int | None = None, host: str = "127.0.0.1",
                  max_message_mb: float | None = None, extra_args=(), env: dict | None = None,
-                 timeout: float = 120.0, cpus: set[int] | None = None):
-        args = [sys.executable, "-m", "splitinfer.server.main", "--host", host, "--port", "0",
-                "--metrics-port", "0", "--device", device]
+                 timeout: float = 120.0, cpus: set[int] | None = None, argv_prefix=(), port: int = 0,
+                 metrics_port: int = 0):
+        args = [*argv_prefix, sys.executable, "-m", "splitinfer.server.main", "--host", host, "--port", str(port),
+                "--metrics-port", str(metrics_port), "--device", device]
         if models is not None:
             args += ["--models", str(models)]
         if threads:

@@ -135,15 +135,10 @@ def test_shaper_delays_a_slow_producer_by_the_delay_only():
 def test_device_with_in_process_shaper_matches_bytes_over_rate(tmp_path):
     """The real UE process with --shape-rate/--shape-delay against the real network process on loopback."""
     from splitinfer.common.assets import bundled_images
-    from splitinfer.server.main import READY_PREFIX
+    from splitinfer.common.transport.process import ServerProcess
 
-    server = subprocess.Popen([sys.executable, "-m", "splitinfer.common.cli", "serve", "--host", "127.0.0.1",
-                               "--port", "0", "--metrics-port", "0", "--device", "cpu", "--threads", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = netexp._readline(server, 60)
-        assert line.startswith(READY_PREFIX), line + (server.stderr.read() if server.poll() is not None else "")
-        address = line[len(READY_PREFIX):].split()[0].replace("0.0.0.0", "127.0.0.1")
+    with ServerProcess(threads=1) as server:
+        address = server.address
         rate, delay = 40e6, 0.03
         argv = [sys.executable, "-m", "splitinfer.common.cli", "device",
                 *netexp.device_args(address, bundled_images()[0], SPLIT, "none", 2, tmp_path, "shaped.csv"),
@@ -158,6 +153,3 @@ def test_device_with_in_process_shaper_matches_bytes_over_rate(tmp_path):
         print(f"in-process shaper: {nbytes / 1e6:.2f} MB, measured {t_avg:.0f} ms, expected {expected_ms:.0f} ms")
         assert nbytes > 4e6
         assert abs(t_avg / expected_ms - 1) <= 0.15
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
