@@ -7,7 +7,12 @@ bitstreams that `nncodec.tensor.decode` reads. We drive `nncodec.nnc_core` direc
 torch (~10 s, ~1 GB) although coding never uses it.
 
 What is sent (8-byte header, then the body):
-    b"NNC" | mode (b"N" NNR bitstream, b"R" raw little-endian bytes) | CRC-32 of the body (uint32 LE)
+    b"NNC" | mode (b"N" NNR bitstream, b"R" raw little-endian bytes, b"P" blocks) | CRC-32 of the body (uint32 LE)
+Blocks (mode b"P", our small container): a large tensor is cut along one axis into K slabs, each coded
+as its own standard one-tensor NNR bitstream (what `nncodec.tensor.decode` reads) by K helper
+processes at once; the body is `axis u8 | K u16 | K x (slab length along axis u32, bitstream bytes
+u32) | the K bitstreams`. Tensors of at least PARALLEL_MIN values are cut when the helper pool has
+2+ processes ($SPLITINFER_NNC_WORKERS=1 keeps every tensor one in-process bitstream).
 Raw mode keeps things exact where NNC cannot help: integer/bool tensors (nncodec would squeeze int64
 into int32), tensors holding NaN/inf, empty tensors, and tiny tensors whose bitstream would be larger
 than the raw bytes. The CRC makes a damaged payload fail loudly instead of decoding to wrong values.
@@ -17,8 +22,8 @@ Safety: the deepCABAC decoder (C++) reads the bitstream without bounds checks an
 (raw offsets) from it, so a hostile or damaged stream can read out of bounds and kill the process
 (asserts are compiled out, so in practice it mostly raises, but nothing guarantees it). A server must
 survive any payload, so `decode` runs nncodec in a small pool of helper processes (pipes, no pickle):
-a crash, a hang past the deadline or a memory blow-up there (address space capped) becomes a
-`CodecError` and the helper is replaced. `decode(..., trusted=True)` decodes in-process instead, for
+a crash, a hang past the deadline or a memory blow-up there (address space capped by what the
+announced shape needs, whatever the stream claims) becomes a `CodecError` and the helper is replaced. `decode(..., trusted=True)` decodes in-process instead, for
 payloads this process made itself (sweeps, benchmarks). Pool size: $SPLITINFER_NNC_WORKERS (default
 min(4, CPUs)).
 
@@ -66,6 +71,10 @@ _HEADER = struct.Struct("<3scI")
 _MAGIC = b"NNC"
 _MODE_NNR = b"N"
 _MODE_RAW = b"R"
+_MODE_BLOCKS = b"P"
+PARALLEL_MIN = 1 << 16  # values; smaller tensors are one in-process bitstream
+_BLOCKS_HEAD = struct.Struct("<BH")
+_BLOCK = struct.Struct("<II")
 
 _core_lock = threading.Lock()  # serialises in-process nncodec calls (shared state, GIL held anyway)
 
@@ -85,10 +94,16 @@ class NncCodec(Codec):
         x = le_contiguous(arr).astype(np.float32, copy=False)
         if not np.isfinite(x).all():
             return _pack(_MODE_RAW, raw_bytes(arr))
-        body = encode_nnr(x.reshape(1, -1) if x.ndim < 2 else x, self.qp)
+        x = x.reshape(1, -1) if x.ndim < 2 else x
+        pool = _pool()
+        axis = _block_axis(x.shape, pool.size) if x.size >= PARALLEL_MIN and pool.size > 1 else None
+        if axis is None:
+            body, mode = encode_nnr(x, self.qp), _MODE_NNR
+        else:
+            body, mode = _encode_blocks(pool, x, axis, self.qp), _MODE_BLOCKS
         if len(body) >= arr.nbytes:
             return _pack(_MODE_RAW, raw_bytes(arr))
-        return _pack(_MODE_NNR, body)
+        return _pack(mode, body)
 
     def decode(self, payload, dtype, shape, *, trusted: bool = False):
         dt, dims = norm_dtype(dtype), norm_shape(shape)
@@ -97,7 +112,7 @@ class NncCodec(Codec):
             raise CodecError(f"{NAME}: payload of {view.nbytes} bytes is shorter than its {_HEADER.size}-byte header")
         magic, mode, crc = _HEADER.unpack_from(view)
         body = view[_HEADER.size:]
-        if magic != _MAGIC or mode not in (_MODE_NNR, _MODE_RAW):
+        if magic != _MAGIC or mode not in (_MODE_NNR, _MODE_RAW, _MODE_BLOCKS):
             raise CodecError(f"{NAME}: payload does not start with an NNC header (got {bytes(view[:4])!r})")
         if zlib.crc32(body) != crc:
             raise CodecError(f"{NAME}: checksum mismatch, the payload is corrupt")
@@ -106,6 +121,8 @@ class NncCodec(Codec):
         if not is_float(dt):
             raise CodecError(f"{NAME}: payload is an NNC bitstream but the tensor's dtype is {dt}")
         n = numel(dims)
+        if mode == _MODE_BLOCKS:
+            return _decode_blocks(body, dims, trusted).astype(dt, copy=False)
         flat = decode_nnr(body, n) if trusted else _pool().decode(body, n)
         return flat.reshape(dims).astype(dt, copy=False)
 
@@ -116,6 +133,69 @@ class NncCodec(Codec):
 
 def _pack(mode: bytes, body) -> bytes:
     return _HEADER.pack(_MAGIC, mode, zlib.crc32(body)) + body
+
+
+# -- blocks: one large tensor coded by several helper processes at once -------------------------------
+
+
+def _block_axis(shape: tuple[int, ...], k: int) -> int | None:
+    """The axis to cut into k slabs (the first with at least k entries among the first two), or None."""
+    for axis in (0, 1):
+        if axis < len(shape) and shape[axis] >= k:
+            return axis
+    return None
+
+
+def _encode_blocks(pool: "_Pool", x: np.ndarray, axis: int, qp: int) -> bytes:
+    import concurrent.futures as cf
+
+    slabs = np.array_split(x, pool.size, axis=axis)
+    with cf.ThreadPoolExecutor(len(slabs)) as ex:  # each thread waits on its own helper's pipe
+        streams = list(ex.map(lambda a: pool.encode(np.ascontiguousarray(a), qp), slabs))
+    head = _BLOCKS_HEAD.pack(axis, len(slabs))
+    index = b"".join(_BLOCK.pack(a.shape[axis], len(b)) for a, b in zip(slabs, streams))
+    return head + index + b"".join(streams)
+
+
+def _decode_blocks(body, dims: tuple[int, ...], trusted: bool) -> np.ndarray:
+    """Parse the container against the announced shape, then decode the slabs concurrently."""
+    view = memoryview(body)
+    if view.nbytes < _BLOCKS_HEAD.size:
+        raise CodecError(f"{NAME}: block container of {view.nbytes} bytes has no header")
+    axis, k = _BLOCKS_HEAD.unpack_from(view)
+    shape = dims if len(dims) >= 2 else (1, numel(dims))
+    if axis > 1 or not 1 <= k <= 256 or shape[axis] < k:
+        raise CodecError(f"{NAME}: block container claims {k} slabs along axis {axis}, which does not fit "
+                         f"shape {list(dims)}")
+    pos = _BLOCKS_HEAD.size + k * _BLOCK.size
+    if view.nbytes < pos:
+        raise CodecError(f"{NAME}: block container ends inside its index")
+    index = [_BLOCK.unpack_from(view, _BLOCKS_HEAD.size + i * _BLOCK.size) for i in range(k)]
+    if sum(e for e, _ in index) != shape[axis] or any(e == 0 for e, _ in index):
+        raise CodecError(f"{NAME}: block slabs cover {sum(e for e, _ in index)} entries of axis {axis}, "
+                         f"the shape has {shape[axis]}")
+    if pos + sum(n for _, n in index) != view.nbytes:
+        raise CodecError(f"{NAME}: block container announces {sum(n for _, n in index)} bitstream bytes, "
+                         f"{view.nbytes - pos} follow")
+    per = numel(shape) // shape[axis]
+    jobs = []
+    for extent, length in index:
+        jobs.append((view[pos:pos + length], extent * per))
+        pos += length
+    if trusted:
+        parts = [decode_nnr(b, n) for b, n in jobs]
+    else:
+        import concurrent.futures as cf
+
+        pool = _pool()
+        with cf.ThreadPoolExecutor(min(k, pool.size)) as ex:
+            parts = list(ex.map(lambda j: pool.decode(*j), jobs))
+    slabs = []
+    for (extent, _), flat in zip(index, parts):
+        slab_shape = list(shape)
+        slab_shape[axis] = extent
+        slabs.append(flat.reshape(slab_shape))
+    return np.concatenate(slabs, axis=axis).reshape(dims)
 
 
 # -- nncodec core (in this process) -----------------------------------------------------------------
@@ -191,7 +271,7 @@ def decode_nnr(bitstream, expected: int) -> np.ndarray:
 
 # -- helper processes that decode untrusted bitstreams ---------------------------------------------
 
-_REQ = struct.Struct("<QQ")  # body length, expected number of values
+_REQ = struct.Struct("<BQQQq")  # op (0 decode, 1 encode), body length, values (decode) or rows, cols, QP
 _REP = struct.Struct("<BQ")  # status (0 ok: float32 values follow; 1 error: utf-8 message), length
 _READY = b"R"
 _START_TIMEOUT_S = 120.0
@@ -260,7 +340,7 @@ class _Worker:
 
     def decode(self, body, n: int) -> np.ndarray:
         deadline = time.monotonic() + _deadline_s(n)
-        self._write(_REQ.pack(memoryview(body).nbytes, n), deadline)
+        self._write(_REQ.pack(0, memoryview(body).nbytes, n, 0, 0), deadline)
         self._write(body, deadline)
         status, length = _REP.unpack(self._read(_REP.size, deadline))
         if status == 0:
@@ -271,6 +351,19 @@ class _Worker:
         if length > 1 << 16:
             raise _WorkerLost("sent an oversized error message")
         raise CodecError(bytes(self._read(length, deadline)).decode("utf-8", "replace"))
+
+    def encode(self, x: np.ndarray, qp: int) -> bytes:
+        """NNR bitstream of a 2+-dim float32 tensor (sent flattened with its 2-D view's rows x cols)."""
+        x = np.ascontiguousarray(x, dtype="<f4")
+        deadline = time.monotonic() + 4 * _deadline_s(x.size)
+        shape = x.shape
+        self._write(_REQ.pack(1, x.nbytes, shape[0], x.size // shape[0], qp), deadline)
+        self._write(struct.pack("<B", len(shape)) + struct.pack(f"<{len(shape)}Q", *shape), deadline)
+        self._write(x.reshape(-1).view(np.uint8), deadline)
+        status, length = _REP.unpack(self._read(_REP.size, deadline))
+        if status != 0 or length > 8 * x.nbytes + (1 << 20):
+            raise _WorkerLost(f"could not encode ({bytes(self._read(min(length, 1 << 16), deadline))!r})")
+        return bytes(self._read(length, deadline))
 
     def kill(self) -> None:
         try:
@@ -340,6 +433,22 @@ class _Pool:
             raise
         except _WorkerLost as exc:
             raise CodecError(f"{NAME}: the decoder {exc} on this payload (corrupt bitstream?)") from None
+        finally:
+            self._release(worker, healthy)
+
+    def encode(self, x: np.ndarray, qp: int) -> bytes:
+        """Our own tensor, coded in a helper; if the helper is lost, coded here instead (never lost)."""
+        try:
+            worker = self._acquire()
+        except CodecError:
+            return encode_nnr(x, qp)
+        healthy = False
+        try:
+            out = worker.encode(x, qp)
+            healthy = True
+            return out
+        except _WorkerLost:
+            return encode_nnr(x, qp)
         finally:
             self._release(worker, healthy)
 
@@ -414,7 +523,18 @@ def _worker_main() -> None:
         head = _read_exact(stdin, _REQ.size)
         if head is None:
             return
-        length, n = _REQ.unpack(head)
+        op, length, n, _cols, qp = _REQ.unpack(head)
+        if op == 1:  # encode our own tensor (trusted input from the parent)
+            ndim = _read_exact(stdin, 1)
+            dims = _read_exact(stdin, 8 * ndim[0]) if ndim else None
+            body = _read_exact(stdin, length) if dims is not None else None
+            if body is None:
+                return
+            x = np.frombuffer(body, "<f4").reshape(struct.unpack(f"<{ndim[0]}Q", dims))
+            stream = encode_nnr(x, qp)
+            send(_REP.pack(0, len(stream)))
+            send(stream)
+            continue
         body = _read_exact(stdin, length) if length else b""
         if body is None:
             return
