@@ -162,7 +162,13 @@ class OIPClient:
         return self._call(self.stub.ServerLive, pb.ServerLiveRequest(), "ServerLive").live
 
     def model_ready(self, name: str) -> bool:
-        return self._call(self.stub.ModelReady, pb.ModelReadyRequest(name=name), "ModelReady").ready
+        """False for a model that is not ready or not known (some servers, KServe's, answer NOT_FOUND)."""
+        try:
+            return self.stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=self.timeout).ready
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise UserError(f"OIP server {self.address}: ModelReady: {exc.code().name}: {exc.details()}") from None
 
     def model_metadata(self, name: str) -> pb.ModelMetadataResponse:
         return self._call(self.stub.ModelMetadata, pb.ModelMetadataRequest(name=name), "ModelMetadata")

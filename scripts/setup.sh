@@ -16,4 +16,5 @@ pip_install "numpy>=1.26,<2" torch==2.14.1 torchvision==0.29.1
 pip_install -r requirements.txt
 pip_install --no-deps --no-build-isolation -e .
 .venv/bin/splitinfer --help >/dev/null
+bash scripts/setup_oip.sh  # .venv-oip: KServe SDK + tritonclient (protobuf < 7), see the script
 echo "splitinfer is set up in .venv"

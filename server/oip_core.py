@@ -131,9 +131,9 @@ def _shape_matches(expected, got) -> bool:
     return len(expected) == len(got) and all(not isinstance(e, int) or e == g for e, g in zip(expected, got))
 
 
-def tensor_from_raw(part2, name: str, datatype: str, shape, raw, max_bytes: int) -> np.ndarray:
-    """One request input as the array Part II expects: the name known, the shape its own, the byte count
-    equal to shape x datatype (checked before any allocation), FP16 cast back to float32 where expected."""
+def check_tensor(part2, name: str, datatype: str, shape, max_bytes: int) -> tuple[np.dtype, np.dtype, list[int], int]:
+    """(sent dtype, dtype Part II expects, shape, bytes the contents must have) of one request input: the
+    name known, the datatype the tensor's own (or FP16 for FP32), the shape its own, within `max_bytes`."""
     info = part2.expected.get(name)
     if info is None:
         raise invalid(f"input {name[:80]!r} is not a tensor of split {part2.plan.rank} of {part2.model_id!r} "
@@ -152,9 +152,15 @@ def tensor_from_raw(part2, name: str, datatype: str, shape, raw, max_bytes: int)
         count *= d
         if count * dtype.itemsize > max_bytes:
             raise exhausted(f"input {name!r}: shape {shape} x {datatype} exceeds the limit of {max_bytes} bytes")
-    if len(raw) != count * dtype.itemsize:
-        raise invalid(f"input {name!r}: {len(raw)} bytes of raw contents, shape {shape} x {datatype} needs "
-                      f"{count * dtype.itemsize}")
+    return dtype, want, shape, count * dtype.itemsize
+
+
+def tensor_from_raw(part2, name: str, datatype: str, shape, raw, max_bytes: int) -> np.ndarray:
+    """One request input as the array Part II expects, from its raw contents: checked by `check_tensor`
+    and the byte count equal to shape x datatype before anything is allocated; FP16 cast back to float32."""
+    dtype, want, shape, nbytes = check_tensor(part2, name, datatype, shape, max_bytes)
+    if len(raw) != nbytes:
+        raise invalid(f"input {name!r}: {len(raw)} bytes of raw contents, shape {shape} x {datatype} needs {nbytes}")
     arr = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
     return arr.astype(want) if dtype != want else arr
 
