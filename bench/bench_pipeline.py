@@ -64,11 +64,14 @@ def bench_npz(model_path, family, frames, threads, rank):
 
 
 def make_ue(server, model_path, family, codec, threads, rank, in_flight):
-    from splitinfer.device.ue import UE, PartI, UEClient
+    from splitinfer.device.client import UEClient
+    from splitinfer.device.part1 import Part1
+    from splitinfer.device.pipeline import FramePipeline
 
     client = UEClient(server.address)
     client.wait_ready()
-    ue = UE(client, PartI(model_path, rank=rank, threads=threads), family, codec, "nanodet", in_flight=in_flight)
+    ue = FramePipeline(client, Part1(model_path, rank=rank, threads=threads), family, codec, "nanodet",
+                       in_flight=in_flight)
     return ue, client
 
 

@@ -26,19 +26,6 @@ def add_arguments(p):
     p.add_argument("--max-message-mb", type=float, default=4.0, help="gRPC message limit in MiB (default 4)")
 
 
-def _agreement(results) -> str:
-    """'yes' when every frame's detections are identical (or identical to float rounding: onnxruntime optimises
-    the parts and the whole model differently); else how many objects still match (label, IoU>=0.5)."""
-    if all(a.equal for a in results):
-        return "yes"
-    if all(a.rounding for a in results):
-        return "yes, to float rounding"
-    matched = sum(a.matched for a in results)
-    total = sum(max(a.anchor_count, a.split_count) for a in results)
-    word = "close" if all(a.close for a in results) else "no"
-    return f"{word} ({matched}/{total} boxes match)"
-
-
 def run(args) -> int:
     import cv2
     import numpy as np
@@ -48,7 +35,10 @@ def run(args) -> int:
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.families import get_family
-    from splitinfer.device.ue import UE, Anchor, PartI, UEClient, compare_detections
+    from splitinfer.device.agreement import compare_detections, verdict
+    from splitinfer.device.client import UEClient
+    from splitinfer.device.part1 import Anchor, Part1
+    from splitinfer.device.pipeline import FramePipeline
     from splitinfer.common.transport.process import ServerProcess
 
     try:
@@ -84,13 +74,13 @@ def run(args) -> int:
         client.wait_ready()
         try:
             for rank in splits:
-                part1 = PartI(model_path, rank=rank, threads=args.threads)
+                part1 = Part1(model_path, rank=rank, threads=args.threads)
                 for codec in codecs:
-                    ue = UE(client, part1, family, codec, DEFAULT_MODEL_ID, in_flight=args.in_flight)
+                    pipeline = FramePipeline(client, part1, family, codec, DEFAULT_MODEL_ID, in_flight=args.in_flight)
                     try:
-                        records = list(ue.run(images))
+                        records = list(pipeline.run(images))
                     finally:
-                        ue.close()
+                        pipeline.close()
                     agree = [compare_detections(reference[r.source], r.detections) for r in records]
                     ms = lambda xs: float(np.median([x * 1e3 for x in xs]))  # noqa: E731
                     raw = int(np.mean([r.raw_bytes for r in records]))
@@ -102,7 +92,7 @@ def run(args) -> int:
                                  ms(r.part1_s for r in records),
                                  ms(r.encode_s + r.server["decode"] for r in records), ms(r.transfer_s for r in records),
                                  ms(r.server["part2"] for r in records), ms(r.end_to_end_s for r in records),
-                                 label, _agreement(agree), records[0].server_provider))
+                                 label, verdict(agree).describe(), records[0].server_provider))
                     if codec.lossless and not all(a.rounding for a in agree):
                         failures.append(f"split {rank} codec {label}: lossless but detections differ from the anchor")
                     r = rows[-1]

@@ -2,13 +2,16 @@
 
 Why these cells: existing spreadsheets read the field's columns, so their names and cell layouts stay:
 `avg;std` for times (ms), with a `_steady_state` twin excluding the first inference (onnxruntime's lazy
-set-up makes it slow); `min,avg,max` for encoding/decoding times (ms) and data sizes (bytes). A time
-measured on a processing unit that did not run is left empty. Our columns add what a two-process
-system measures: serialization, transfer, end-to-end latency, crossing tensors, providers, agreement
-with the anchor (`Equal_to_anchor`: yes = bit for bit; rounding = same detections within float32
-rounding, see device/ue.py; no). A row aggregates every inference of one source (image, video, or image repeated by
-`-loop`); `predictions` holds the last inference's detections. `Frames_failed` counts the frames of the
-source that were reported failed (their times are left out of every statistic).
+set-up makes it slow); `min,avg,max` for encoding/decoding times (ms) and data sizes (bytes):
+`predictions_size` is the size in bytes of each inference's post-processed predictions (as written to
+its predictions file: `label x1 y1 x2 y2 score` lines), as the TR means. A time measured on a
+processing unit that did not run is left empty. Our columns add what a two-process system measures:
+serialization, transfer, end-to-end latency, crossing tensors, providers, agreement with the anchor and
+with the `-ref_split` reference (agreement.py decides: yes = bit for bit; rounding = same detections
+within float32 rounding; close = the same objects; no; `Anchor_agreement` = boxes matched / boxes).
+A row aggregates every inference of one source (image, video, or image repeated by `-loop`);
+`predictions` holds the last inference's detections. `Frames_failed` counts the frames of the source
+that were reported failed (their times are left out of every statistic).
 
 Beside it, `FrameLog` writes one line per frame as it ends (`<results>_frames.csv`): source, index, frame
 id, status (ok / failed), how many times it was sent, the error. Written and flushed frame by frame, so a
@@ -44,7 +47,7 @@ OUR_COLUMNS = [
     "End_to_end_latency", "End_to_end_latency_steady_state",
     "UE_provider", "Server_provider",
     "Anchor_inference_time_CPU", "Anchor_inference_time_GPU", "Equal_to_anchor", "Anchor_agreement",
-    "Equal_to_ref_split", "Frames_failed",
+    "Ref_split", "Equal_to_ref_split", "Frames_failed",
 ]
 COLUMNS = FIELD_COLUMNS + OUR_COLUMNS
 
@@ -76,9 +79,34 @@ def predictions_cell(dets, label_of=None) -> str:
     return format_predictions(dets).strip().replace("\n", ";")
 
 
+def predictions_bytes(dets) -> int:
+    """Size in bytes of post-processed predictions, as their predictions file holds them."""
+    return len(format_predictions(dets).encode())
+
+
+def anchor_only_row(source: str, runs: list, *, loops: int, model: str, devices, label_of=None) -> dict:
+    """One CSV row of the `-no_split` mode: (device, seconds, detections) for each whole-model run."""
+    first = next(iter(devices))
+    mine = [(t, dets) for d, t, dets in runs if d == first]
+    row = {c: "" for c in COLUMNS}
+    row.update({"Source": source, "Nodes": "whole model", "Inference_loop": loops, "nb_inference": len(mine),
+                "encoding_algo": "", "Model": model,
+                "predictions_size": min_avg_max((predictions_bytes(dets) for _, dets in mine), fmt=".0f"),
+                "predictions": predictions_cell(mine[-1][1] if mine else [], label_of)})
+    for dev in devices:
+        ts = [t for d, t, _ in runs if d == dev]
+        row[f"UE_inference_time_{dev.upper()}"] = avg_std(ts)
+        row[f"UE_inference_time_{dev.upper()}_steady_state"] = avg_std(steady(ts))
+    return row
+
+
 def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: str, ue_provider: str,
-              model: str, rank: int, label_of=None) -> dict:
-    """One CSV row from the FrameRecords of one source."""
+              model: str, rank: int, label_of=None, ref_split: str | None = None,
+              ref_agreements: list | None = None) -> dict:
+    """One CSV row from the FrameRecords of one source (`ref_agreements`: agreement.Agreement of each
+    answered frame with the `-ref_split` reference named `ref_split`)."""
+    from splitinfer.device.agreement import compare_detections, verdict
+
     if not records:
         raise ValueError("no records to summarize")
     failed = [r for r in records if getattr(r, "status", "ok") != "ok"]
@@ -87,7 +115,7 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
         row = {c: "" for c in COLUMNS}
         row.update({"Source": source, "Nodes": nodes, "Inference_loop": loops, "nb_inference": 0,
                     "encoding_algo": encoding_algo, "Model": model, "Split_rank": rank, "UE_provider": ue_provider,
-                    "Frames_failed": len(failed)})
+                    "Frames_failed": len(failed), "Ref_split": ref_split or ""})
         return row
     part1 = [r.part1_s for r in records]
     part2 = [r.server.get("part2", 0.0) for r in records]
@@ -106,7 +134,7 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
         "intermediate_data_size": min_avg_max((r.raw_bytes for r in records), fmt=".0f"),
         "encoded_intermediate_data_size": min_avg_max((r.encoded_bytes for r in records), fmt=".0f"),
         "encoding_algo": encoding_algo,
-        "predictions_size": len(last),
+        "predictions_size": min_avg_max((predictions_bytes(r.detections) for r in records), fmt=".0f"),
         "predictions": predictions_cell(last, label_of),
         "Model": model, "Split_rank": rank,
         "Crossing_tensors": records[-1].tensors,
@@ -129,12 +157,12 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
         row[f"Anchor_inference_time_{dev.upper()}"] = avg_std(times)
         agreements += [(r.anchor[dev][1], r.detections) for r in records if dev in r.anchor]
     if agreements:
-        from splitinfer.device.ue import compare_detections
-
-        results = [compare_detections(a, s) for a, s in agreements]
-        row["Equal_to_anchor"] = ("yes" if all(x.equal for x in results) else
-                                  "rounding" if all(x.rounding for x in results) else "no")
-        row["Anchor_agreement"] = f"{sum(x.matched for x in results)}/{sum(x.anchor_count for x in results)}"
+        v = verdict(compare_detections(a, s) for a, s in agreements)
+        row["Equal_to_anchor"], row["Anchor_agreement"] = v.word, v.boxes
+    if ref_split is not None:
+        row["Ref_split"] = ref_split
+        if ref_agreements:
+            row["Equal_to_ref_split"] = verdict(ref_agreements).word
     return row
 
 
@@ -155,11 +183,6 @@ def write_rows(path, rows: list[dict]) -> Path:
         for row in rows:
             w.writerow(row)
     return path
-
-
-def read_rows(path) -> list[dict]:
-    with Path(path).open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 FRAME_COLUMNS = ["Source", "Index", "Frame_id", "Status", "Attempts", "End_to_end_ms", "Ended_unix_s", "Detections",

@@ -1,7 +1,7 @@
 """Shared pieces of the reliability tests: raw gRPC stubs, real frames of the bundled model, process memory.
 
 Why raw stubs: the tests send bytes the UE would never send (broken headers, missing chunks...), so they
-talk to the network process below `device/ue.py`, with the wire module building the valid parts.
+talk to the network process below `device/pipeline.py`, with the wire module building the valid parts.
 """
 
 from __future__ import annotations
@@ -78,14 +78,14 @@ def real_frame(rank: int, image: str = "dog.jpg") -> RealFrame:
     from splitinfer.common.assets import bundled_images, default_model_path
     from splitinfer.common.families import get_family
     from splitinfer.common.core.images import read_image
-    from splitinfer.device.ue import PartI
+    from splitinfer.device.part1 import Part1
 
-    part1 = PartI(default_model_path(), rank=rank, threads=1)
+    part1 = Part1(default_model_path(), rank=rank, threads=1)
     family = get_family("nanodet")
     img = read_image(next(p for p in bundled_images() if p.name == image))
     feeds, meta = family.preprocess(img)
     outs = part1.run(feeds)
-    return RealFrame(rank, {n: outs[n] for n in part1.sent_names}, wire.meta_to_json(meta))
+    return RealFrame(rank, {n: outs[n] for n in part1.plan.part1_outputs}, wire.meta_to_json(meta))
 
 
 def rewrite(message: bytes, edit) -> bytes:

@@ -164,19 +164,22 @@ def test_a_frozen_server_meets_deadlines_not_a_hang(tmp_path):
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.families import get_family
     from splitinfer.common.core.images import read_image
-    from splitinfer.device.ue import UE, PartI, RetryPolicy, UEClient
+    from splitinfer.device.client import UEClient
+    from splitinfer.device.part1 import Part1
+    from splitinfer.device.pipeline import FramePipeline
+    from splitinfer.device.retry import RetryPolicy
 
     family = get_family("nanodet")
     img = read_image(next(p for p in bundled_images() if p.name == "dog.jpg"))
     frames = [("dog", k, img) for k in range(3)]
-    part1 = PartI(default_model_path(), rank=120, threads=1)
+    part1 = Part1(default_model_path(), rank=120, threads=1)
     server = start_server()
     policy = RetryPolicy(reconnect_s=2.0, max_attempts=2, frame_timeout_s=1.5, setup_timeout_s=1.5,
                          backoff_initial_s=0.1)
     client = UEClient(server.address, retry=policy)
     try:
         client.wait_ready(60)
-        ue = UE(client, part1, family, get_codec("zstd"), DEFAULT_MODEL_ID, tolerate_failures=True)
+        ue = FramePipeline(client, part1, family, get_codec("zstd"), DEFAULT_MODEL_ID, tolerate_failures=True)
         assert next(iter(ue.run(frames[:1]))).ok  # the stream is open and working
         os.kill(server.proc.pid, signal.SIGSTOP)
         t0 = time.monotonic()
@@ -191,7 +194,8 @@ def test_a_frozen_server_meets_deadlines_not_a_hang(tmp_path):
         assert "no answer to the session set-up" in records[0].error and "gave up" in records[0].error
         ue.close()
 
-        unary = UE(client, part1, family, get_codec("zstd"), DEFAULT_MODEL_ID, unary=True, tolerate_failures=True)
+        unary = FramePipeline(client, part1, family, get_codec("zstd"), DEFAULT_MODEL_ID, unary=True,
+                              tolerate_failures=True)
         t0 = time.monotonic()
         records = []
         with pytest.raises(UserError, match="no more frames sent"):
@@ -202,7 +206,7 @@ def test_a_frozen_server_meets_deadlines_not_a_hang(tmp_path):
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
     try:
-        ue = UE(client, part1, family, get_codec("zstd"), DEFAULT_MODEL_ID, tolerate_failures=True)
+        ue = FramePipeline(client, part1, family, get_codec("zstd"), DEFAULT_MODEL_ID, tolerate_failures=True)
         assert [r.ok for r in ue.run(frames)] == [True, True, True]  # thawed: serving again
         ue.close()
     finally:

@@ -54,7 +54,7 @@ def frames():
 @pytest.fixture(scope="module")
 def anchor_detections(frames):
     from splitinfer.common.families import get_family
-    from splitinfer.device.ue import Anchor
+    from splitinfer.device.part1 import Anchor
 
     family = get_family("nanodet")
     anchor = Anchor(default_model_path(), "cpu", threads=1)
@@ -100,7 +100,10 @@ def test_splits_and_codecs_over_grpc(server, frames, anchor_detections):
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import get_family
     from splitinfer.common.transport.metrics import Metrics
-    from splitinfer.device.ue import UE, PartI, UEClient, compare_detections
+    from splitinfer.device.agreement import compare_detections
+    from splitinfer.device.client import UEClient
+    from splitinfer.device.part1 import Part1
+    from splitinfer.device.pipeline import FramePipeline
 
     family = get_family("nanodet")
     metrics = Metrics("device")
@@ -110,11 +113,11 @@ def test_splits_and_codecs_over_grpc(server, frames, anchor_detections):
     seen = {}
     try:
         for rank in SPLITS:
-            part1 = PartI(default_model_path(), rank=rank, threads=1)
+            part1 = Part1(default_model_path(), rank=rank, threads=1)
             local = local_split_detections(part1, family, frames)
             for spec in CODECS:
                 codec = get_codec(spec)
-                ue = UE(client, part1, family, codec, DEFAULT_MODEL_ID, metrics=metrics, in_flight=2)
+                ue = FramePipeline(client, part1, family, codec, DEFAULT_MODEL_ID, metrics=metrics, in_flight=2)
                 try:
                     records = list(ue.run(frames))
                 finally:
@@ -122,11 +125,11 @@ def test_splits_and_codecs_over_grpc(server, frames, anchor_detections):
                 assert [r.source for r in records] == list(IMAGES)
                 info = ue.info
                 assert info.provider == "cpu" and info.split_rank == rank
-                assert list(info.crossing) == part1.sent_names
+                assert list(info.crossing) == part1.plan.part1_outputs
                 for r in records:
                     agree = compare_detections(anchor_detections[r.source], r.detections)
                     where = f"split {rank}, {spec}, {r.source}"
-                    if codec.lossless:  # bit for bit, or within onnxruntime's float rounding (see device/ue.py)
+                    if codec.lossless:  # bit for bit, or within onnxruntime's float rounding (see device/agreement.py)
                         assert agree.rounding, f"{where}: lossless split differs from the anchor: {agree}"
                         assert r.detections == local[r.source], f"{where}: transport changed the tensors"
                         assert r.encoded_bytes >= r.raw_bytes * 0.5
@@ -173,7 +176,10 @@ def test_several_devices_at_once(server, frames, anchor_detections):
 
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import get_family
-    from splitinfer.device.ue import UE, PartI, UEClient, compare_detections
+    from splitinfer.device.agreement import compare_detections
+    from splitinfer.device.client import UEClient
+    from splitinfer.device.part1 import Part1
+    from splitinfer.device.pipeline import FramePipeline
 
     family = get_family("nanodet")
     results, errors = {}, []
@@ -182,7 +188,7 @@ def test_several_devices_at_once(server, frames, anchor_detections):
         client = UEClient(server.address)
         try:
             client.wait_ready(60)
-            ue = UE(client, PartI(default_model_path(), rank=rank, threads=1), family, get_codec("zstd"),
+            ue = FramePipeline(client, Part1(default_model_path(), rank=rank, threads=1), family, get_codec("zstd"),
                     DEFAULT_MODEL_ID, in_flight=2)
             try:
                 results[rank] = list(ue.run(frames * 2))
@@ -219,8 +225,8 @@ def test_device_command_writes_csv_predictions_and_overlays(server, tmp_path, an
     node = SplitGraph(load_model(default_model_path())).node_names[60]  # split by node name this time
     out = tmp_path / "results"
     code = main(["device", "--server", server.address, "-s", str(src), "--split", node, "-loop", "2",
-                 "-encode_algo", "none", "-results_dir", str(out), "-results_filename", "r.csv", "--threads", "1",
-                 "-ref_split", "--in-flight", "3"])
+                 "-encode_algo", "none", "-results_dir", str(out), "-results_filename", str(out / "r.csv"),
+                 "--threads", "1", "-ref_split", "--in-flight", "3"])
     assert code == 0
     with (out / "r.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -240,7 +246,9 @@ def test_device_command_writes_csv_predictions_and_overlays(server, tmp_path, an
         assert avg > 0 and std >= 0
         lo, mid, hi = (float(x) for x in r["encoded_intermediate_data_size"].split(","))
         assert lo == mid == hi == 2104320  # 4 float32 tensors, lossless: raw size
-        assert int(r["predictions_size"]) == len(r["predictions"].split(";"))
+        # bytes of each inference's predictions (min,avg,max), as in its predictions file (TR 26.847 B.3)
+        lines = r["predictions"].split(";")
+        assert [int(x) for x in r["predictions_size"].split(",")] == [sum(len(x) + 1 for x in lines)] * 3
     for name in IMAGES:
         stem = name.rsplit(".", 1)[0]
         got = read_predictions(out / "predictions" / f"{stem}.txt")

@@ -1,0 +1,512 @@
+"""Entry point of the UE process: read frames, run them through the split system, write the results.
+
+`splitinfer device` calls `run_device(args)`; `python -m splitinfer.device.main ARGS` does the same
+without the CLI. Per frame: preprocess, Part I, encode, send to the network process, receive the
+detections (pipeline.FramePipeline); optionally the anchor and the `-ref_split` reference run locally
+for comparison (agreement.py). Terms:
+- results: the results CSV (results.py; `-results_filename` as given, default `-results_dir`/results.csv)
+  with its per-frame log `<results>_frames.csv` beside it; predictions and overlays under `-results_dir`.
+- stopping: every way the run ends (all frames done, SIGTERM, Ctrl-C, the server gone, an error) ends
+  every frame read (a row in the per-frame log) and writes the results of the frames that ended before
+  the process exits (0; 1 when a frame failed; 2 with one line for an error; 130 when interrupted).
+  Once every frame has ended, a signal no longer interrupts: it only cuts `--metrics-linger` short.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from splitinfer.common.core.errors import UserError
+
+PREFIX = "splitinfer device:"
+
+
+def say(text: str, err: bool = False) -> None:
+    print(f"{PREFIX} {text}", file=sys.stderr if err else sys.stdout, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# signals
+
+
+class StopSignals:
+    """SIGTERM and SIGINT: KeyboardInterrupt while frames run (`interrupting`); afterwards they only set
+    `requested`, so writing the results completes and lingering ends early. A no-op off the main thread."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self.interrupting = True
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        self.requested.set()
+        if self.interrupting:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread
+                break
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        return False
+
+
+def stop_reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C / SIGTERM)"
+    if isinstance(exc, UserError):
+        return f"stopped: {exc}"
+    return f"stopped: {type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------------------------------------
+# options
+
+
+def label_mapper(path):
+    """Detection names -> the names of a coco_labels.csv (its ids are COCO-80 indices or category ids)."""
+    from splitinfer.common.core.labels import COCO80_NAMES, NAME_TO_CATEGORY_ID, read_labels_csv
+
+    table = read_labels_csv(path)
+    by_category = max(table) >= len(COCO80_NAMES)
+    index = NAME_TO_CATEGORY_ID if by_category else {n: i for i, n in enumerate(COCO80_NAMES)}
+
+    def label_of(name: str) -> str:
+        key = index.get(name)
+        return table.get(key, name) if key is not None else name
+
+    return label_of
+
+
+def family_for(model_path: Path, name: str | None):
+    import json
+
+    from splitinfer.common.families import get_family
+
+    if name:
+        return get_family(name)
+    meta = model_path.parent / "model.json"
+    if meta.is_file():
+        try:
+            return get_family(json.loads(meta.read_text())["family"])
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{meta}: no \"family\" entry; give -f FAMILY") from None
+    raise UserError(f"no model.json beside {model_path}: give the family with -f")
+
+
+def check_family(model_path, family, input_names) -> None:
+    """The family's preprocessing must feed the model's inputs (else onnxruntime fails on the first frame)."""
+    missing = [n for n in family.input_names if n not in input_names]
+    if missing:
+        raise UserError(f"{model_path}: inputs {list(input_names)} do not match family {family.name} "
+                        f"(expects {list(family.input_names)}; give the right one with -f)")
+
+
+def check_ref_label(label: str) -> str:
+    """A `-ref_split` label names a folder under -results_dir: one plain name."""
+    if not label or label.startswith(".") or any(c in label for c in "/\\\0"):
+        raise UserError(f"-ref_split {label!r}: give a plain label (letters, digits, _ -), e.g. split_node_0060")
+    return label
+
+
+def retry_policy(args):
+    from splitinfer.device.retry import RetryPolicy
+
+    return RetryPolicy.from_options(args.timeout, args.reconnect_s, args.max_attempts)
+
+
+def results_path(args) -> Path:
+    """`-results_filename` as given (the TR's 'path to .csv results file'), else results.csv in -results_dir."""
+    return Path(args.results_filename) if args.results_filename else Path(args.results_dir) / "results.csv"
+
+
+class Outputs:
+    """Where a run writes: results CSV, per-frame log, predictions, overlays, intermediate data."""
+
+    def __init__(self, args):
+        self.out_dir = Path(args.results_dir)
+        self.results = results_path(args)
+        self.overlays = not args.no_overlay
+        self.label_of = label_mapper(args.labels_coco) if args.labels_coco else None
+
+    def shown(self, dets):
+        return dets if self.label_of is None else [type(d)(self.label_of(d.label), *d.box, d.score) for d in dets]
+
+    def write_predictions(self, name: str, dets, image, folder: str = "predictions") -> None:
+        from splitinfer.common.core.detections import write_predictions
+
+        shown = self.shown(dets)
+        write_predictions(self.out_dir / folder / f"{name}.txt", shown)
+        if self.overlays and folder == "predictions":
+            from splitinfer.common.core.images import write_image
+            from splitinfer.common.eval.overlay import draw_detections
+
+            write_image(self.out_dir / "overlays" / f"{name}.jpg", draw_detections(image, shown))
+
+    def save_intermediate(self, rec) -> None:
+        path = self.out_dir / "intermediate" / f"{rec.source}_loop{rec.index}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{f"t{i}": a for i, a in enumerate(rec.intermediate.values())},
+                 names=np.array(list(rec.intermediate)))
+
+
+class Source:
+    """The frames to run: (name, loop index, image) for each frame of the source, `-loop` times each."""
+
+    def __init__(self, args):
+        from splitinfer.common.assets import IMAGES_DIR
+        from splitinfer.common.core.images import frame_count, is_video
+
+        self.path = Path(args.source) if args.source else IMAGES_DIR
+        if not self.path.exists():  # checked before anything slow (sessions, connection)
+            raise UserError(f"source not found: {self.path}")
+        self.loops, self.nb_frames = args.loop, args.nb_frames
+        self.video = self.path.is_file() and is_video(self.path)
+        total = frame_count(self.path)
+        if total is not None and self.nb_frames:
+            total = min(total, self.nb_frames)
+        self.total = total * self.loops if total else None
+
+    def __iter__(self):
+        from splitinfer.common.core.images import iter_frames
+
+        for name, img in iter_frames(self.path, self.nb_frames):
+            for k in range(self.loops):
+                yield name, k, img
+
+    def group_of(self, name: str) -> str:
+        """The results row a frame belongs to: its image, or the whole video."""
+        return self.path.name if self.video else name
+
+
+def check_options(args) -> None:
+    if args.loop < 1:
+        raise UserError(f"-loop must be at least 1, got {args.loop}")
+    if args.nb_frames is not None and args.nb_frames < 1:
+        raise UserError(f"-nb_frames must be at least 1, got {args.nb_frames}")
+    if args.ref_split is not None:
+        check_ref_label(args.ref_split)
+
+
+def progress_bar(total):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc="device", disable=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# the process
+
+
+def run_device(args) -> int:
+    """The UE process for parsed `splitinfer device` options; returns the exit code (see the docstring)."""
+    from splitinfer.common.assets import default_model_path
+    from splitinfer.common.core.errors import require_file
+    from splitinfer.common.transport import wire
+
+    check_options(args)
+    model_path = Path(require_file(args.anchor, "model") if args.anchor else default_model_path())
+    family = family_for(model_path, args.family)
+    source = Source(args)
+    retry = None if args.no_split else retry_policy(args)  # option errors before anything slow
+    codec = None
+    if not args.no_split:
+        from splitinfer.common.codecs import get_codec
+
+        codec = get_codec(args.codec)
+    wire.tune_allocator()
+    with StopSignals() as signals:
+        if args.no_split:
+            return AnchorOnlyRun(args, model_path, family, source, signals).run()
+        return SplitRun(args, model_path, family, source, codec, retry, signals).run()
+
+
+def make_anchors(args, model_path, family) -> dict:
+    """The whole model on CPU and/or GPU (as the -no_CPU_anchor / -no_GPU_anchor flags allow)."""
+    from splitinfer.common.core.runtime import CUDA, available_providers
+    from splitinfer.device.part1 import Anchor
+
+    anchors = {}
+    if not args.no_cpu_anchor:
+        anchors["cpu"] = Anchor(model_path, "cpu", threads=args.threads)
+    if not args.no_gpu_anchor and CUDA in available_providers():
+        anchors["gpu"] = Anchor(model_path, "gpu", threads=args.threads)
+    elif not args.no_gpu_anchor:
+        say("no usable CUDA here, GPU anchor skipped")
+    for anchor in anchors.values():
+        check_family(model_path, family, anchor.session.input_names)
+    return anchors
+
+
+class AnchorOnlyRun:
+    """`-no_split`: the field's anchor-only mode (no server, no split)."""
+
+    def __init__(self, args, model_path, family, source, signals):
+        self.args, self.model_path, self.family, self.source, self.signals = args, model_path, family, source, signals
+        self.outputs = Outputs(args)
+        self.runs: OrderedDict[str, list] = OrderedDict()  # group -> [(device, seconds, detections)]
+
+    def run(self) -> int:
+        anchors = make_anchors(self.args, self.model_path, self.family)
+        if not anchors:
+            raise UserError("-no_split with both anchors disabled leaves nothing to run")
+        progress = progress_bar(self.source.total)
+        stopped = None
+        try:
+            for name, k, img in self.source:
+                self.infer(anchors, name, k, img)
+                progress.update(1)
+        except BaseException as exc:  # what ran so far is written, then the error
+            stopped = exc
+        finally:
+            progress.close()
+        self.signals.interrupting = False
+        self.write_results(anchors)
+        if stopped is not None:
+            raise stopped
+        return 0
+
+    def infer(self, anchors, name, k, img) -> None:
+        feeds, meta = self.family.preprocess(img)
+        for dev, anchor in anchors.items():
+            t0 = time.perf_counter()
+            out = anchor.run(feeds)
+            seconds = time.perf_counter() - t0
+            dets = self.family.postprocess(out, meta)
+            self.runs.setdefault(self.source.group_of(name), []).append((dev, seconds, dets))
+        if k == self.args.loop - 1:
+            self.outputs.write_predictions(name, dets, img)
+
+    def write_results(self, anchors) -> None:
+        from splitinfer.device import results as R
+
+        rows = [R.anchor_only_row(g, runs, loops=self.args.loop, model=self.model_path.parent.name,
+                                  devices=list(anchors), label_of=self.outputs.label_of)
+                for g, runs in self.runs.items()]
+        if rows:
+            path = R.write_rows(self.outputs.results, rows)
+            say(f"{sum(len(v) for v in self.runs.values())} anchor runs, results in {path}")
+
+
+class SplitRun:
+    """The split system: Part I here, Part II in the network process, frames over gRPC."""
+
+    def __init__(self, args, model_path, family, source, codec, retry, signals):
+        self.args, self.model_path, self.family, self.source = args, model_path, family, source
+        self.codec, self.retry, self.signals = codec, retry, signals
+        self.outputs = Outputs(args)
+        self.groups: OrderedDict[str, list] = OrderedDict()  # group -> FrameRecords
+        self.ref_agreements: dict[str, list] = {}  # group -> agreement.Agreement with the -ref_split reference
+        self.images: dict[tuple, np.ndarray] = {}  # (name, index) -> image, until the frame ends
+        self.frame_log = None
+
+    # -- the run, step by step ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from splitinfer.common.transport.metrics import Metrics
+
+        t_start = time.perf_counter()
+        metrics = Metrics("device")
+        if self.args.metrics_port is not None:
+            say(f"metrics on :{metrics.serve(self.args.metrics_port)}")
+        try:
+            self.part1 = self.build_part1()
+            self.ref = self.build_ref_split()
+            client = self.connect()
+            try:
+                pipeline = self.build_pipeline(client, metrics)
+                stopped = self.process(pipeline)
+                pipeline.close(cancel=stopped is not None)
+            finally:
+                client.close()
+            self.signals.interrupting = False  # every frame has ended: the rest always completes
+            code = self.write_results(pipeline, stopped, time.perf_counter() - t_start)
+            self.linger()
+        finally:
+            metrics.close()
+        if stopped is not None:
+            raise stopped
+        return code
+
+    def process(self, pipeline) -> BaseException | None:
+        """Every frame through the pipeline; on any stop the frames in flight end (failed) and what stopped
+        the run is returned, to be raised once the results are written."""
+        self.frame_log = self.open_frame_log()
+        progress = progress_bar(self.source.total)
+        try:
+            for rec in pipeline.run(self.read_frames(), progress=progress):
+                self.take(rec)
+        except BaseException as exc:
+            for rec in pipeline.abandon(stop_reason(exc)):
+                self.take(rec)
+            return exc
+        finally:
+            progress.close()
+        return None
+
+    def take(self, rec) -> None:
+        """One ended frame: its log line first, then its outputs."""
+        image = self.images.pop((rec.source, rec.index), None)
+        self.frame_log.write(rec)
+        self.groups.setdefault(self.source.group_of(rec.source), []).append(rec)
+        if not rec.ok:
+            say(f"frame {rec.frame_id} ({rec.source} #{rec.index}) failed: {rec.error}", err=True)
+            return
+        if rec.intermediate is not None:
+            self.save_intermediate(rec)
+            self.compare_with_ref_split(rec, image)
+            rec.intermediate = None
+        if rec.index == self.args.loop - 1:
+            self.outputs.write_predictions(rec.source, rec.detections, image)
+
+    # -- the steps --------------------------------------------------------------------------------------
+
+    def build_part1(self):
+        from splitinfer.device.part1 import Part1, parse_split
+
+        rank, node = parse_split(self.args.split)
+        part1 = Part1(self.model_path, rank=rank, name=node, flag=self.args.flag, device=self.args.pu_part1,
+                      threads=self.args.threads, part1_path=self.args.part1, part2_path=self.args.part2,
+                      check_model=not self.args.no_check_model)
+        check_family(self.model_path, self.family, part1.input_names)
+        return part1
+
+    def build_ref_split(self):
+        """-ref_split: Part II run here too (no codec, no network), a reference for the server's answers."""
+        if self.args.ref_split is None:
+            return None
+        return self.part1.part2_session(self.args.part2, device=self.args.pu_part1, threads=self.args.threads,
+                                        check_model=not self.args.no_check_model)
+
+    def connect(self):
+        """A client of the network process, once it answers (waiting up to --reconnect-s)."""
+        import os
+
+        from splitinfer.common.transport import wire
+        from splitinfer.common.transport.security import channel_credentials, resolve_token
+        from splitinfer.common.transport.shaper import from_options as shaper_from_options
+        from splitinfer.device.client import UEClient
+
+        a, env = self.args, os.environ.get
+        credentials = channel_credentials(a.tls_ca or env("SPLITINFER_TLS_CA"),
+                                          a.tls_cert or env("SPLITINFER_TLS_CERT"),
+                                          a.tls_key or env("SPLITINFER_TLS_KEY"))
+        token = resolve_token(a.token)
+        if token and credentials is None:
+            say("warning: bearer token without TLS: it travels in clear (add --tls-ca)", err=True)
+        client = UEClient(a.server, int(a.max_message_mb * wire.MIB),
+                          shaper=shaper_from_options(a.shape_rate, a.shape_delay), credentials=credentials,
+                          token=token, server_name=a.tls_server_name or env("SPLITINFER_TLS_SERVER_NAME") or None,
+                          retry=self.retry)
+        try:
+            client.wait_ready()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def build_pipeline(self, client, metrics):
+        from splitinfer.device.pipeline import FramePipeline
+
+        a = self.args
+        want = {"gpu": "cuda", "cpu": "cpu"}.get(a.pu_part2) if a.pu_part2 else None
+        return FramePipeline(client, self.part1, self.family, self.codec, self.model_id, in_flight=a.in_flight,
+                             unary=a.unary, anchors=make_anchors(a, self.model_path, self.family), metrics=metrics,
+                             keep_intermediate=a.save_intermediate or a.ref_split is not None,
+                             expect_server_provider=want, tolerate_failures=True)
+
+    @property
+    def model_id(self) -> str:
+        return self.args.model_id or self.model_path.parent.name
+
+    def open_frame_log(self):
+        from splitinfer.device.results import FrameLog, frames_path
+
+        return FrameLog(frames_path(self.outputs.results))
+
+    def read_frames(self):
+        for name, k, img in self.source:
+            self.images[(name, k)] = img
+            yield name, k, img
+
+    def save_intermediate(self, rec) -> None:
+        if self.args.save_intermediate:
+            self.outputs.save_intermediate(rec)
+
+    def compare_with_ref_split(self, rec, image) -> None:
+        """-ref_split: the same split run here; its detections against the server's, and its predictions
+        written under -results_dir/predictions_LABEL/."""
+        if self.args.ref_split is None:
+            return
+        from splitinfer.common.split.graph import consolidate
+        from splitinfer.device.agreement import compare_detections
+
+        plan = self.part1.plan
+        out2 = {} if self.ref is None else dict(
+            zip(self.ref.output_names, self.ref.run({n: rec.intermediate[n] for n in plan.part2_inputs})))
+        outs = dict(zip([n for n, _ in plan.consolidation], consolidate(plan, rec.intermediate, out2)))
+        _, meta = self.family.preprocess(image)
+        ref_dets = self.family.postprocess(outs, meta)
+        self.ref_agreements.setdefault(self.source.group_of(rec.source), []).append(
+            compare_detections(ref_dets, rec.detections))
+        if rec.index == self.args.loop - 1:
+            self.outputs.write_predictions(rec.source, ref_dets, image, folder=f"predictions_{self.args.ref_split}")
+
+    def write_results(self, pipeline, stopped, seconds: float) -> int:
+        """The results CSV (one row per source) and the summary line; the exit code of a run that ran out."""
+        from splitinfer.device import results as R
+
+        if self.frame_log is not None:
+            self.frame_log.close()
+        plan, a = self.part1.plan, self.args
+        nodes = f"rank={plan.rank};node={plan.node_name or 'end'};flag={a.flag}"
+        rows = [R.summarize(recs, source=g, nodes=nodes, loops=a.loop, encoding_algo=a.codec,
+                            ue_provider=self.part1.provider, model=self.model_id, rank=plan.rank,
+                            label_of=self.outputs.label_of, ref_split=a.ref_split,
+                            ref_agreements=self.ref_agreements.get(g))
+                for g, recs in self.groups.items()]
+        if not rows:
+            if stopped is None:
+                raise UserError(f"{self.source.path}: no frames processed")
+            return 0
+        path = R.write_rows(self.outputs.results, rows)
+        n = sum(len(v) for v in self.groups.values())
+        answered = [r.end_to_end_s for v in self.groups.values() for r in v if r.ok]
+        e2e = f"{np.median(answered) * 1e3:.1f} ms" if answered else "-"
+        info = pipeline.info
+        failed = self.frame_log.failed
+        extra = f"; {failed} failed" if failed else ""
+        extra += f"; reconnected {pipeline.reconnects} times" if pipeline.reconnects else ""
+        say(f"{n} frames through {a.server} (model {self.model_id}, split {plan.rank}, "
+            f"{len(plan.crossing)} crossing tensors, codec {a.codec}, Part II on {info.provider if info else '?'}); "
+            f"median end-to-end {e2e}; {seconds:.1f} s{extra}; results in {path} "
+            f"(per frame: {self.frame_log.path})")
+        return 1 if failed else 0
+
+    def linger(self) -> None:
+        """--metrics-linger: keep serving metrics so Prometheus scrapes the final counts; a signal ends it."""
+        if self.args.metrics_linger > 0 and self.args.metrics_port is not None:
+            self.signals.requested.wait(self.args.metrics_linger)
+
+
+def main(argv=None) -> int:
+    from splitinfer.common.cli import main as cli_main
+
+    return cli_main(["device", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
