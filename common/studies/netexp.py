@@ -234,7 +234,7 @@ def device_args(address: str, image, split: int, codec: str, frames: int, out_di
     """`splitinfer device` options for one measured run: one image, `frames` times, one reply at a time."""
     model = ["-anchor", str(anchor)] if anchor else []
     return [*model, "--server", address, "-s", str(image), "-loop", str(frames), "--split", str(split),
-            "-encode_algo", codec, "-results_dir", str(out_dir), "-results_filename", name,
+            "-encode_algo", codec, "-results_dir", str(out_dir), "-results_filename", os.path.join(str(out_dir), name),
             "-no_CPU_anchor", "-no_GPU_anchor", "--no-overlay", "--in-flight", "1", "--threads", "1"]
 
 
