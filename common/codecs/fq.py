@@ -107,6 +107,11 @@ class FqCodec(Codec):
         else:
             lo, hi = cmin, cmax
         step = ((hi - lo) / np.float32(levels - 1)).astype(np.float32)
+        for _ in range(4):  # float32 rounding: the top level must still reach hi
+            short = lo + step * np.float32(levels - 1) < hi
+            if not short.any():
+                break
+            step = np.where(short, np.nextafter(step, np.float32(np.inf)), step).astype(np.float32)
         step[(step <= 0) | ~np.isfinite(step)] = 0  # constant (or kept-constant) channels
         lo = np.where(const, cmin, lo).astype(np.float32)
         q = quantise(view, lo, step, const, levels)

@@ -1,0 +1,288 @@
+"""The fast feature codec `fq`: specs and ids, the quantiser's error bound, side information inside the
+payload, exact passthrough, and hostile payloads refused with CodecError within a memory bound."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from splitinfer.common.codecs import CodecError, get_codec
+from splitinfer.common.codecs import fq
+from splitinfer.common.core.errors import UserError
+
+
+def leaky(shape=(1, 32, 24, 24), seed: int = 0) -> np.ndarray:
+    """LeakyReLU-like activations with sparse large values, as at NanoDet's splits."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32) * 0.3
+    x = np.where(x > 0, x, 0.1 * x)
+    hot = rng.random(shape) < 0.01
+    return np.where(hot, x + 3 * rng.random(shape).astype(np.float32), x).astype(np.float32)
+
+
+# -- specs and ids --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec, cid, canonical", [
+    ("fq", 3006, "fq:6"), ("fq:6", 3006, "fq:6"), ("fq:4", 3004, "fq:4"), ("fq:12", 3012, "fq:12"),
+    ("fq:6:t", 3106, "fq:6:t"), ("fq:5:c", 3205, "fq:5:c"), ("fq:3:k", 3403, "fq:3:k"),
+    ("fq:8:kct", 3708, "fq:8:tck"), (3106, 3106, "fq:6:t"), ("3002", 3002, "fq:2"),
+])
+def test_specs_and_ids(spec, cid, canonical):
+    c = get_codec(spec)
+    assert (c.name, c.codec_id, c.spec, c.lossless) == ("fq", cid, canonical, False)
+    assert get_codec(c.spec) == c and get_codec(c.codec_id) == c
+
+
+@pytest.mark.parametrize("spec", ["fq:1", "fq:13", "fq:x", "fq:6:z", "fq:6:tt", 3001, 3013, 3806, 2999])
+def test_bad_specs(spec):
+    with pytest.raises(UserError):
+        get_codec(spec)
+
+
+# -- quantiser --------------------------------------------------------------------------------------------
+
+
+def _side(payload: bytes, channels: int):
+    """(lo, step) from a per-channel payload's side information."""
+    pos = fq._HEAD.size + ((channels + 7) // 8 if channels > 1 else 0)
+    lo = np.frombuffer(payload, "<f4", channels, pos)
+    step = np.frombuffer(payload, "<f4", channels, pos + 4 * channels)
+    return lo, step
+
+
+@pytest.mark.parametrize("spec", ["fq:2", "fq:4", "fq:6", "fq:8", "fq:12", "fq:4:t", "fq:6:c", "fq:6:tc"])
+def test_error_within_half_a_step_inside_the_clip_range(spec):
+    c = get_codec(spec)
+    x = leaky()
+    payload = c.encode(x)
+    y = c.decode(payload, x.dtype, x.shape)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    channels = 1 if c.per_tensor else x.shape[1]
+    lo, step = _side(payload, channels)
+    hi = lo + step * ((1 << c.bits) - 1)
+    shape = (1, channels, 1, 1) if channels > 1 else ()
+    lo_b, hi_b, step_b = (np.reshape(v, shape) for v in (lo, hi, step))
+    inside = (x >= lo_b) & (x <= hi_b)
+    err = np.abs(y - x)
+    bound = step_b / 2 * (1 + 1e-5) + 1e-6 * np.abs(x) + 1e-7
+    assert np.all(err[inside] <= np.broadcast_to(bound, x.shape)[inside])
+    if "c" not in c.opts:  # min/max range: nothing is clipped
+        assert inside.all()
+        assert np.isclose(lo.min(), x.min()) and np.isclose(hi.max(), x.max(), rtol=1e-5)
+    else:  # clipped values come back at the nearest end of the range
+        out = ~inside
+        assert np.all(np.abs(y[out] - np.clip(x, lo_b, hi_b)[out]) <= np.broadcast_to(bound, x.shape)[out])
+
+
+def test_more_bits_less_error_more_bytes():
+    x = leaky()
+    errs, sizes = [], []
+    for bits in (2, 4, 6, 8):
+        c = get_codec(f"fq:{bits}")
+        p = c.encode(x)
+        errs.append(float(np.abs(c.decode(p, x.dtype, x.shape) - x).max()))
+        sizes.append(len(p))
+    assert errs == sorted(errs, reverse=True) and sizes == sorted(sizes)
+    assert sizes[1] < x.nbytes / 8  # 4 bits, entropy coded: well under 4 bits per value
+
+
+def test_clip_search_minimises_error():
+    """On values with a few far outliers, the searched range has a smaller mean squared error than min/max."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 4, 64, 64)).astype(np.float32)
+    x[0, :, 0, 0] = 40  # one far outlier per channel
+    mse = {}
+    for spec in ("fq:4", "fq:4:c"):
+        c = get_codec(spec)
+        mse[spec] = float(np.mean((c.decode(c.encode(x), x.dtype, x.shape) - x) ** 2))
+    assert mse["fq:4:c"] < 0.6 * mse["fq:4"]
+
+
+def test_constant_channels_cost_no_symbols():
+    x = leaky((1, 16, 20, 20))
+    x[0, 3] = 0.0
+    x[0, 7] = 1.25
+    skip, keep = get_codec("fq:6"), get_codec("fq:6:k")
+    p_skip, p_keep = skip.encode(x), keep.encode(x)
+    for c, p in ((skip, p_skip), (keep, p_keep)):
+        y = c.decode(p, x.dtype, x.shape)
+        assert np.array_equal(y[0, 3], x[0, 3]) and np.array_equal(y[0, 7], x[0, 7])
+    mask = np.unpackbits(np.frombuffer(p_skip, np.uint8, 2, fq._HEAD.size), bitorder="little")
+    assert list(np.flatnonzero(mask)) == [3, 7]
+    assert not np.frombuffer(p_keep, np.uint8, 2, fq._HEAD.size).any()
+    z = np.zeros((1, 8, 16, 16), np.float32)
+    pz = skip.encode(z)
+    assert len(pz) < 100 and np.array_equal(skip.decode(pz, z.dtype, z.shape), z)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 26, 26), (2, 8, 30, 30), (4000,), (50, 80), (1, 2704, 80), (3, 1, 70, 70)])
+def test_layouts_and_side_information_inside_the_payload(shape):
+    """Whatever the shape, the payload alone (plus dtype x shape) rebuilds the tensor: a fresh codec
+    made from the numeric id decodes it, and no byte is outside the returned payload."""
+    x = leaky(shape, seed=len(shape))
+    payload = get_codec("fq:6").encode(x)
+    assert isinstance(payload, bytes)
+    fresh = fq.FqCodec(6)
+    y = fresh.decode(bytearray(payload), "float32", list(shape))
+    assert y.shape == x.shape
+    assert np.abs(y - x).max() <= (x.max() - x.min()) / 63 / 2 * 1.0001 + 1e-6
+    assert get_codec(3006).decode(memoryview(payload), np.float32, shape).tobytes() == y.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_other_float_dtypes(dtype):
+    x = leaky((1, 8, 16, 16)).astype(dtype)
+    c = get_codec("fq:8")
+    y = c.decode(c.encode(x), dtype, x.shape)
+    assert y.dtype == np.dtype(dtype) and np.abs(y.astype(np.float64) - x).max() < 0.02
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])
+def test_integer_tensors_pass_exactly(dtype):
+    x = (np.arange(300) % 7).astype(dtype).reshape(3, 100)
+    c = get_codec("fq:4")
+    y = c.decode(c.encode(x), dtype, x.shape)
+    assert y.dtype == x.dtype and y.tobytes() == x.tobytes()
+
+
+def test_non_finite_empty_and_big_endian():
+    c = get_codec("fq:4")
+    x = leaky((1, 4, 8, 8))
+    x[0, 1, 2, 3] = np.nan
+    x[0, 2, 0, 0] = -np.inf
+    assert c.decode(c.encode(x), x.dtype, x.shape).tobytes() == x.tobytes()
+    e = np.zeros((0, 5), np.float32)
+    assert c.decode(c.encode(e), e.dtype, e.shape).shape == (0, 5)
+    big = leaky((1, 4, 8, 8)).astype(">f4")
+    assert c.encode(big) == c.encode(big.astype("<f4"))
+    before = big.copy()
+    c.encode(big)
+    assert np.array_equal(big, before)
+
+
+def test_both_entropy_modes_appear_and_decode():
+    """zstd wins on smooth, repetitive symbols; ANS on i.i.d. peaked ones (sub-byte entropy)."""
+    rng = np.random.default_rng(5)
+    iid = np.where(rng.random((1, 4, 64, 64)) < 0.95, 0.0, rng.random((1, 4, 64, 64))).astype(np.float32)
+    iid[0, :, 0, 0] = 1.0
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (1, 4, 64, 1))
+    c = get_codec("fq:6")
+    modes = set()
+    for x in (iid, ramp):
+        p = c.encode(x)
+        modes.add(p[2:3])
+        assert np.abs(c.decode(p, x.dtype, x.shape) - x).max() <= 1 / 63 / 2 + 1e-6
+    assert modes == {fq.MODE_ANS, fq.MODE_ZSTD}
+
+
+# -- hostile payloads --------------------------------------------------------------------------------------
+
+
+def _header(p: bytes, **changes) -> bytes:
+    magic, mode, bits, layout, channels = fq._HEAD.unpack_from(p)
+    vals = dict(magic=magic, mode=mode, bits=bits, layout=layout, channels=channels) | changes
+    return fq._HEAD.pack(vals["magic"], vals["mode"], vals["bits"], vals["layout"], vals["channels"]) + p[fq._HEAD.size:]
+
+
+def _ans_payload() -> tuple[bytes, np.ndarray]:
+    rng = np.random.default_rng(7)
+    x = np.where(rng.random((1, 8, 32, 32)) < 0.9, 0.0, rng.random((1, 8, 32, 32))).astype(np.float32)
+    p = get_codec("fq:4").encode(x)
+    assert p[2:3] == fq.MODE_ANS
+    return p, x
+
+
+def _body_at(p: bytes, channels: int) -> int:
+    return fq._HEAD.size + (channels + 7) // 8 + 8 * channels
+
+
+def hostile_payloads():
+    x = leaky((1, 8, 32, 32))
+    good = get_codec("fq:6").encode(x)
+    ans, xa = _ans_payload()
+    body = _body_at(ans, 8)
+    (t,) = struct.unpack_from("<H", ans, body)
+    counts = np.frombuffer(ans, "<u4", t, body + 2).copy()
+    more = counts.copy()
+    more[0] += 1_000_000  # a table claiming far more symbols than the tensor has
+    rng = np.random.default_rng(0)
+    nan_lo = bytearray(good)
+    nan_lo[_body_at(good, 8) - 8 * 8: _body_at(good, 8) - 8 * 8 + 4] = np.float32(np.nan).tobytes()
+    neg_step = bytearray(good)
+    neg_step[_body_at(good, 8) - 4 * 8: _body_at(good, 8) - 4 * 8 + 4] = np.float32(-1).tobytes()
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))  # 64 MB of symbols in a few kB
+    cases = {
+        "truncated header": (good[:5], x),
+        "truncated side info": (good[:_body_at(good, 8) - 3], x),
+        "truncated symbols": (good[:-10], x),
+        "extra bytes": (good + b"\0" * 7, x),
+        "bad magic": (b"XQ" + good[2:], x),
+        "unknown mode": (_header(good, mode=b"Q"), x),
+        "bits 0": (_header(good, bits=0), x),
+        "bits 40": (_header(good, bits=40), x),
+        "layout 7": (_header(good, layout=7), x),
+        "channels lie": (_header(good, channels=9), x),
+        "channels huge": (_header(good, channels=2**32 - 1), x),
+        "per-tensor claims channels": (_header(good, layout=0), x),
+        "nan offset": (bytes(nan_lo), x),
+        "negative step": (bytes(neg_step), x),
+        "zstd bomb": (good[:_body_at(good, 8)] + bomb, x),
+        "table claims more symbols": (ans[:body + 2] + more.astype("<u4").tobytes() + ans[body + 2 + 4 * t:], xa),
+        "table claims 65535 entries": (ans[:body] + struct.pack("<H", 65535) + ans[body + 2:], xa),
+        "ans words cut": (ans[:-4], xa),
+        "ans words odd": (ans[:-1], xa),
+        "ans garbage": (ans[:body + 2 + 4 * t] + rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(), xa),
+        "ans mode with 12 bits": (_header(ans, bits=12), xa),
+        "raw wrong size": (b"FQR" + b"\0" * 17, x),
+        "random": (rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(), x),
+        "random after header": (good[:_body_at(good, 8)] + rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(), x),
+        "empty": (b"", x),
+    }
+    return cases
+
+
+@pytest.mark.parametrize("case", list(hostile_payloads()))
+def test_hostile_payloads_are_refused_within_a_memory_bound(case):
+    payload, x = hostile_payloads()[case]
+    c = get_codec("fq:6")
+    tracemalloc.start()
+    try:
+        with pytest.raises(CodecError):
+            c.decode(payload, "float32", x.shape)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 6 * x.nbytes + (1 << 20), f"{case}: peak {peak} bytes for a {x.nbytes}-byte tensor"
+
+
+def test_announced_shape_and_dtype_are_checked():
+    x = leaky((1, 8, 32, 32))
+    c = get_codec("fq:6")
+    p = c.encode(x)
+    for dtype, shape in [("float32", (1, 8, 32, 33)), ("float32", (1, 9, 32, 32)), ("int32", x.shape),
+                         ("float32", (0,)), ("float32", (8 * 32 * 32,)), ("nonsense", x.shape)]:
+        with pytest.raises(CodecError):
+            c.decode(p, dtype, shape)
+
+
+def test_random_flips_never_crash():
+    x = leaky((1, 8, 32, 32))
+    payloads = [get_codec("fq:6").encode(x), _ans_payload()[0]]
+    rng = np.random.default_rng(11)
+    c = get_codec("fq:6")
+    for p in payloads:
+        for _ in range(150):
+            b = bytearray(p)
+            for _ in range(int(rng.integers(1, 4))):
+                b[int(rng.integers(len(b)))] ^= int(rng.integers(1, 256))
+            try:
+                y = c.decode(bytes(b), "float32", x.shape)
+            except CodecError:
+                continue
+            assert y.shape == x.shape and y.dtype == np.float32
