@@ -1,0 +1,120 @@
+"""pipeline.FramePipeline against a real network process (an OS process, real gRPC): frames end in
+frame order with frames in flight, and once the server is given up on no further frame is read, while
+every frame read ends with a record."""
+
+import pytest
+
+from grpc_helpers import env_one_thread
+from splitinfer.common.assets import DEFAULT_MODEL_ID, bundled_images, default_model_path
+from splitinfer.common.codecs import get_codec
+from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.images import read_image
+from splitinfer.common.families import get_family
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def images():
+    paths = {p.name: p for p in bundled_images()}
+    return [(name.rsplit(".", 1)[0], read_image(paths[name])) for name in ("dog.jpg", "horses.jpg")]
+
+
+@pytest.fixture(scope="module")
+def part1():
+    from splitinfer.device.part1 import Part1
+
+    return Part1(default_model_path(), rank=120, threads=1)
+
+
+def start_server():
+    from splitinfer.common.transport.process import ServerProcess
+
+    return ServerProcess(threads=1, device="cpu", env=env_one_thread())
+
+
+class CountingFrames:
+    """(source, index, image) items, counting how many the pipeline has read."""
+
+    def __init__(self, images, n):
+        self.images, self.n, self.read = images, n, 0
+
+    def __iter__(self):
+        for k in range(self.n):
+            self.read += 1
+            name, img = self.images[k % len(self.images)]
+            yield name, k, img
+
+
+def pipeline_for(server, part1, retry=None, **kw):
+    from splitinfer.device.client import UEClient
+    from splitinfer.device.pipeline import FramePipeline
+
+    client = UEClient(server.address, retry=retry)
+    client.wait_ready(60)
+    return client, FramePipeline(client, part1, get_family("nanodet"), get_codec("zstd"), DEFAULT_MODEL_ID, **kw)
+
+
+def test_frames_end_in_frame_order_with_frames_in_flight(images, part1):
+    server = start_server()
+    try:
+        client, pipeline = pipeline_for(server, part1, in_flight=3)
+        frames = CountingFrames(images, 5)
+        try:
+            records = list(pipeline.run(frames))
+        finally:
+            pipeline.close()
+            client.close()
+    finally:
+        assert server.stop() == 0
+    assert [r.frame_id for r in records] == [1, 2, 3, 4, 5]
+    assert [(r.source, r.index) for r in records] == [("dog", 0), ("horses", 1), ("dog", 2), ("horses", 3), ("dog", 4)]
+    assert all(r.ok and r.attempts == 1 and r.detections for r in records)
+    assert records[0].detections == records[2].detections  # the same photo, the same answer
+    assert list(pipeline.info.crossing) == part1.plan.part1_outputs
+
+
+def test_after_giving_up_no_frame_is_read_and_every_frame_read_has_a_record(images, part1):
+    from splitinfer.device.retry import RetryPolicy
+
+    server = start_server()
+    policy = RetryPolicy(reconnect_s=1.0, max_attempts=1, frame_timeout_s=10, backoff_initial_s=0.1)
+    client, pipeline = pipeline_for(server, part1, retry=policy, in_flight=2, tolerate_failures=True)
+    frames = CountingFrames(images, 20)
+    records = []
+    try:
+        with pytest.raises(UserError, match="no more frames sent"):
+            for rec in pipeline.run(frames):
+                records.append(rec)
+                if len(records) == 1:
+                    server.kill()  # SIGKILL: the next frame is already in flight
+    finally:
+        pipeline.close()
+        client.close()
+        server.kill()
+    assert frames.read < 20, "the pipeline kept reading frames after giving up on the server"
+    assert frames.read == len(records), f"{frames.read} frames read, {len(records)} records"
+    assert [r.frame_id for r in records] == list(range(1, len(records) + 1))
+    assert records[0].ok and not any(r.ok for r in records[1:])
+    assert all("unavailable" in r.error or "gave up" in r.error for r in records[1:]), [r.error for r in records]
+    assert not pipeline.pending
+
+
+def test_abandon_ends_every_frame_in_flight(images, part1):
+    """What the device does on Ctrl-C: frames sent but unanswered, and ones never sent, end failed."""
+    server = start_server()
+    try:
+        client, pipeline = pipeline_for(server, part1, in_flight=4, tolerate_failures=True)
+        run = pipeline.run(CountingFrames(images, 10))
+        first = next(run)  # four frames went out; the first has ended
+        reason = "interrupted (Ctrl-C / SIGTERM)"
+        rest = pipeline.abandon(reason)
+        run.close()
+        pipeline.close(cancel=True)
+        client.close()
+    finally:
+        server.stop()
+    assert first.ok and [r.frame_id for r in rest] == [2, 3, 4]
+    for r in rest:  # answered meanwhile (ok) or failed with the reason; none left pending
+        assert r.ok or (r.error == reason and r.attempts == 1)
+    assert not pipeline.pending
