@@ -31,6 +31,7 @@ DEFAULT = ("zstd", 1, "shuffle")
 ID_BASE = 5000
 HELP = (f"blosc2[:CODEC[:LEVEL[:FILTER]]] (id 5CFL; CODEC {'/'.join(CODECS)}, LEVEL 0..9, FILTER "
         f"{'/'.join(FILTERS)}; default {':'.join(map(str, DEFAULT))} = 5311; lossless)")
+_FILTER_ENUM = {"noshuffle": "NOFILTER", "shuffle": "SHUFFLE", "bitshuffle": "BITSHUFFLE"}
 _HEADER_MIN = 32  # BLOSC2_MAX_OVERHEAD: a frame is never shorter than its full header
 
 
@@ -51,8 +52,9 @@ class Blosc2Codec(Codec):
     def _cparams(self, typesize: int) -> dict:
         import blosc2
 
+        filt = getattr(blosc2.Filter, _FILTER_ENUM[self.filter])
         return dict(codec=getattr(blosc2.Codec, self.codec_name.upper()), clevel=self.level,
-                    filters=[getattr(blosc2.Filter, self.filter.upper())], typesize=max(1, min(255, typesize)),
+                    filters=[filt], typesize=max(1, min(255, typesize)),
                     nthreads=_threads())
 
     def encode(self, arr) -> bytes:

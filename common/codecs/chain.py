@@ -10,7 +10,8 @@ byte stage's frame records its own content size.
 
 Decoding is bounded: the head says how many bytes a valid payload of dtype x shape can have at most
 (`max_payload_bytes`), each byte stage may hold at most that many (its frame's content size is
-checked before anything is allocated), so a chain allocates no more than its head would alone.
+checked before anything is allocated; a byte stage's frame may exceed its input by `frame_bound`), so a
+chain allocates no more than a small constant times what its head would alone.
 
 Numbering: chains have no numeric id of their own: they travel as spec strings (the wire's
 `CodecProfile.spec`), and every tensor of a chain session carries the reserved id 9, which
@@ -49,11 +50,13 @@ class ChainCodec(Codec):
 
     def decode(self, payload, dtype, shape, *, trusted: bool = False):
         dt, dims = norm_dtype(dtype), norm_shape(shape)
-        limit = self.head.max_payload_bytes(dt, dims)
+        limits = [self.head.max_payload_bytes(dt, dims)]  # the most bytes each stage's input can have
+        for _ in self.tail[:-1]:
+            limits.append(frame_bound(limits[-1]))
         for i in range(len(self.tail) - 1, -1, -1):
             stage = self.tail[i]
             try:
-                payload = stage.decode_bytes(payload, limit, what=f"stage {i + 2} of {self.spec}")
+                payload = stage.decode_bytes(payload, limits[i], what=f"stage {i + 2} of {self.spec}")
             except CodecError as exc:
                 raise CodecError(f"{self.spec}: {exc}") from None
         return self.head.decode(payload, dt, dims, trusted=trusted)
@@ -61,6 +64,11 @@ class ChainCodec(Codec):
     def warm_up(self) -> None:
         for s in self.stages:
             s.warm_up()
+
+
+def frame_bound(n: int) -> int:
+    """Most bytes a zstd or blosc2 frame of n input bytes can take (both stay within n + n/128 + 1 kB)."""
+    return n + n // 128 + 1024
 
 
 def build(parts: list[Codec], original) -> ChainCodec:
