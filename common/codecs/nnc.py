@@ -23,7 +23,9 @@ Safety: the deepCABAC decoder (C++) reads the bitstream without bounds checks an
 (asserts are compiled out, so in practice it mostly raises, but nothing guarantees it). A server must
 survive any payload, so `decode` runs nncodec in a small pool of helper processes (pipes, no pickle):
 a crash, a hang past the deadline or a memory blow-up there (address space capped by what the
-announced shape needs, whatever the stream claims) becomes a `CodecError` and the helper is replaced. `decode(..., trusted=True)` decodes in-process instead, for
+announced shape needs, whatever the stream claims) becomes a `CodecError` and the helper is replaced.
+Before any value is decoded, the NNR data unit header's tensor dimensions must multiply to the
+announced number of values. `decode(..., trusted=True)` decodes in-process instead, for
 payloads this process made itself (sweeps, benchmarks). Pool size: $SPLITINFER_NNC_WORKERS (default
 min(4, CPUs)).
 
@@ -239,6 +241,21 @@ def encode_nnr(x: np.ndarray, qp: int) -> bytes:
     return bytes(bitstream)
 
 
+def _claimed_values(coder, bitstream) -> int:
+    """Values the first NNR data unit's header announces (tensor_dimensions), read without decoding data."""
+    info = {"parameter_type": {}, "parameter_dimensions": {}, "parameter_index": {}, "block_identifier": {},
+            "topology_storage_format": None, "topology_compression_format": None,
+            "performance_maps": {"mps": {}, "lps": {}}, "performance_map_flags": {}}
+    ndu = coder.decode_ndu_unit_header(bytearray(bitstream), info, hls_stats={})
+    dims = ndu.get("tensor_dimensions") if isinstance(ndu, dict) else None
+    if dims is None or not 1 <= len(dims) <= 8:
+        raise CodecError(f"{NAME}: bitstream announces no tensor dimensions")
+    claimed = 1
+    for d in dims:
+        claimed *= int(d)
+    return claimed
+
+
 def decode_nnr(bitstream, expected: int) -> np.ndarray:
     """Flat float32 values of a one-tensor NNR bitstream, in this process; CodecError if it is not one."""
     approximator, coder, _ = _core()
@@ -253,10 +270,15 @@ def decode_nnr(bitstream, expected: int) -> np.ndarray:
     }
     try:
         with _core_lock, np.errstate(all="ignore"):
+            claimed = _claimed_values(coder, bitstream)
+            if claimed != expected:  # before any value is decoded: the header's size must be the announced one
+                raise CodecError(f"{NAME}: bitstream claims {claimed} values but the tensor's shape needs {expected}")
             data = coder.decode(bytearray(bitstream), model_info, oob_dict={}, tool_if=None, hls_stats={},
                                 approx_param_base=None, update_base_param=False, return_hls=False)
             approximator.rec(data)
             params = approximator.recompose_params(model_info, data)["parameters"]
+    except CodecError:
+        raise
     except (Exception, SystemExit) as exc:  # nncodec signals bad streams with assert/KeyError/RuntimeError/exit
         text = " ".join(str(exc).split())[:200]
         raise CodecError(f"{NAME}: corrupt bitstream ({type(exc).__name__}: {text})") from None
