@@ -14,6 +14,12 @@ pip_install --upgrade pip setuptools wheel
 # torch/torchvision first: nncodec's build needs them present.
 pip_install "numpy>=1.26,<2" torch==2.14.1 torchvision==0.29.1
 pip_install -r requirements.txt
+# A GPU machine (nvidia-smi answers): onnxruntime-gpu with its CUDA/cuDNN wheels in place of the CPU build
+# (both install the `onnxruntime` module; keep one). Check it with bench/gpu_check.sh.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall -q -y onnxruntime || true
+  pip_install "onnxruntime-gpu[cuda,cudnn]>=1.31,<1.33"
+fi
 pip_install --no-deps --no-build-isolation -e .
 .venv/bin/splitinfer --help >/dev/null
 bash scripts/setup_oip.sh  # .venv-oip: KServe SDK + tritonclient (protobuf < 7), see the script
