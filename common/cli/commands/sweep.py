@@ -6,6 +6,9 @@ local process pool (default: one worker per core) or on a Ray cluster (--ray-add
 local Ray instance). Finished rows are stored under the cache folder, so an interrupted sweep resumes
 where it stopped (Ctrl-C is safe); --fresh ignores them.
 
+Every row also reports bits per element, encode/decode MB/s and the fidelity of the model outputs after
+Part II against the whole model's (NMSE, PSNR, cosine similarity, top-1/top-5 agreement for class vectors).
+
 mAP: relative (the whole model's own detections at or above --anchor-threshold are the ground truth)
 for every row; absolute against --gt (COCO JSON, or a folder of `label x1 y1 x2 y2` files) on the
 images that have ground truth.
@@ -38,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from splitinfer.common.studies.sweep import DEFAULT_ANCHOR_THRESHOLD, DEFAULT_BATCH, DEFAULT_SCORE_THRESHOLD
 
     p.add_argument("model", help="bundled model id (nanodet), model folder or .onnx file")
-    p.add_argument("--family", help="model family when MODEL is a bare .onnx file without metadata")
+    p.add_argument("--family", help="model family when MODEL is a bare .onnx file without metadata; 'raw' (also "
+                                    "the fallback when none is known): any image model, rows report the fidelity "
+                                    "of its outputs (NMSE, PSNR, cosine, top-1/top-5) instead of mAP")
     p.add_argument("--splits", nargs="+", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")
     p.add_argument("--codecs", nargs="+", metavar="CODEC",
                    help="codec specs (default: none float16 nnc:-38 nnc:-26 nnc:-18 nnc:-14 nnc:-10 nnc:-6 "

@@ -14,7 +14,7 @@ from pathlib import Path
 from splitinfer.common.core.errors import UserError
 
 
-FORMAT = 1
+FORMAT = 2  # 2: rows store element counts and fidelity sums per image
 DEFAULT_CODECS = ("none", "float16", "nnc:-38", "nnc:-26", "nnc:-18", "nnc:-14", "nnc:-10", "nnc:-6", "nnc:-4",
                   "nnc:0")
 DEFAULT_SCORE_THRESHOLD = 0.05  # COCO evaluation convention: keep low-score boxes for the PR curve
@@ -71,6 +71,15 @@ class SweepRow:
     rel_map75: float = math.nan
     predictions: int = 0
     cached: bool = False
+    elements: float = math.nan  # tensor elements Part I sends per image
+    bits_per_element: float = math.nan  # 8 x encoded bytes / elements
+    encode_mbps: float = math.nan  # raw MB encoded per second (MB = 1e6 bytes)
+    decode_mbps: float = math.nan
+    nmse: float = math.nan  # fidelity of the model outputs against the whole model's (see fidelity.py)
+    psnr_db: float = math.nan
+    cosine: float = math.nan
+    top1: float = math.nan
+    top5: float = math.nan
 
     @property
     def label(self) -> str:
@@ -105,8 +114,15 @@ class SweepResult:
         return d
 
 
+FLOAT_FIELDS = ("map", "map50", "map75", "rel_map", "rel_map50", "rel_map75", "max_abs_err", "elements",
+                "bits_per_element", "encode_mbps", "decode_mbps", "nmse", "psnr_db", "cosine", "top1", "top5")
+
+
 def _json_num(v):
-    return None if isinstance(v, float) and math.isnan(v) else v
+    """NaN -> null; infinities (PSNR of a lossless row) -> "inf" / "-inf", read back by `_num`."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
 
 
 def _num(v) -> float:
@@ -125,7 +141,7 @@ def load_results(path) -> dict:
         rows = []
         for r in data["rows"]:
             kw = {k: r[k] for k in SweepRow.__dataclass_fields__ if k in r}
-            for k in ("map", "map50", "map75", "rel_map", "rel_map50", "rel_map75", "max_abs_err"):
+            for k in FLOAT_FIELDS:
                 kw[k] = _num(kw.get(k))
             rows.append(SweepRow(**kw))
         data["rows"] = rows

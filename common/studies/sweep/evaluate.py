@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from splitinfer.common.studies.sweep.config import SweepRow
+from splitinfer.common.studies.sweep.fidelity import summarize
 
 
 def _dets(records: dict) -> dict:
@@ -39,7 +40,10 @@ def anchor_metrics(anchor_preds, gt, anchor_threshold) -> dict:
     return d
 
 
-def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, gt, anchor_threshold, progress):
+def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, gt, anchor_threshold, progress,
+                  detections: bool = True):
+    """One `SweepRow` per stored (rank, codec): means per image, fidelity, and (for detectors, `detections`)
+    relative mAP against the anchor and absolute mAP against `gt`."""
     from splitinfer.common.eval.evaluation import evaluate_relative
 
     pairs = [(r, c) for r in ranks for c in codecs if (r, c.spec) in stored]
@@ -65,6 +69,10 @@ def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, g
             part2_ms=1e3 * sum(x["part2_s"] for x in recs.values()) / n,
             max_abs_err=max(x["max_abs_err"] for x in recs.values()),
             predictions=sum(len(v) for v in preds.values()), cached=(r, c.spec) not in computed)
+        add_rate_and_fidelity(row, recs)
+        if not detections:
+            rows.append(row)
+            continue
         rel = evaluate_relative(preds, anchor_preds, anchor_threshold)
         row.rel_map, row.rel_map50, row.rel_map75 = rel.ap, rel.ap50, rel.ap75
         if gt is not None:
@@ -73,3 +81,18 @@ def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, g
                 row.map, row.map50, row.map75, row.gt_images = res.ap, res.ap50, res.ap75, res.num_images
         rows.append(row)
     return rows
+
+
+def add_rate_and_fidelity(row: SweepRow, recs: dict) -> None:
+    """Elements and bits per element, codec throughput (MB/s of raw data) and output fidelity."""
+    vals = list(recs.values())
+    elems = sum(x["elems"] for x in vals)
+    raw = sum(x["raw"] for x in vals)
+    enc_s, dec_s = sum(x["encode_s"] for x in vals), sum(x["decode_s"] for x in vals)
+    row.elements = elems / len(vals)
+    row.bits_per_element = 8.0 * sum(x["enc"] for x in vals) / elems if elems else math.nan
+    row.encode_mbps = raw / 1e6 / enc_s if enc_s > 0 else math.nan
+    row.decode_mbps = raw / 1e6 / dec_s if dec_s > 0 else math.nan
+    fid = summarize([x["fid"] for x in vals])
+    row.nmse, row.psnr_db, row.cosine, row.top1, row.top5 = (fid[k] for k in ("nmse", "psnr_db", "cosine", "top1",
+                                                                                "top5"))

@@ -15,7 +15,8 @@ from splitinfer.common.studies.sweep.config import SweepResult
 
 CSV_COLUMNS = ("rank", "node", "op_type", "branches", "codec", "codec_id", "images", "raw_bytes", "encoded_bytes",
                "ratio", "encode_ms", "decode_ms", "part2_ms", "max_abs_err", "map", "map50", "map75", "gt_images",
-               "rel_map", "rel_map50", "rel_map75", "predictions")
+               "rel_map", "rel_map50", "rel_map75", "predictions", "elements", "bits_per_element", "encode_mbps",
+               "decode_mbps", "nmse", "psnr_db", "cosine", "top1", "top5")
 
 
 def write_csv(result: SweepResult, path) -> Path:
@@ -30,7 +31,7 @@ def write_csv(result: SweepResult, path) -> Path:
             for k in CSV_COLUMNS:
                 v = getattr(r, k)
                 if isinstance(v, float):
-                    v = "" if math.isnan(v) else f"{v:.6g}"
+                    v = "" if math.isnan(v) else f"{v:.6g}"  # infinities as inf / -inf
                 vals.append(v)
             w.writerow(vals)
     return path
@@ -138,7 +139,8 @@ _TABLE = (("rank", "rank", "{}"), ("node", "node", "{}"), ("branches", "br.", "{
           ("raw_bytes", "raw kB", "kB"), ("encoded_bytes", "sent kB", "kB"), ("ratio", "ratio", "{:.2f}"),
           ("encode_ms", "enc ms", "{:.1f}"), ("decode_ms", "dec ms", "{:.1f}"), ("part2_ms", "Part II ms", "{:.1f}"),
           ("map", "mAP", "pct"), ("map50", "AP50", "pct"), ("rel_map", "rel mAP", "pct"),
-          ("rel_map50", "rel AP50", "pct"))
+          ("rel_map50", "rel AP50", "pct"), ("bits_per_element", "bits/el", "{:.3f}"), ("nmse", "NMSE", "{:.2e}"),
+          ("psnr_db", "PSNR dB", "{:.1f}"))
 
 
 def _cell(row, attr, fmt) -> str:

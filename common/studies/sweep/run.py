@@ -21,6 +21,7 @@ from splitinfer.common.studies.sweep.cache import (activation_path, atomic_write
 from splitinfer.common.studies.sweep.config import FORMAT, SweepConfig, SweepResult
 from splitinfer.common.studies.sweep.data import data_items, fingerprint
 from splitinfer.common.studies.sweep.evaluate import anchor_metrics, evaluate_rows
+from splitinfer.common.studies.sweep.rawinput import NAME as RAW, resolve_model_or_raw
 from splitinfer.common.studies.sweep.runners import make_runner
 from splitinfer.common.studies.sweep.splits import codec_list, resolve_splits
 
@@ -83,10 +84,9 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, on_row=None) -> SweepResu
 def resolve_setup(cfg: SweepConfig) -> Setup:
     """Check the config and read model, family, splits, codecs, frames and ground truth."""
     from splitinfer.common.core.onnx_io import load_model
-    from splitinfer.common.families import resolve_model
     from splitinfer.common.split.graph import SplitGraph, file_sha256
 
-    model_path, family = resolve_model(str(cfg.model), cfg.family)
+    model_path, family = resolve_model_or_raw(str(cfg.model), cfg.family)
     if cfg.batch_size < 1:
         raise UserError(f"batch size must be at least 1 (got {cfg.batch_size})")
     if cfg.workers is not None and cfg.workers < 0:
@@ -260,7 +260,7 @@ def evaluate(cfg: SweepConfig, setup: Setup, stored: dict, computed: list, ancho
     """(rows, anchor metrics, seconds): mAP of every row and of the whole model."""
     t0 = time.perf_counter()
     rows = evaluate_rows(setup.ranks, setup.codecs, setup.graph, setup.plans, stored, set(computed), anchor_preds,
-                         setup.gt, cfg.anchor_threshold, progress)
+                         setup.gt, cfg.anchor_threshold, progress, detections=setup.family.name != RAW)
     anchor = anchor_metrics(anchor_preds, setup.gt, cfg.anchor_threshold)
     return rows, anchor, time.perf_counter() - t0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.studies.sweep.cache import activation_path, load_activations
-from splitinfer.common.studies.sweep.tasks import init_worker, run_task
+from splitinfer.common.studies.sweep.tasks import init_worker, run_task, task_tensors
 
 
 class _InProcess:
@@ -98,7 +98,7 @@ class _Ray:
         for t in tasks:
             akey = (t["rank"], t["batch"])
             if akey not in acts:
-                sent = t["plan"]["part1_outputs"]
+                sent = task_tensors(t)
                 batch = {}
                 for name, sha in t["images"]:
                     got = load_activations(activation_path(self.act_dir, name), sha, sent)

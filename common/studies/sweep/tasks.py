@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from splitinfer.common.studies.sweep.cache import activation_path, load_activations
+from splitinfer.common.studies.sweep.fidelity import frame_stats
+from splitinfer.common.studies.sweep.rawinput import family_for
 
 
 _SESSIONS: dict = {}
@@ -59,6 +61,11 @@ def _warm_codec(codec) -> None:
         _WARM_CODECS.add(codec.spec)
 
 
+def task_tensors(task: dict) -> list[str]:
+    """What a task reads per frame: the tensors Part I sends and the whole model's outputs (the reference)."""
+    return list(dict.fromkeys(task["plan"]["part1_outputs"] + [o for o, _ in task["plan"]["consolidation"]]))
+
+
 def run_task(task: dict, activations: dict | None = None, part2_model=None) -> dict:
     """Encode, decode, run Part II and post-process one batch of images for one (split, codec).
 
@@ -66,24 +73,24 @@ def run_task(task: dict, activations: dict | None = None, part2_model=None) -> d
     without them the task reads the .npz cache and Part II file named in `task`.
     """
     from splitinfer.common.codecs import get_codec
-    from splitinfer.common.families import get_family
     from splitinfer.common.split.graph import SplitPlan, consolidate
 
     codec = get_codec(task["codec"])
-    family = get_family(task["family"])
+    family = family_for(task["family"])
     plan = SplitPlan.from_manifest(task["plan"])
     sent = plan.part1_outputs
+    model_outputs = [o for o, _ in plan.consolidation]
     _warm_codec(codec)
     out = {}
     for name, sha in task["images"]:
         if activations is not None:
             arrays, meta = activations[name]
         else:
-            got = load_activations(activation_path(Path(task["act_dir"]), name), sha, sent)
+            got = load_activations(activation_path(Path(task["act_dir"]), name), sha, task_tensors(task))
             if got is None:
                 raise RuntimeError(f"activation cache for {name} vanished or changed during the sweep")
             arrays, meta = got
-        raw = enc = 0
+        raw = enc = elems = 0
         t_enc = t_dec = 0.0
         err = 0.0
         decoded = {}
@@ -97,6 +104,7 @@ def run_task(task: dict, activations: dict | None = None, part2_model=None) -> d
             t_enc += t1 - t0
             t_dec += t2 - t1
             raw += a.nbytes
+            elems += a.size
             enc += len(payload)
             decoded[n] = np.asarray(b)
             if not codec.lossless and a.dtype.kind == "f" and a.size:
@@ -112,9 +120,9 @@ def run_task(task: dict, activations: dict | None = None, part2_model=None) -> d
             vals = sess.ort.run(plan.part2_outputs, part2_feeds)
             out2 = dict(zip(plan.part2_outputs, vals))
         t_p2 = time.perf_counter() - t0
-        outputs = dict(zip([o for o, _ in plan.consolidation], consolidate(plan, decoded, out2)))
+        outputs = dict(zip(model_outputs, consolidate(plan, decoded, out2)))
         dets = family.postprocess(outputs, meta, task["score_threshold"])
-        out[name] = {"raw": raw, "enc": enc, "encode_s": t_enc, "decode_s": t_dec, "part2_s": t_p2,
-                     "max_abs_err": err,
+        out[name] = {"raw": raw, "enc": enc, "elems": elems, "encode_s": t_enc, "decode_s": t_dec, "part2_s": t_p2,
+                     "max_abs_err": err, "fid": frame_stats({o: arrays[o] for o in model_outputs}, outputs),
                      "dets": [[d.label, d.x1, d.y1, d.x2, d.y2, d.score] for d in dets]}
     return {"row": task["row"], "batch": task["batch"], "images": out}

@@ -1,0 +1,78 @@
+"""Rate-accuracy study: quality against bits per element and kB per frame for codec ladders, with BD-rates.
+
+For a model, a few splits, a frame source (folder of images, one image or a video) and codec ladders
+(default: NNC's QP ladder nnc:-38 nnc:-28 nnc:-18 nnc:-8, and the fast quantiser fq:2..8 once it is
+registered), prints and plots relative mAP (and mAP against --gt where given) against bits per element
+and kB per frame, plus encode/decode MB/s, one curve per codec family per split, and the Bjontegaard
+delta rate of each family against NNC. A model without a family (or --family raw) is studied on the
+fidelity of its outputs (NMSE, PSNR, cosine, top-1/top-5 agreement) instead of mAP.
+
+Runs on the sweep's machinery: one whole-model run per frame, cached activations, finished rows cached
+(an interrupted study resumes; --fresh recomputes), tasks on a process pool or Ray.
+
+Ladders: `NAME:A..B` expands to every integer from A to B, `/S` sets the step (nnc:-38..-8/10).
+
+Writes to -o DIR: report.md, study.csv, bd_rate.csv, rate_quality_bpe.png, rate_quality_kb.png,
+throughput.png, sweep/ (the sweep's results.json and CSV); cache/ unless --cache-dir.
+
+examples:
+  splitinfer study nanodet --data docs/study/vtest_clip.avi --splits 46 95 --max-images 10 -o out/study
+  splitinfer study nanodet --codecs nnc:-38..-8/10 fq:2..8 --data imgs/ --gt imgs/gt.json
+  splitinfer study resnet18.onnx --family raw --data imgs/ --splits 20 40 --quality top1
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "study"
+HELP = "rate-accuracy study: quality vs bits/element and kB/frame per codec ladder and split, BD-rate vs NNC"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.studies.ratestudy import ANCHOR_FAMILY, QUALITIES
+
+    p.add_argument("model", help="bundled model id (nanodet), model folder or .onnx file")
+    p.add_argument("--family", help="model family; 'raw' = any image model, fidelity metrics only "
+                                    "(default: from the model's metadata, else raw)")
+    p.add_argument("--splits", nargs="+", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")
+    p.add_argument("--codecs", nargs="+", metavar="LADDER",
+                   help="codec specs and ladders NAME:A..B[/STEP] (default: nnc:-38 nnc:-28 nnc:-18 nnc:-8 and "
+                        "fq:2..8 when the fq codec is installed, else float16 zstd)")
+    p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
+    p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")
+    p.add_argument("--quality", choices=sorted(QUALITIES),
+                   help="quality metric of the BD-rate (default: rel_map; psnr_db for a raw model)")
+    p.add_argument("--anchor-family", default=ANCHOR_FAMILY,
+                   help=f"codec family the BD-rates are against (default {ANCHOR_FAMILY})")
+    p.add_argument("-o", "--out-dir", default="study_out", help="output folder (default: study_out)")
+    p.add_argument("--cache-dir", help="activations and finished rows (default: OUT/cache)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in this process)")
+    p.add_argument("--ray-address", metavar="ADDR", help="run tasks on Ray ('auto', 'HOST:PORT', 'local')")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per task (default 16)")
+    p.add_argument("--max-images", type=int, help="use only the first N images/frames")
+    p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from splitinfer.common.assets import IMAGES_DIR
+    from splitinfer.common.core.errors import UserError
+    from splitinfer.common.studies.ratestudy import (StudyConfig, default_ladders, print_study, run_study,
+                                                     summary_lines, write_study_outputs)
+
+    if args.max_images is not None and args.max_images < 1:
+        raise UserError(f"--max-images must be at least 1 (got {args.max_images})")
+    cfg = StudyConfig(model=args.model, data=args.data or str(IMAGES_DIR), splits=args.splits,
+                      codecs=list(args.codecs or default_ladders()), family=args.family, gt=args.gt,
+                      out_dir=args.out_dir, cache_dir=args.cache_dir, workers=args.workers,
+                      ray_address=args.ray_address, batch_size=args.batch_size, max_images=args.max_images,
+                      anchor_family=args.anchor_family, quality=args.quality, resume=not args.fresh)
+    result = run_study(cfg, progress=not args.quiet)
+    paths = write_study_outputs(result, args.out_dir, plots=not args.no_plots)
+    print_study(result)
+    for line in summary_lines(result):
+        print(line)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

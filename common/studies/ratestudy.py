@@ -1,0 +1,446 @@
+"""Rate-accuracy study: what each codec family buys in accuracy per bit, at each split, with BD-rates.
+
+Why: a sweep answers "what does this (split, codec) cost and keep"; choosing a codec needs whole curves
+(a QP ladder for NNC, a bit-depth ladder for a quantiser) compared at equal quality. This module runs
+the sweep's machinery (one whole-model run per frame, cached activations, resumable, process pool or
+Ray) over ladders of codec specs and reduces the rows to rate-quality curves and Bjontegaard deltas.
+
+Defined terms:
+- *ladder*: codec specs of one family; `NAME:A..B` expands to every integer parameter from A to B
+  (`fq:2..8` = fq:2 ... fq:8, `nnc:-38..-8/10` = nnc:-38, -28, -18, -8; `/S` sets the step);
+- *family*: the codec name before the first ':' (`nnc`, `fq`, `zstd`, `float16`, `none`);
+- *rate*: bits per element = 8 x encoded bytes / elements Part I sends (per frame, mean); also kB per frame;
+- *quality*: relative mAP@[.5:.95] for detectors (the whole model's own detections as truth), mAP against
+  ground truth where given, or a fidelity metric of Part II's outputs (PSNR by default for a model without
+  a family; see `sweep/fidelity.py`);
+- *BD-rate* of a family against the anchor family (NNC): the mean difference in rate at equal quality over
+  the quality range both curves cover, in percent (negative: fewer bits for the same quality), computed by
+  the `bjontegaard` package (Akima interpolation of log10 rate over quality). Each curve is first reduced to
+  its upper envelope (points sorted by rate, each kept only when its quality beats every cheaper point), since
+  rate must be a function of quality; a curve with fewer than 2 such points, or curves whose quality ranges
+  do not overlap, give no BD-rate (the reason is reported).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from splitinfer.common.core.errors import UserError
+from splitinfer.common.studies.sweep import SweepConfig, SweepResult, SweepRow, run_sweep, write_outputs
+
+NNC_LADDER = ("nnc:-38", "nnc:-28", "nnc:-18", "nnc:-8")
+FQ_LADDER = ("fq:2..8",)
+ANCHOR_FAMILY = "nnc"
+QUALITIES = {  # row attribute -> (label, higher is better)
+    "rel_map": "relative mAP@[.5:.95] (%)",
+    "map": "mAP@[.5:.95] vs ground truth (%)",
+    "psnr_db": "PSNR of the model outputs (dB)",
+    "cosine": "cosine similarity of the model outputs",
+    "top1": "top-1 agreement with the whole model (%)",
+    "top5": "top-5 agreement with the whole model (%)",
+}
+PERCENT = ("rel_map", "map", "top1", "top5")
+_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:/(\d+))?$")
+
+
+def default_ladders() -> list[str]:
+    """NNC's QP ladder and the fast quantiser's bit-depth ladder once `fq` is registered (else the
+    lossless and float16 codecs as single reference points)."""
+    from splitinfer.common.codecs import codec_names
+
+    other = list(FQ_LADDER) if "fq" in codec_names() else ["float16", "zstd"]
+    return list(NNC_LADDER) + other
+
+
+def expand_ladders(specs) -> list[str]:
+    """Codec specs with `NAME:A..B[/STEP]` ranges expanded (order kept, duplicates dropped)."""
+    out = []
+    for spec in specs:
+        name, _, rest = str(spec).partition(":")
+        first, sep, options = rest.partition(":")
+        m = _RANGE.match(first)
+        if not m:
+            out.append(str(spec))
+            continue
+        a, b, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
+        if step < 1:
+            raise UserError(f"codec ladder {spec!r}: step must be at least 1")
+        if abs(b - a) // step > 64:
+            raise UserError(f"codec ladder {spec!r}: more than 65 codecs; use a larger /STEP")
+        direction = 1 if b >= a else -1
+        for v in range(a, b + direction, direction * step):
+            out.append(f"{name}:{v}" + (f":{options}" if sep else ""))
+    return list(dict.fromkeys(out))
+
+
+def codec_family(spec: str) -> str:
+    return str(spec).split(":", 1)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# the study
+
+
+@dataclass
+class StudyConfig:
+    """A study: the sweep's inputs plus the codec ladders, the anchor family and the quality metric."""
+
+    model: str
+    data: str
+    splits: list | None = None
+    codecs: list[str] = field(default_factory=default_ladders)
+    family: str | None = None
+    gt: str | None = None
+    out_dir: str = "study_out"
+    cache_dir: str | None = None
+    workers: int | None = None
+    ray_address: str | None = None
+    batch_size: int = 16
+    max_images: int | None = None
+    anchor_family: str = ANCHOR_FAMILY
+    quality: str | None = None  # None: rel_map for detectors, psnr_db otherwise
+    resume: bool = True
+
+
+@dataclass
+class BdRate:
+    """BD-rate of `family` against `anchor` at one split (percent; NaN with `note` when undefined)."""
+
+    rank: int
+    family: str
+    anchor: str
+    quality: str
+    bd_rate: float
+    points: int
+    anchor_points: int
+    overlap: float
+    note: str = ""
+
+
+@dataclass
+class StudyResult:
+    sweep: SweepResult
+    quality: str
+    anchor_family: str
+    bd: list[BdRate]
+    seconds: float
+
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(codec_family(c) for c in self.sweep.codecs))
+
+
+def run_study(cfg: StudyConfig, progress: bool = True) -> StudyResult:
+    """Run (or resume) the sweep over the ladders, then the BD-rates of every family against the anchor."""
+    t0 = time.perf_counter()
+    codecs = expand_ladders(cfg.codecs)
+    sweep = run_sweep(SweepConfig(model=cfg.model, data=cfg.data, splits=cfg.splits, codecs=codecs, family=cfg.family,
+                                  gt=cfg.gt, out_dir=cfg.out_dir, cache_dir=cfg.cache_dir, workers=cfg.workers,
+                                  ray_address=cfg.ray_address, batch_size=cfg.batch_size, max_images=cfg.max_images,
+                                  resume=cfg.resume), progress=progress)
+    quality = choose_quality(sweep, cfg.quality)
+    bd = [b for q in dict.fromkeys([quality, "psnr_db"]) for b in bd_rates(sweep, q, cfg.anchor_family)]
+    return StudyResult(sweep=sweep, quality=quality, anchor_family=cfg.anchor_family, bd=bd,
+                       seconds=time.perf_counter() - t0)
+
+
+def choose_quality(sweep: SweepResult, quality: str | None) -> str:
+    if quality is None:
+        return "psnr_db" if sweep.family == "raw" else "rel_map"
+    if quality not in QUALITIES:
+        raise UserError(f"unknown quality metric {quality!r} (known: {', '.join(QUALITIES)})")
+    if all(math.isnan(getattr(r, quality)) for r in sweep.rows):
+        raise UserError(f"quality {quality!r} is not measured for this model/data "
+                        f"({'no ground truth given' if quality == 'map' else 'no such output'})")
+    return quality
+
+
+# ----------------------------------------------------------------------------------------------
+# curves and BD-rate
+
+
+def curve(rows: list[SweepRow], rank: int, family: str) -> list[SweepRow]:
+    """One family's rows at one split, by rate (bits per element)."""
+    return sorted((r for r in rows if r.rank == rank and codec_family(r.codec) == family),
+                  key=lambda r: r.bits_per_element)
+
+
+def envelope(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(rate, quality) points on the upper envelope: by rate, each kept only if its quality beats every
+    cheaper point's (finite, positive rates only)."""
+    best = -math.inf
+    out = []
+    for rate, q in sorted(p for p in points if math.isfinite(p[0]) and p[0] > 0 and math.isfinite(p[1])):
+        if q > best:
+            out.append((rate, q))
+            best = q
+    return out
+
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> tuple[float, float, str]:
+    """(BD-rate %, quality overlap in [0,1], note) of `test` against `anchor`, both (rate, quality) points."""
+    import bjontegaard
+
+    a, t = envelope(anchor), envelope(test)
+    if len(a) < 2 or len(t) < 2:
+        return math.nan, 0.0, f"needs >= 2 points of rising quality (anchor {len(a)}, test {len(t)})"
+    lo, hi = max(a[0][1], t[0][1]), min(a[-1][1], t[-1][1])
+    span = max(a[-1][1], t[-1][1]) - min(a[0][1], t[0][1])
+    overlap = max(hi - lo, 0.0) / span if span > 0 else 0.0
+    if overlap <= 0:
+        return math.nan, 0.0, "quality ranges do not overlap"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = bjontegaard.bd_rate([r for r, _ in a], [q for _, q in a], [r for r, _ in t], [q for _, q in t],
+                                    method="akima", require_matching_points=False, min_overlap=0)
+    return float(value), overlap, ""
+
+
+def bd_rates(sweep: SweepResult, quality: str, anchor_family: str = ANCHOR_FAMILY) -> list[BdRate]:
+    """BD-rate of every other family against `anchor_family`, at every split."""
+    families = list(dict.fromkeys(codec_family(c) for c in sweep.codecs))
+    out = []
+    for s in sweep.splits:
+        a = [(r.bits_per_element, getattr(r, quality)) for r in curve(sweep.rows, s["rank"], anchor_family)]
+        for fam in families:
+            if fam == anchor_family:
+                continue
+            t = [(r.bits_per_element, getattr(r, quality)) for r in curve(sweep.rows, s["rank"], fam)]
+            if not a:
+                value, overlap, note = math.nan, 0.0, f"no {anchor_family} codec in the study"
+            else:
+                value, overlap, note = bd_rate(a, t)
+            out.append(BdRate(rank=s["rank"], family=fam, anchor=anchor_family, quality=quality, bd_rate=value,
+                              points=len(envelope(t)), anchor_points=len(envelope(a)), overlap=overlap, note=note))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs: CSV, plots, report
+
+
+STUDY_COLUMNS = ("rank", "node", "branches", "family", "codec", "images", "elements", "bits_per_element", "kb_per_frame",
+                 "ratio", "rel_map", "map", "nmse", "psnr_db", "cosine", "top1", "top5", "encode_mbps", "decode_mbps",
+                 "encode_ms", "decode_ms")
+
+
+def _value(row: SweepRow, col: str):
+    if col == "family":
+        return codec_family(row.codec)
+    if col == "kb_per_frame":
+        return row.encoded_bytes / 1e3
+    return getattr(row, col)
+
+
+def write_study_csv(result: StudyResult, path) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(STUDY_COLUMNS)
+        for r in result.sweep.rows:
+            w.writerow(["" if isinstance(v, float) and math.isnan(v) else (f"{v:.6g}" if isinstance(v, float) else v)
+                        for v in (_value(r, c) for c in STUDY_COLUMNS)])
+    return Path(path)
+
+
+def write_bd_csv(result: StudyResult, path) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "family", "anchor", "quality", "bd_rate_percent", "points", "anchor_points",
+                    "overlap", "note"])
+        for b in result.bd:
+            w.writerow([b.rank, b.family, b.anchor, b.quality, "" if math.isnan(b.bd_rate) else f"{b.bd_rate:.3f}",
+                        b.points, b.anchor_points, f"{b.overlap:.3f}", b.note])
+    return Path(path)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_metrics(result: StudyResult) -> list[str]:
+    """The quality metrics worth a panel: the study's quality, mAP vs ground truth where measured."""
+    out = [result.quality]
+    for extra in ("map", "rel_map", "psnr_db"):
+        if extra not in out and any(math.isfinite(getattr(r, extra)) for r in result.sweep.rows):
+            out.append(extra)
+    return out
+
+
+def _scale(attr: str, v: float) -> float:
+    return 100.0 * v if attr in PERCENT else v
+
+
+def plot_rate_quality(result: StudyResult, path, x: str) -> Path:
+    """Quality against rate (x = 'bits_per_element' or 'kb_per_frame', log axis): one curve per codec
+    family per split (colour = split, marker and line style = family)."""
+    plt = _plt()
+    metrics = plot_metrics(result)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7.5 * len(metrics), 5.2), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    styles = ["o-", "s--", "^-.", "D:", "v-", "P--"]
+    fams = result.families()
+    for ax, attr in zip(axes[0], metrics):
+        for i, s in enumerate(result.sweep.splits):
+            for j, fam in enumerate(fams):
+                rows = curve(result.sweep.rows, s["rank"], fam)
+                pts = [(_value(r, x), _scale(attr, getattr(r, attr))) for r in rows]
+                pts = [(a, b) for a, b in pts if math.isfinite(a) and a > 0 and math.isfinite(b)]
+                if not pts:
+                    continue
+                ax.plot(*zip(*pts), styles[j % len(styles)], color=cmap(i % 10), ms=5,
+                        label=f"r{s['rank']} ({s['branches']} br.) {fam}")
+        ax.set_xscale("log")
+        ax.set_xlabel("bits per element (log)" if x == "bits_per_element" else "kB per frame (log)")
+        ax.set_ylabel(QUALITIES[attr])
+        ax.grid(alpha=0.3, which="both")
+    axes[0, -1].legend(fontsize="small", title="split, codec family")
+    fig.suptitle(f"{Path(result.sweep.model).stem if result.sweep.model.endswith('.onnx') else result.sweep.model}: "
+                 f"rate-accuracy, {len(result.sweep.images)} frames")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_throughput(result: StudyResult, path) -> Path:
+    """Encode and decode MB/s (raw data) per codec, averaged over the splits."""
+    plt = _plt()
+    codecs = result.sweep.codecs
+    enc = [_mean([r.encode_mbps for r in result.sweep.rows if r.codec == c]) for c in codecs]
+    dec = [_mean([r.decode_mbps for r in result.sweep.rows if r.codec == c]) for c in codecs]
+    fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(codecs) + 2), 4.5))
+    xs = range(len(codecs))
+    ax.bar([i - 0.2 for i in xs], enc, width=0.4, label="encode")
+    ax.bar([i + 0.2 for i in xs], dec, width=0.4, label="decode")
+    ax.set_xticks(list(xs), codecs, rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("MB/s of raw tensor data (log)")
+    ax.set_title("codec throughput (mean over splits, one core per worker)")
+    ax.grid(axis="y", alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _mean(vals) -> float:
+    vals = [v for v in vals if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+PLOTS = (("rate_quality_bpe.png", lambda res, p: plot_rate_quality(res, p, "bits_per_element"),
+          "quality against bits per element"),
+         ("rate_quality_kb.png", lambda res, p: plot_rate_quality(res, p, "kb_per_frame"),
+          "quality against kB per frame"),
+         ("throughput.png", plot_throughput, "encode / decode throughput"))
+
+
+def _fmt(v, kind: str = "{:.2f}") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return kind.format(v)
+
+
+TABLE = (("rank", "rank", "{}"), ("branches", "br.", "{}"), ("codec", "codec", "{}"),
+         ("bits_per_element", "bits/el", "{:.3f}"), ("kb_per_frame", "kB/frame", "{:,.1f}"),
+         ("rel_map", "rel mAP %", "pct"), ("map", "mAP %", "pct"), ("nmse", "NMSE", "{:.2e}"),
+         ("psnr_db", "PSNR dB", "{:.1f}"), ("cosine", "cosine", "{:.5f}"), ("top1", "top-1 %", "pct"),
+         ("encode_mbps", "enc MB/s", "{:.1f}"), ("decode_mbps", "dec MB/s", "{:.1f}"))
+
+
+def table_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
+    cols = [c for c in TABLE if c[0] not in ("map", "top1") or
+            any(math.isfinite(getattr(r, c[0])) for r in result.sweep.rows)]
+    if result.sweep.family == "raw":
+        cols = [c for c in cols if c[0] != "rel_map"]
+    body = []
+    for r in result.sweep.rows:
+        cells = []
+        for attr, _, fmt in cols:
+            v = _value(r, attr)
+            cells.append(_fmt(100 * v if fmt == "pct" and isinstance(v, float) else v,
+                              "{:.1f}" if fmt == "pct" else fmt))
+        body.append(cells)
+    return [h for _, h, _ in cols], body
+
+
+def bd_lines(result: StudyResult) -> list[str]:
+    lines = []
+    for b in result.bd:
+        v = "n/a" if math.isnan(b.bd_rate) else f"{b.bd_rate:+.1f} %"
+        extra = f" ({b.note})" if b.note else f" (overlap {100 * b.overlap:.0f} % of the quality range)"
+        lines.append(f"r{b.rank}: BD-rate of {b.family} vs {b.anchor} on {b.quality}: {v}{extra}")
+    return lines
+
+
+def summary_lines(result: StudyResult) -> list[str]:
+    from splitinfer.common.studies.sweep import summary_lines as sweep_summary
+
+    return sweep_summary(result.sweep) + [
+        f"quality metric: {result.quality} ({QUALITIES[result.quality]}); rate: bits per element sent "
+        f"(8 x encoded bytes / elements); BD-rate anchor: {result.anchor_family}; study time {result.seconds:.1f} s"]
+
+
+def write_study_report(result: StudyResult, out_dir, plots: list[tuple[str, str]]) -> Path:
+    head, body = table_rows(result)
+    md = ["# Rate-accuracy study", ""] + [f"- {line}" for line in summary_lines(result)] + [""]
+    md += ["## Bjontegaard delta rate", "",
+           f"Negative: the family needs fewer bits per element than {result.anchor_family} for the same quality "
+           f"(mean over the quality range both cover; curves reduced to their upper envelope; `bjontegaard` "
+           f"package, Akima interpolation). Quality: {result.quality} (the study's metric) and psnr_db (fidelity "
+           "of the model outputs, smooth where accuracy saturates).", "",
+           "| split | family | quality | BD-rate vs " + result.anchor_family + " | points | anchor points | overlap "
+           "| note |", "|---|---|---|---|---|---|---|---|"]
+    for b in result.bd:
+        md.append(f"| {b.rank} | {b.family} | {b.quality} | {_fmt(b.bd_rate, '{:+.1f} %')} | {b.points} | "
+                  f"{b.anchor_points} | {100 * b.overlap:.0f} % | {b.note} |")
+    md += ["", "## Every (split, codec)", "",
+           "Per frame means. MB/s are of raw tensor data, per core (one onnxruntime thread per worker); "
+           "NMSE / PSNR / cosine compare the model outputs after Part II with the whole model's.", ""]
+    md += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    md += ["| " + " | ".join(row) + " |" for row in body]
+    md += [""]
+    for fname, title in plots:
+        md += [f"## {title[0].upper() + title[1:]}", "", f"![{title}]({fname})", ""]
+    path = Path(out_dir) / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def write_study_outputs(result: StudyResult, out_dir, plots: bool = True) -> dict[str, Path]:
+    """study.csv, bd_rate.csv, the plots and report.md in `out_dir`; the sweep's own outputs in `out_dir/sweep`."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out_dir}: {exc}") from None
+    paths = {"csv": write_study_csv(result, out_dir / "study.csv"), "bd": write_bd_csv(result, out_dir / "bd_rate.csv")}
+    made = []
+    if plots and result.sweep.rows:
+        for fname, fn, title in PLOTS:
+            paths[fname] = fn(result, out_dir / fname)
+            made.append((fname, title))
+    paths["md"] = write_study_report(result, out_dir, made)
+    paths["sweep"] = write_outputs(result.sweep, out_dir / "sweep", plots=False)["json"]
+    return paths
+
+
+def print_study(result: StudyResult, log=print) -> None:
+    head, body = table_rows(result)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
+    log("  ".join(h.rjust(w) for h, w in zip(head, widths)))
+    for r in body:
+        log("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    for line in bd_lines(result):
+        log(line)
