@@ -272,8 +272,8 @@ class AnchorOnlyRun:
         except BaseException as exc:  # what ran so far is written, then the error
             stopped = exc
         finally:
+            self.signals.interrupting = False
             progress.close()
-        self.signals.interrupting = False
         self.write_results(anchors)
         if stopped is not None:
             raise stopped
@@ -328,11 +328,10 @@ class SplitRun:
             client = self.connect()
             try:
                 pipeline = self.build_pipeline(client, metrics)
-                stopped = self.process(pipeline)
-                pipeline.close(cancel=stopped is not None)
+                stopped = self.process(pipeline)  # from here on every frame has ended: the rest completes
+                pipeline.close(cancel=stopped is not None or self.signals.requested.is_set())
             finally:
                 client.close()
-            self.signals.interrupting = False  # every frame has ended: the rest always completes
             code = self.write_results(pipeline, stopped, time.perf_counter() - t_start)
             self.linger()
         finally:
@@ -350,10 +349,12 @@ class SplitRun:
             for rec in pipeline.run(self.read_frames(), progress=progress):
                 self.take(rec)
         except BaseException as exc:
+            self.signals.interrupting = False  # a second signal must not cut the ending short
             for rec in pipeline.abandon(stop_reason(exc)):
                 self.take(rec)
             return exc
         finally:
+            self.signals.interrupting = False
             progress.close()
         return None
 

@@ -1,0 +1,20 @@
+"""`splitinfer demo`: the network process started as an OS process, the UE at a split, the table whose
+agreement column comes from agreement.py."""
+
+import pytest
+
+from splitinfer.common.cli import main
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_demo_prints_a_row_per_split_and_codec_with_the_agreement(capsys):
+    code = main(["demo", "--images", "1", "--splits", "120", "--codecs", "none,float16"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = {line.split()[2]: line for line in out.splitlines() if line.strip().startswith("120 ")}
+    assert set(rows) == {"none", "float16"}, out
+    # rank 120 with a lossless codec: the server's Part II gives the whole model's detections
+    assert rows["none"].rstrip().endswith(("yes", "yes, to float rounding")), rows["none"]
+    assert rows["float16"].split()[5] == "2.00"  # raw / encoded bytes
+    assert "network process stopped (exit code 0)" in out
