@@ -23,6 +23,18 @@ SSD_NUM_BOXES = 8732
 RETINANET_INPUT = "input"
 RETINANET_OUTPUTS = ("boxes", "scores", "labels")
 EXPORTABLE = ("ssd_resnet", "retinanet")
+# The TR's retinanet.onnx (TR 26.847 clause 5.3.9, 5G-MAG's models/): torchvision's RetinaNet v2
+# (retinanet_resnet50_fpn_v2) exported whole by the TorchScript exporter from a batch tensor, so its input is
+# `input_images` [bs,3,h,w] and its outputs (boxes, scores, labels of the first image) keep the exporter's
+# numeric names (the TR's: 2734, 2712, 2713; they depend on the torch version). Opset 11 comes closest.
+RETINANET_VARIANTS = ("torchvision", "tr")
+TR_RETINANET_INPUT = "input_images"
+TR_RETINANET_OPSET = 11
+TR_RETINANET_NODES = 2248          # the TR's node count (its split points run to node 2248)
+TR_RETINANET_OUTPUTS = ("2734", "2712", "2713")
+# Tensors the TR lists as Part I's output at node 2230: the same names come out of this export.
+TR_RETINANET_NODE_2230 = ("/Concat_27_output_0", "/Slice_50_output_0", "/Gather_output_0", "/Cast_4_output_0",
+                          "/Gather_1_output_0", "/Cast_3_output_0", "/Gather_68_output_0")
 
 
 def _torch():
@@ -255,12 +267,51 @@ def build_retinanet(weights: str | Path | None = None):
     return model.eval(), (f"{source} (COCO_V1)" if default else f"state dict {Path(weights).name}")
 
 
-def fetch_torchvision_retinanet_weights() -> dict:
-    """Download (or take from the torch hub cache) torchvision's trained RetinaNet weights."""
-    import torch.hub
-    from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
+def randomize_groupnorm_and_biases(model, seed: int = 0) -> None:
+    """Distinct GroupNorm affine terms and conv biases, as training leaves them.
 
-    w = RetinaNet_ResNet50_FPN_Weights.DEFAULT
+    RetinaNet v2's head initialises every GroupNorm to (1, 0) and its conv biases to one constant; the
+    exporter would share those equal initializers through extra Identity nodes, which a trained export
+    does not have.
+    """
+    torch, nn = _torch()
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.GroupNorm) and m.affine:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            elif isinstance(m, nn.Conv2d) and m.bias is not None and bool(torch.all(m.bias == m.bias.flatten()[0])):
+                m.bias.add_(torch.randn(m.bias.shape, generator=g) * 0.01)
+
+
+def build_retinanet_v2(weights: str | Path | None = None):
+    """torchvision's retinanet_resnet50_fpn_v2 (the TR's model): random weights by default (seed 0, trained-like
+    batch-norm, GroupNorm and bias values), 'DEFAULT' = torchvision's COCO weights, or a state-dict file."""
+    torch, _ = _torch()
+    from torchvision.models.detection import retinanet_resnet50_fpn_v2
+
+    default = weights is not None and str(weights) == "DEFAULT"
+    state = fetch_torchvision_retinanet_weights(v2=True) if default else None
+    if weights is not None and not default:
+        state = read_state_dict(weights)
+    torch.manual_seed(0)
+    model = retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
+    if weights is None:
+        randomize_batchnorm(model, 0)
+        randomize_groupnorm_and_biases(model, 0)
+        return model.eval(), "random (seed 0, non-trivial batch-norm/group-norm statistics)"
+    source = "torchvision RetinaNet_ResNet50_FPN_V2_Weights.DEFAULT" if default else str(weights)
+    load_into(model, state, source)
+    return model.eval(), (f"{source} (COCO_V1)" if default else f"state dict {Path(weights).name}")
+
+
+def fetch_torchvision_retinanet_weights(v2: bool = False) -> dict:
+    """Download (or take from the torch hub cache) torchvision's trained RetinaNet (v1 or v2) weights."""
+    import torch.hub
+    from torchvision.models.detection import RetinaNet_ResNet50_FPN_V2_Weights, RetinaNet_ResNet50_FPN_Weights
+
+    w = (RetinaNet_ResNet50_FPN_V2_Weights if v2 else RetinaNet_ResNet50_FPN_Weights).DEFAULT
     try:
         return torch.hub.load_state_dict_from_url(w.url, progress=True, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
@@ -299,7 +350,38 @@ def export_retinanet(out: str | Path, weights: str | Path | None = None, opset: 
     return _save_onnx(tmp, out, "retinanet", note)
 
 
-def export(name: str, out: str | Path, checkpoint=None, weights=None) -> Path:
+def export_retinanet_tr(out: str | Path, weights: str | Path | None = None, opset: int = TR_RETINANET_OPSET,
+                        sample_hw: tuple[int, int] = (240, 960)) -> Path:
+    """Export RetinaNet as the TR's retinanet.onnx was made: retinanet_resnet50_fpn_v2 exported whole from a
+    batch tensor `input_images` [bs,3,h,w] (RGB in [0,1], bs/h/w dynamic) -> boxes [N,4], scores [N],
+    labels [N] of the first image, under the exporter's numeric names.
+
+    How close it comes (torch 2.x, opset 11): 2,249 nodes against the TR's 2,248, outputs named 2742/2720/2721
+    against 2734/2712/2713, and the seven tensors the TR lists at node 2230 exist by the same names.
+    """
+    torch, _ = _torch()
+    out = Path(out)
+    model, note = build_retinanet_v2(weights)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.rand(1, 3, *sample_hw, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python-side shape logic, expected here
+        tmp = _tmp_path(out)
+        try:
+            torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, do_constant_folding=True,
+                              input_names=[TR_RETINANET_INPUT],
+                              dynamic_axes={TR_RETINANET_INPUT: {0: "bs", 2: "h", 3: "w"}})
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return _save_onnx(tmp, out, "retinanet_tr", note)
+
+
+def export(name: str, out: str | Path, checkpoint=None, weights=None, variant: str = "torchvision") -> Path:
+    if variant not in RETINANET_VARIANTS:
+        raise UserError(f"unknown variant {variant!r} (known: {', '.join(RETINANET_VARIANTS)})")
+    if variant != "torchvision" and name != "retinanet":
+        raise UserError(f"--variant {variant} is a retinanet variant; {name} has none")
     if name == "ssd_resnet":
         if weights is not None:
             raise UserError("ssd_resnet takes --checkpoint FILE (no downloadable default weights)")
@@ -307,5 +389,6 @@ def export(name: str, out: str | Path, checkpoint=None, weights=None) -> Path:
     if name == "retinanet":
         if checkpoint is not None and weights is not None:
             raise UserError("retinanet: give --weights or --checkpoint, not both")
-        return export_retinanet(out, weights=weights if weights is not None else checkpoint)
+        chosen = weights if weights is not None else checkpoint
+        return export_retinanet_tr(out, weights=chosen) if variant == "tr" else export_retinanet(out, weights=chosen)
     raise UserError(f"no exporter for {name!r} (exportable: {', '.join(EXPORTABLE)})")

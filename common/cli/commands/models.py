@@ -1,14 +1,15 @@
 """Export the reference detectors to ONNX, and list model families and bundled models.
 
   splitinfer models export ssd_resnet [-o FILE] [--checkpoint FILE]
-  splitinfer models export retinanet  [-o FILE] [--weights DEFAULT|FILE]
+  splitinfer models export retinanet  [-o FILE] [--weights DEFAULT|FILE] [--variant torchvision|tr]
   splitinfer models list
 
 ssd_resnet is NVIDIA's SSD300 ResNet-50; retinanet is torchvision's retinanet_resnet50_fpn with its
 transform and post-processing in the graph. Offline both get deterministic random weights (with
 trained-like batch-norm statistics, so the graph structure matches an export of a trained model).
 `--weights DEFAULT` fetches torchvision's trained RetinaNet weights (needs network or the torch hub
-cache). An output named `model.onnx` also gets a `model.json`, making its folder a model-repository entry.
+cache). `--variant tr` exports the TR's retinanet.onnx instead: torchvision's RetinaNet v2 from a batch
+tensor `input_images` [bs,3,h,w], numeric output names, opset 11 (family retinanet_tr). An output named `model.onnx` also gets a `model.json`, making its folder a model-repository entry.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def add_arguments(p) -> None:
     ex.add_argument("--checkpoint", metavar="FILE", help="torch state dict to load (plain tensors only)")
     ex.add_argument("--weights", metavar="DEFAULT|FILE",
                     help="retinanet: DEFAULT = torchvision's trained COCO weights (downloaded), or a state-dict file")
+    ex.add_argument("--variant", choices=("torchvision", "tr"), default="torchvision",
+                    help="retinanet: torchvision = ours ([3,H,W] input `input`); tr = the TR's export "
+                         "(RetinaNet v2, `input_images` [bs,3,h,w], numeric output names, opset 11)")
     sub.add_parser("list", help="list model families, bundled models and exportable models")
 
 
@@ -56,13 +60,15 @@ def _export(args) -> int:
         raise UserError("ssd_resnet has no downloadable weights; use --checkpoint FILE")
     print(f"exporting {args.name} -> {out} (torch, TorchScript exporter) ...", flush=True)
     t0 = time.perf_counter()
-    path = exporters.export(args.name, out, checkpoint=args.checkpoint, weights=args.weights)
+    path = exporters.export(args.name, out, checkpoint=args.checkpoint, weights=args.weights,
+                            variant=getattr(args, "variant", "torchvision"))
+    family = "retinanet_tr" if getattr(args, "variant", "torchvision") == "tr" else args.name
     if out.name == "model.onnx":
         import onnx
 
         weights = next((p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
                         if p.key == "splitinfer.weights"), "")
-        out.with_name("model.json").write_text(json.dumps({"family": args.name, "weights": weights}, indent=2) + "\n")
+        out.with_name("model.json").write_text(json.dumps({"family": family, "weights": weights}, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 
