@@ -196,3 +196,187 @@ class OIPClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# the UE's frame loop over the Open Inference Protocol (`splitinfer device --protocol oip`)
+
+# Codecs whose output an OIP server reads as raw contents: none (FP32 as is) and float16 (raw FP16).
+OIP_CODECS = {"none": False, "float16": True}
+
+
+@dataclass
+class OIPSessionInfo:
+    provider: str = ""
+
+
+class OIPFramePipeline:
+    """The twin of device/pipeline.py's FramePipeline over the Open Inference Protocol: the same
+    FrameRecords (Part I, encode = the FP16 cast, serialization, round trip, transfer, the server's stage
+    times when it reports them, anchors), one ModelInfer call per frame, frames in order.
+
+    A transient failure (UNAVAILABLE, DEADLINE_EXCEEDED) is retried up to `max_attempts` times; any other
+    status fails the frame with the server's message; with `tolerate_failures` failed frames come back as
+    records with status "failed", otherwise the first one raises UserError."""
+
+    TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+    def __init__(self, client: OIPClient, part1, family, codec, model_id: str, *, anchors: dict | None = None,
+                 metrics=None, keep_intermediate: bool = False, tolerate_failures: bool = False,
+                 max_attempts: int = 3):
+        from splitinfer.common.transport.metrics import labels_for
+
+        spec = str(getattr(codec, "spec", codec))
+        if spec not in OIP_CODECS:
+            raise UserError(f"codec {spec!r} cannot travel over the Open Inference Protocol (raw contents only): "
+                            f"use {' or '.join(OIP_CODECS)}")
+        self.client, self.part1, self.family, self.half = client, part1, family, OIP_CODECS[spec]
+        self.name = model_name(model_id, part1.plan.rank)
+        self.anchors = anchors or {}
+        self.metrics, self.keep_intermediate = metrics, keep_intermediate
+        self.tolerate_failures, self.max_attempts = tolerate_failures, max(1, int(max_attempts))
+        self.labels = labels_for(model_id, part1.plan.rank, f"oip-{spec}")
+        if metrics is not None:
+            metrics.open_session(self.labels)
+        self.info: OIPSessionInfo | None = None
+        self.reconnects = 0
+        self._next_id = 1
+
+    def open(self) -> OIPSessionInfo:
+        """Check the server serves this split with the tensors Part I makes (names, in order)."""
+        if not self.client.model_ready(self.name):
+            raise UserError(f"OIP server {self.client.address} does not serve {self.name!r} (ModelReady false)")
+        md = self.client.model_metadata(self.name)
+        names = [i.name for i in md.inputs]
+        if names != list(self.part1.plan.part1_outputs):
+            raise UserError(f"OIP model {self.name!r} expects inputs {names[:8]}, Part I gives "
+                            f"{list(self.part1.plan.part1_outputs)[:8]}")
+        self.info = OIPSessionInfo()
+        return self.info
+
+    def run(self, frames, progress=None):
+        """Process (source, index, image_bgr) items; yields FrameRecords in frame order."""
+        if self.info is None:
+            self.open()
+        for source, index, image in frames:
+            rec = self._frame(source, index, image)
+            if progress is not None:
+                progress.update(1)
+            if not rec.ok and not self.tolerate_failures:
+                raise UserError(rec.error)
+            yield rec
+
+    def _frame(self, source: str, index: int, image):
+        from splitinfer.device.pipeline import FrameRecord
+
+        t_start = time.perf_counter()
+        rec = FrameRecord(source, index, self._next_id)
+        self._next_id += 1
+        feeds, meta = self.family.preprocess(image)
+        t0 = time.perf_counter()
+        outs = self.part1.run(feeds)
+        t1 = time.perf_counter()
+        names = self.part1.plan.part1_outputs
+        tensors = {n: (outs[n].astype(np.float16) if self.half and outs[n].dtype == np.float32 else outs[n])
+                   for n in names}
+        t2 = time.perf_counter()
+        req, encoded, raw = build_request(self.name, tensors, meta, False, (), str(rec.frame_id))
+        t3 = time.perf_counter()
+        rec.preprocess_s, rec.part1_s, rec.encode_s, rec.serialize_s = t0 - t_start, t1 - t0, t2 - t1, t3 - t2
+        rec.raw_bytes = sum(int(np.asarray(outs[n]).nbytes) for n in names)
+        rec.encoded_bytes, rec.tensors, rec.messages = encoded, len(names), 1
+        if self.keep_intermediate:
+            rec.intermediate = {n: outs[n] for n in names}
+        reply = None
+        while reply is None:
+            rec.attempts += 1
+            t_sent = time.perf_counter()
+            try:
+                reply = self.client.stub.ModelInfer(req, timeout=self.client.timeout)
+            except grpc.RpcError as exc:
+                code = exc.code().name
+                message = f"OIP server {self.client.address}: {code}: {exc.details()}"
+                if code not in self.TRANSIENT or rec.attempts >= self.max_attempts:
+                    return self._failed(rec, t_start, message, code)
+        t_end = time.perf_counter()
+        try:
+            rec.detections, _ = read_reply(reply)
+        except UserError as exc:
+            return self._failed(rec, t_start, str(exc), "INVALID_ARGUMENT")
+        params = reply.parameters
+        server_ms = json.loads(params["timings"].string_param) if "timings" in params else {}
+        rec.server = {k[:-3]: v / 1e3 for k, v in server_ms.items() if k.endswith("_ms")}
+        rec.server_provider = params["provider"].string_param if "provider" in params else ""
+        self.info.provider = self.info.provider or rec.server_provider
+        rec.round_trip_s = t_end - t_sent
+        rec.transfer_s = max(0.0, rec.round_trip_s - rec.server.get("total", 0.0))
+        rec.end_to_end_s = t_end - t_start
+        for dev, anchor in self.anchors.items():
+            a0 = time.perf_counter()
+            out = anchor.run(feeds)
+            rec.anchor[dev] = (time.perf_counter() - a0, self.family.postprocess(out, meta))
+        if self.metrics is not None:
+            self.metrics.observe(self.labels, part1=rec.part1_s, encode=rec.encode_s, serialize=rec.serialize_s,
+                                 transfer=rec.transfer_s, end_to_end=rec.end_to_end_s)
+            self.metrics.count_frame(self.labels, rec.raw_bytes, rec.encoded_bytes)
+        return rec
+
+    def _failed(self, rec, t_start: float, message: str, code: str):
+        rec.status, rec.error = "failed", message
+        rec.end_to_end_s = time.perf_counter() - t_start
+        if self.metrics is not None:
+            self.metrics.count_error(code, self.labels)
+        return rec
+
+    def abandon(self, reason: str) -> list:
+        return []  # one frame at a time: nothing is ever left in flight
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+def run_oip_device(args) -> int:
+    """`splitinfer device --protocol oip`: the UE process with frames sent to an OIP server (`--server`,
+    e.g. the network process or a KServe ModelServer) as ModelInfer calls; the same results CSV, frame log,
+    predictions and overlays as over our own protocol. Options our protocol alone has (--in-flight,
+    --unary, TLS, token, shaping) are not used."""
+    from splitinfer.device import main as M
+
+    class OIPSplitRun(M.SplitRun):
+        def connect(self):
+            client = OIPClient(self.args.server, int(self.args.max_message_mb * (1 << 20)), timeout=self.args.timeout)
+            try:
+                client.wait_ready(timeout=self.args.reconnect_s)
+            except BaseException:
+                client.close()
+                raise
+            return client
+
+        def build_pipeline(self, client, metrics):
+            a = self.args
+            pipeline = OIPFramePipeline(client, self.part1, self.family, self.codec, self.model_id,
+                                        anchors=M.make_anchors(a, self.model_path, self.family), metrics=metrics,
+                                        keep_intermediate=a.save_intermediate or a.ref_split is not None,
+                                        tolerate_failures=True, max_attempts=a.max_attempts)
+            pipeline.open()
+            return pipeline
+
+    from pathlib import Path
+
+    from splitinfer.common.assets import default_model_path
+    from splitinfer.common.codecs import get_codec
+    from splitinfer.common.core.errors import require_file
+
+    M.check_options(args)
+    if args.no_split:
+        raise UserError("--protocol oip sends frames to a server: it does not combine with -no_split")
+    model_path = Path(require_file(args.anchor, "model") if args.anchor else default_model_path())
+    family = M.family_for(model_path, args.family)
+    source = M.Source(args)
+    retry = M.retry_policy(args)
+    codec = get_codec(args.codec)
+    if str(codec.spec) not in OIP_CODECS:
+        raise UserError(f"-encode_algo {args.codec}: the Open Inference Protocol carries raw contents only "
+                        f"(use {' or '.join(OIP_CODECS)})")
+    with M.StopSignals() as signals:
+        return OIPSplitRun(args, model_path, family, source, codec, retry, signals).run()

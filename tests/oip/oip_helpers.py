@@ -82,3 +82,53 @@ def same_objects(anchor, split, iou: float = 0.5) -> bool:
             return False
         used.add(best)
     return True
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class KServeProcess:
+    """A KServe ModelServer (server/oip_kserve.py in .venv-oip) serving `names`, as its own OS process;
+    a context manager that waits until it answers ServerReady (through our OIP client) and stops it."""
+
+    def __init__(self, names, threads: int = 1, timeout: float = 120.0):
+        import os
+
+        from splitinfer.device.oip_client import OIPClient
+
+        python = require_oip_venv()
+        self.http_port, self.grpc_port = free_port(), free_port()
+        args = [str(python), "-m", "splitinfer.server.oip_kserve", "--threads", str(threads), "--http_port",
+                str(self.http_port), "--grpc_port", str(self.grpc_port), "--configure_logging", "False"]
+        for n in names:
+            args += ["--split", n]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+        self.address = f"127.0.0.1:{self.grpc_port}"
+        with OIPClient(self.address, timeout=10) as c:
+            try:
+                c.wait_ready(timeout=timeout)
+            except Exception:
+                self.proc.kill()
+                raise RuntimeError(f"KServe server did not come up: {self.proc.stderr.read()[-3000:]}") from None
+
+    def stop(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "KServeProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

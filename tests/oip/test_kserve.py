@@ -6,57 +6,23 @@ protobuf-7 stubs."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import time
 
 import grpc
 import pytest
 
-from oip_helpers import (ROOT, anchor_detections, as_rows, equal_to_rounding, frame_files, require_oip_venv,
-                         tritonclient_infer)
+from oip_helpers import (ROOT, KServeProcess, anchor_detections, as_rows, equal_to_rounding, frame_files,
+                         require_oip_venv, tritonclient_infer)
 from grpc_helpers import real_frame
 
 RANKS = (60, 9)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def kserve_server():
     """(grpc address, http port) of a KServe ModelServer serving nanodet.r60 and nanodet.r9."""
-    from splitinfer.device.oip_client import OIPClient
-
-    python = require_oip_venv()
-    http, grpc_port = _free_port(), _free_port()
-    args = [str(python), "-m", "splitinfer.server.oip_kserve", "--threads", "1", "--http_port", str(http),
-            "--grpc_port", str(grpc_port), "--configure_logging", "False"]
-    for r in RANKS:
-        args += ["--split", f"nanodet.r{r}"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    address = f"127.0.0.1:{grpc_port}"
-    try:
-        with OIPClient(address, timeout=10) as c:
-            try:
-                c.wait_ready(timeout=120)
-            except Exception:
-                proc.kill()
-                pytest.fail(f"KServe server did not come up: {proc.stderr.read()[-3000:]}")
-        yield address, http
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with KServeProcess([f"nanodet.r{r}" for r in RANKS]) as ks:
+        yield ks.address, ks.http_port
 
 
 @pytest.fixture(scope="module")
