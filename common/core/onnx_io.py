@@ -50,3 +50,26 @@ def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
     else:
         onnx.save_model(model, str(path))
     return path
+
+
+def with_outputs(model: onnx.ModelProto, names, elem_types: dict | None = None,
+                 replace: bool = False) -> onnx.ModelProto:
+    """A copy of `model` whose graph outputs also (or, with `replace`, only) are the tensors `names`.
+
+    Exposing intermediate tensors as outputs lets one onnxruntime run return them. `elem_types`
+    (name -> TensorProto element type) declares their element type where known; the rest stay untyped,
+    which onnxruntime accepts. Names already declared as outputs are not repeated.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if replace:
+        del m.graph.output[:]
+    declared = {o.name for o in m.graph.output}
+    for name in dict.fromkeys(names):
+        if name in declared:
+            continue
+        vi = m.graph.output.add()
+        vi.name = name
+        if elem_types and elem_types.get(name):
+            vi.type.tensor_type.elem_type = int(elem_types[name])
+    return cap_ir_version(m)

@@ -26,6 +26,23 @@ class Session:
     def run(self, feeds: dict, output_names: list[str] | None = None):
         return self.ort.run(output_names or self.output_names, feeds)
 
+    def keep_feeds(self, feeds: dict) -> dict:
+        """Only the feeds this session takes (see `keep_feeds`)."""
+        return keep_feeds(feeds, self.input_names)
+
+
+def keep_feeds(feeds: dict, input_names) -> dict:
+    """The entries of `feeds` whose name is in `input_names`: onnxruntime refuses feeds a session does not
+    take, and a part, a profiled copy or a family's preprocessing may feed more than one model needs."""
+    wanted = set(input_names)
+    return {k: v for k, v in feeds.items() if k in wanted}
+
+
+def input_names_of(session) -> list[str]:
+    """Input names of a `Session` or of a bare onnxruntime InferenceSession."""
+    names = getattr(session, "input_names", None)
+    return list(names) if names is not None else [i.name for i in session.get_inputs()]
+
 
 def available_providers() -> list[str]:
     import onnxruntime as ort

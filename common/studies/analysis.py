@@ -395,6 +395,7 @@ def measure_tensors(model: onnx.ModelProto, names: list[str], feeds: dict, devic
     Every wanted tensor is declared a graph output of one session and fetched as an OrtValue (shape and
     size read without copying the data). Graph inputs are taken from `feeds`.
     """
+    from splitinfer.common.core.onnx_io import with_outputs
     from splitinfer.common.core.runtime import make_session
 
     types = types or {}
@@ -426,17 +427,9 @@ def measure_tensors(model: onnx.ModelProto, names: list[str], feeds: dict, devic
 
         iterator = tqdm(chunks, desc="measuring", unit="run", leave=False)
     for chunk in iterator:
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        declared = {o.name for o in m.graph.output}
-        for n in chunk:
-            if n in declared:
-                continue
-            vi = m.graph.output.add()
-            vi.name = n
-            tp = types.get(n)
-            if tp is not None and tp.HasField("tensor_type") and tp.tensor_type.elem_type:
-                vi.type.tensor_type.elem_type = tp.tensor_type.elem_type
+        elem_types = {n: tp.tensor_type.elem_type for n in chunk
+                      if (tp := types.get(n)) is not None and tp.HasField("tensor_type")}
+        m = with_outputs(model, chunk, elem_types)
         sess = make_session(m, device=device)
         del m
         try:

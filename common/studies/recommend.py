@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.runtime import input_names_of, keep_feeds
 
 PROFILE_FORMAT = 1
 METRICS = {"rel_map": "relative mAP", "rel_map50": "relative AP50", "map": "mAP", "map50": "AP50"}
@@ -141,8 +142,7 @@ def profile_model(model_path, feeds: dict, *, side: str = "device", runs: int = 
             sess = ort.InferenceSession(m.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise UserError(f"{model_path}: onnxruntime cannot load the model for profiling: {exc}") from None
-        wanted = {i.name for i in sess.get_inputs()}
-        feeds = {k: v for k, v in feeds.items() if k in wanted}
+        feeds = keep_feeds(feeds, input_names_of(sess))
         for _ in range(runs + 1):
             sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())
