@@ -136,3 +136,46 @@ def test_tritonclient_against_the_endpoint(server, frame, own_protocol, tmp_path
     half = tritonclient_infer(server.address, NAME, npz, meta, tmp_path / "half.json", half=True)
     assert [d[0] for d in half["detections"]] == [d[0] for d in own_protocol]
     assert np.allclose([d[1:5] for d in half["detections"]], [d[1:5] for d in own_protocol], atol=1.0)
+
+
+REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def test_mutated_requests_get_refusals_never_a_crash(client, frame):
+    """Random bytes, truncations and field edits of a valid request: OK or a refusal status, never
+    INTERNAL/UNKNOWN, and the server still answers afterwards."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    good, _, _ = build_request(NAME, frame.arrays, json.loads(frame.meta_json))
+    small = pb.ModelInferRequest(); small.CopyFrom(good)
+    for k in range(len(small.raw_input_contents)):
+        small.raw_input_contents[k] = small.raw_input_contents[k][:64]  # keep the fuzzing light
+    blob = small.SerializeToString()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def check(data):
+        kind = data.draw(st.sampled_from(["random", "truncate", "flip", "shape", "datatype", "name"]))
+        if kind == "random":
+            raw = data.draw(st.binary(max_size=300))
+        elif kind == "truncate":
+            raw = blob[: data.draw(st.integers(0, len(blob) - 1))]
+        elif kind == "flip":
+            b = bytearray(blob)
+            b[data.draw(st.integers(0, len(b) - 1))] ^= data.draw(st.integers(1, 255))
+            raw = bytes(b)
+        else:
+            r = pb.ModelInferRequest(); r.CopyFrom(small)
+            i = data.draw(st.integers(0, len(r.inputs) - 1))
+            if kind == "shape":
+                r.inputs[i].shape[data.draw(st.integers(0, 3))] = data.draw(st.integers(-(1 << 62), 1 << 62))
+            elif kind == "datatype":
+                r.inputs[i].datatype = data.draw(st.sampled_from(["FP16", "FP64", "BF16", "BYTES", "INT8", "", "x"]))
+            else:
+                r.inputs[i].name = data.draw(st.text(max_size=40))
+            raw = r.SerializeToString()
+        code, details = _status(client, raw)
+        assert code in REFUSALS, (kind, code, details)
+
+    check()
+    assert client.server_live() and client.infer_frame(NAME, frame.arrays, json.loads(frame.meta_json)).detections
