@@ -14,6 +14,13 @@ pip_install --upgrade pip setuptools wheel
 # torch/torchvision first: nncodec's build needs them present.
 pip_install "numpy>=1.26,<2" torch==2.14.1 torchvision==0.29.1
 pip_install -r requirements.txt
+# nncodec declares opencv-python (the Qt GUI build) though only one of its application helpers imports cv2;
+# both wheels install the same cv2 package, so the one installed last wins. Keep the headless build only
+# (`visualize --show` then asks for opencv-python in its place, on a desktop).
+if .venv/bin/python -m pip show opencv-python >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall -q -y opencv-python
+  pip_install --force-reinstall --no-deps "$(grep -E '^opencv-python-headless' requirements.txt | cut -d' ' -f1)"
+fi
 # A GPU machine (nvidia-smi answers): onnxruntime-gpu with its CUDA/cuDNN wheels in place of the CPU build
 # (both install the `onnxruntime` module; keep one). Check it with bench/gpu_check.sh.
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
