@@ -539,6 +539,21 @@ def validate_headers(fp: pb.FramePart, max_frame_bytes: int) -> None:
         raise TooLarge(f"frame {fp.frame_id}: {total} payload bytes exceed the server's frame limit of {max_frame_bytes}")
 
 
+MMAP_BUFFER_BYTES = 256 << 10
+
+
+def reassembly_buffer(n: int) -> np.ndarray:
+    """A writable uint8 buffer of `n` bytes for a chunked tensor. From `MMAP_BUFFER_BYTES` on it is its own
+    anonymous mapping, unmapped when the last reference goes: the memory of a frame that is refused or
+    abandoned halfway returns to the system at once (`tune_allocator` makes glibc keep freed heap memory,
+    and threads' arenas would each keep their own)."""
+    if n < MMAP_BUFFER_BYTES:
+        return np.empty(n, dtype=np.uint8)  # no zero-fill
+    import mmap
+
+    return np.frombuffer(mmap.mmap(-1, n), dtype=np.uint8)
+
+
 class FrameAssembler:
     """Reassembles frames from parts in stream order; raises WireError on anything out of place.
 
@@ -626,7 +641,7 @@ class FrameAssembler:
             p.buffers[ti] = data  # zero copy: a view into the received message
         else:
             if p.buffers[ti] is None:
-                p.buffers[ti] = np.empty(h.encoded_length, dtype=np.uint8)  # no zero-fill, writable
+                p.buffers[ti] = reassembly_buffer(h.encoded_length)
             p.buffers[ti][p.filled[ti]:p.filled[ti] + n] = np.frombuffer(data, np.uint8)  # the one copy here
         p.filled[ti] += n
         p.chunk += 1
