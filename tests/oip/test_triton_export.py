@@ -30,7 +30,7 @@ def repo(tmp_path_factory):
     from splitinfer.common.cli import main
 
     out = tmp_path_factory.mktemp("triton")
-    assert main(["export", "triton", "-a", "nanodet", "-r", "9", "60", "-o", str(out)]) == 0
+    assert main(["export", "triton", "-a", "nanodet", "-r", "9", "60", "114", "-o", str(out)]) == 0
     return out
 
 
@@ -43,7 +43,7 @@ def configs(repo):
 
 
 def test_layout_and_configs_parse_with_tritons_protobuf(repo, configs):
-    assert set(configs) == {f"nanodet_r{r}{s}" for r in (9, 60) for s in ("", "_part1", "_part2")}
+    assert set(configs) == {f"nanodet_r{r}{s}" for r in (9, 60, 114) for s in ("", "_part1", "_part2")}
     for name, cfg in configs.items():
         assert cfg["name"] == name == (repo / name).name
         if name.endswith(("_part1", "_part2")):
@@ -68,7 +68,7 @@ def test_ensemble_wiring_gives_the_whole_models_outputs(repo, configs):
     whole = make_session(default_model_path(), device="cpu", threads=1)
     x = np.random.default_rng(0).standard_normal((1, 3, 416, 416)).astype(np.float32)
     reference = dict(zip(whole.output_names, whole.run({whole.input_names[0]: x})))
-    for r in (9, 60):
+    for r in (9, 60, 114):  # 114: Part I already makes one model output (Identity_2:0), taken from Part I
         ens = configs[f"nanodet_r{r}"]
         tensors = {ens["input"][0]["name"]: x}
         for step in ens["ensemble_scheduling"]["step"]:
