@@ -107,3 +107,14 @@ def test_kserve_path_never_loads_our_protobuf7_stubs():
     assert proc.returncode == 0, proc.stderr[-2000:]
     version, bad = proc.stdout.split(" ", 1)
     assert int(version.split(".")[0]) < 7 and bad.strip() == "[]"
+
+
+def test_kserve_rest_health_and_metadata(kserve_server):
+    import urllib.request
+
+    _, http = kserve_server
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=30) as r:
+        assert json.loads(r.read())["ready"] is True
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/nanodet.r9", timeout=30) as r:
+        md = json.loads(r.read())
+    assert md["name"] == "nanodet.r9" and [o["name"] for o in md["outputs"]][:2] == ["detections", "labels"]

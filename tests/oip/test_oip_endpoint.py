@@ -179,3 +179,16 @@ def test_mutated_requests_get_refusals_never_a_crash(client, frame):
 
     check()
     assert client.server_live() and client.infer_frame(NAME, frame.arrays, json.loads(frame.meta_json)).detections
+
+
+def test_oip_frames_are_counted_in_the_servers_metrics(server, client, frame):
+    from grpc_helpers import scrape
+
+    client.infer_frame(NAME, frame.arrays, json.loads(frame.meta_json))
+    samples = scrape(server.metrics_port)
+    frames = sum(v for (name, labels), v in samples.items()
+                 if name == "splitinfer_frames_total" and dict(labels).get("codec") == "oip")
+    part2 = sum(v for (name, labels), v in samples.items()
+                if name == "splitinfer_part2_seconds_count" and dict(labels).get("split") == str(RANK)
+                and dict(labels).get("codec") == "oip")
+    assert frames >= 1 and part2 == frames
