@@ -219,6 +219,21 @@ def test_cli_analyze_nanodet(tmp_path, capsys):
     assert json.loads((tmp_path / "nanodet_416x416.json").read_text())["measure_runs"] == 1
 
 
+def test_cli_analyze_takes_tc_rates_in_either_list_form(tmp_path, capsys):
+    """Issue 15: `--bandwidth 10mbit` as tc writes it; `10mbps` is megaBYTES per second (80 Mbit/s) as in tc."""
+    argv = ["analyze", "nanodet", "--static-only", "--no-plots", "-o", str(tmp_path), "--bandwidth"]
+    assert main(argv + ["10mbit,10mbps"]) == 0
+    with open(tmp_path / "nanodet_416x416.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    raw = 1 * 3 * 416 * 416 * 4  # rank 0 sends the input tensor
+    assert float(rows[0]["t_10M_ms"]) == pytest.approx(raw * 8 / 10e6 * 1e3, rel=1e-3)
+    assert float(rows[0]["t_80M_ms"]) == pytest.approx(raw * 8 / 80e6 * 1e3, rel=1e-3)
+    capsys.readouterr()
+    assert main(argv + ["10mbit", "10mbps"]) == 0  # space-separated: the same columns
+    with open(tmp_path / "nanodet_416x416.csv", newline="") as f:
+        assert {"t_10M_ms", "t_80M_ms"} <= set(next(csv.DictReader(f)))
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["analyze", "nanodet", "--bandwidth", "fast"], "bad rate 'fast'"),
     (["analyze", "nanodet", "--input-size", "300x300"], "fixed size 416x416"),

@@ -153,3 +153,18 @@ def test_device_with_in_process_shaper_matches_bytes_over_rate(tmp_path):
         print(f"in-process shaper: {nbytes / 1e6:.2f} MB, measured {t_avg:.0f} ms, expected {expected_ms:.0f} ms")
         assert nbytes > 4e6
         assert abs(t_avg / expected_ms - 1) <= 0.15
+
+
+def test_server_process_runs_under_an_argv_prefix():
+    """netexp starts the network process under `ip netns exec NS`; any prefix command works the same way."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from splitinfer.common.transport.process import ServerProcess
+
+    with ServerProcess(threads=1, argv_prefix=["env", "SPLITINFER_PREFIX_TEST=1"]) as server:
+        assert server.proc.args[:2] == ["env", "SPLITINFER_PREFIX_TEST=1"] and server.port > 0
+        with grpc.insecure_channel(server.address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert server.proc.returncode == 0
