@@ -85,9 +85,9 @@ def rank_of_part(graph, part_path, role: str, sha256: str | None) -> int:
     return _rank_from_inputs(graph, [i.name for i in part.graph.input if i.name not in initializers], part_path)
 
 
-def plan_split(graph, split: str | None, flag: str = "before", part1_path=None, part2_path=None, sha256=None):
-    """The split plan: from `--split` (rank or node name) when given, else from the part files."""
-    rank, name = parse_split(split)
+def plan_split(graph, rank: int | None = None, name: str | None = None, flag: str = "before", part1_path=None,
+               part2_path=None, sha256=None):
+    """The split plan: at a rank or node name when given, else where the part files were cut."""
     if rank is not None or name is not None:
         return graph.plan(rank=rank, name=name, flag=flag)
     for path, role in ((part1_path, "part1"), (part2_path, "part2")):
@@ -109,7 +109,7 @@ def check_onnx(path, model) -> None:
 class Part1:
     """Part I of a split, cut locally with the split engine (or loaded from a `-partI` file).
 
-    `split`: a rank or node name (with `flag`); None to read it off `part1_path` (or `part2_path`).
+    The split: `rank` or node `name` (with `flag`); neither to read it off `part1_path` (or `part2_path`).
     """
 
     def __init__(self, model_path, rank: int | None = None, name: str | None = None, flag: str = "before",
@@ -123,8 +123,7 @@ class Part1:
         self.model = load_model(self.model_path)
         self.sha256 = file_sha256(self.model_path)
         self.graph = SplitGraph(self.model, source_sha256=self.sha256)
-        split = None if rank is None and name is None else str(rank if rank is not None else name)
-        self.plan = plan_split(self.graph, split, flag, part1_path, part2_path, self.sha256)
+        self.plan = plan_split(self.graph, rank, name, flag, part1_path, part2_path, self.sha256)
         if part1_path:
             part1 = load_model(part1_path)
             outs = [o.name for o in part1.graph.output]

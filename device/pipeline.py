@@ -320,8 +320,13 @@ class FramePipeline:
                 self.pending.popleft()
                 return self._failed_record(pend)
             if pend.reply is not None:
+                try:
+                    rec = self._finish(pend)
+                except UserError as exc:  # a reply that is not this frame's: the frame fails, it is not lost
+                    self._mark_failed(pend, str(exc), "INTERNAL")
+                    continue
                 self.pending.popleft()
-                return self._finish(pend)
+                return rec
             try:
                 pend.reply, pend.t_reply = self._stream.receive()
             except RpcFailure as exc:
@@ -359,11 +364,11 @@ class FramePipeline:
                     self._give_up(gone)
                     return
                 continue
-            pend.reply, pend.t_reply = reply.result, time.perf_counter()
-            pend.messages = None
-            if self.info is None:
+            t_reply = time.perf_counter()
+            if self.info is None:  # the first reply says what the server runs (UserError: nothing answered)
+                self._check_info(reply.session)
                 self.info = reply.session
-                self._check_info(self.info)
+            pend.reply, pend.t_reply, pend.messages = reply.result, t_reply, None
             return
 
     def _finish(self, pend: _Pending) -> FrameRecord:
