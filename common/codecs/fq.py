@@ -1,35 +1,40 @@
 """`fq[:BITS[:OPTS]]` (id 3FBB): fast lossy feature codec, uniform quantisation + a real entropy coder.
 
-Why: NNC compresses activations well but at 4-17 MB/s; a uniform quantiser whose clipping range is
-chosen to minimise the error, followed by an order-0 entropy coder fitted to each tensor, gets to
-similar bits per element at hundreds of MB/s (numpy passes, zstd's Huffman stage, constriction's ANS).
+Why: NNC compresses activations well but at 4-17 MB/s; a per-channel uniform quantiser followed by an
+entropy coder fitted to each tensor gets within reach of its ratio at hundreds of MB/s (numpy passes,
+zstd's Huffman stage, constriction's ANS), or closer to it with a spatial context coder (option `x`).
 
 Terms:
 - *layout*: per channel (axis 1 of a tensor of 3+ dims: one [lo, step] per channel, over batch and
-  space) or per tensor (one [lo, step]).
-- *clip range* [lo, hi]: values outside are clipped; levels = 2**BITS, step = (hi - lo) / (levels - 1),
-  symbol q = round((clip(x) - lo) / step), value back = lo + q * step, so inside the clip range the
-  error is at most step/2. The range is chosen per channel (or per tensor) from a ladder of
-  shrunken [min, max] candidates, minimising the estimated MSE (granular step**2/12 plus the clipping
-  error) over the tensor's histogram -- the min/max range when the option `m` is given.
+  space; used when every channel has at least 64 values) or per tensor (one [lo, step]; option `t`).
+- *range* [lo, hi]: levels = 2**BITS, step = (hi - lo) / (levels - 1), symbol q = round((clip(x) - lo)
+  / step), value back = lo + q * step, so inside the range the error is at most step/2. Default: the
+  channel's [min, max] (nothing clipped). Option `c`: the range minimising the estimated MSE (granular
+  step**2/12 plus the clipping error, read off a per-channel histogram of every value) over a ladder of
+  shrunken ranges. Measured on NanoDet (see bench/bench_codecs.py): clipping lowers the MSE but costs
+  relative mAP and bits (a finer step over the bulk), so min/max is the default.
 - *constant channel*: all its values equal; sent as its value alone (no symbols) unless `k` is given.
-- *entropy mode*: the symbols (one byte each for BITS <= 8, else uint16) are coded with zstd (level 1;
-  Huffman literals plus matches) or with constriction's ANS under a categorical model fitted to the
-  tensor's histogram (sent as side information); the encoder keeps the smaller, tagged by one byte.
+- *entropy mode* (one byte): symbols (uint8 for BITS <= 8, else uint16) coded with zstd level 1
+  (Huffman literals plus matches, GB/s), or for BITS <= 4 packed 8 // BITS to a byte first so that
+  zstd's Huffman stage codes pairs (quads) of neighbours jointly (measured: 10% below the order-0
+  entropy at 4 bits, 2+ GB/s both ways), or with constriction's ANS under one categorical
+  model fitted to the tensor (its table is side information), or -- option `x`, 4-D tensors, BITS <= 6
+  -- with ANS under spatial contexts (see `ctx_plan`: ~20% fewer bits, ~40 MB/s). The encoder keeps
+  the smallest (ANS only when it is ANS_GAIN smaller than the best zstd mode: it decodes at ~100-150
+  MB/s), estimated from the tables' entropy, then measured.
 
-Spec: BITS in 2..12 (default 6); OPTS letters: `t` per tensor (default: per channel where the
-tensor has 3+ dims and each channel at least 64 values, else per tensor), `m` min/max range (no clip
-search), `k` keep constant channels as symbols. Numeric id = 3000 + 100 * (t:1 + m:2 + k:4) + BITS,
-e.g. `fq:6` = 3006, `fq:6:t` = 3106.
+Spec: BITS in 2..12 (default 4); OPTS letters t, c, k, x in any order. Numeric id = 3000 + 100 * flags
++ BITS with flags t=1, c=2, k=4, x=8: `fq:4` = 3004, `fq:6:t` = 3106, `fq:4:x` = 3804.
 
 Payload (little-endian), every byte of side information included:
-    b"FQ" | mode u8 (b"R" raw bytes, b"Z" zstd symbols, b"A" ANS symbols) | bits u8 | layout u8
+    b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"C" context ANS) | bits u8 | layout u8
     (0 tensor, 1 channel) | C u32 | [ceil(C/8) bytes: constant-channel mask, layout 1 only]
     | lo float32 x C | step float32 x C
-    | mode Z: one zstd frame of the symbols | mode A: T u16, T counts u32, then the ANS words (u32)
+    | Z/P: one zstd frame of the (packed) symbols | A: T u16, T counts u32, the ANS words (u32)
+    | C: see ctx_encode
 Raw mode (b"FQ" b"R" + the tensor's bytes) keeps integer/bool tensors, tensors holding NaN/inf and
-empty tensors exact. Decoding reads only what dtype x shape announce: every field is checked against
-them before anything is allocated, and nothing allocates more than a few times the tensor's size.
+empty tensors exact. Decoding reads only what dtype x shape announce: every field and table is checked
+against them before anything is allocated, and nothing allocates more than a few times the tensor's size.
 """
 
 from __future__ import annotations
@@ -45,24 +50,30 @@ from splitinfer.common.codecs import (
 )
 
 NAME = "fq"
-DEFAULT_BITS = 6
+DEFAULT_BITS = 4
 MIN_BITS, MAX_BITS = 2, 12
 ID_BASE = 3000
-OPT_FLAGS = {"t": 1, "c": 2, "k": 4}  # canonical order of the option letters
+OPT_FLAGS = {"t": 1, "c": 2, "k": 4, "x": 8}  # canonical order of the option letters
 HELP = (f"fq[:BITS[:OPTS]] (id 3FBB = 3000 + 100*flags + BITS; BITS {MIN_BITS}..{MAX_BITS}, default "
-        f"{DEFAULT_BITS}; OPTS t=per tensor (flag 1), c=clip search (2), k=keep constant channels (4); lossy)")
+        f"{DEFAULT_BITS}; OPTS t=per tensor (flag 1), c=clip search (2), k=keep constant channels (4), x=spatial context coder (8); lossy)")
 
 MIN_CHANNEL_VALUES = 64  # per channel only when each channel has this many values (side info <= 1 bit/value)
 ZSTD_LEVEL = 1
 ANS_MAX_BITS = 8  # ANS tables up to 256 entries
-ANS_GAIN = 0.97  # ANS replaces zstd when its exact size is below this fraction of zstd's
+ANS_GAIN = 0.9  # ANS (~100-150 MB/s decode) replaces zstd (GB/s) only when this much smaller
 HIST_BINS = 128  # histogram bins per channel for the clip search (8x that per tensor)
 LADDER = np.array([1.0, 0.85, 0.7, 0.58, 0.48, 0.4, 0.33, 0.27, 0.22, 0.18, 0.14, 0.11], np.float32)
 
+CTX_CLASSES = 8  # context classes of the checkerboard's second half (sum of the 4 neighbours)
+CTX_MAX_BITS = 6  # context tables up to 64 entries
+CTX_MIN_SYMBOLS = 4096
+
 _HEAD = struct.Struct("<2ssBBI")
 _MAGIC = b"FQ"
-MODE_RAW, MODE_ZSTD, MODE_ANS = b"R", b"Z", b"A"
+MODE_RAW, MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX = b"R", b"Z", b"P", b"A", b"C"
+PACK_MAX_BITS = 4  # 2, 3, 4 bits: 4, 2, 2 symbols per byte
 _TABLE = struct.Struct("<H")
+_CTX_HEAD = struct.Struct("<BBI")  # channel groups G, context classes, bytes of the zstd-packed tables
 
 
 class FqCodec(Codec):
@@ -75,6 +86,7 @@ class FqCodec(Codec):
         super().__init__(ID_BASE + 100 * flags + int(bits), {"bits": int(bits), "opts": opts})
         self.bits, self.opts = int(bits), opts
         self.per_tensor, self.clip, self.keep_const = "t" in opts, "c" in opts, "k" in opts
+        self.context = "x" in opts
         self._local = threading.local()
 
     @property
@@ -115,7 +127,10 @@ class FqCodec(Codec):
         step[(step <= 0) | ~np.isfinite(step)] = 0  # constant (or kept-constant) channels
         lo = np.where(const, cmin, lo).astype(np.float32)
         q = quantise(view, lo, step, const, levels)
-        body, mode = self._entropy_code(q)
+        grid = None  # (N, kept channels, H, W) where the spatial context coder applies
+        if view.shape[1] > 1 and x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] >= 2:
+            grid = (x.shape[0], int((~const).sum()), x.shape[2], x.shape[3])
+        body, mode = self._entropy_code(q, grid)
         head = _HEAD.pack(_MAGIC, mode, self.bits, 0 if view.shape[1] == 1 else 1, view.shape[1])
         parts = [head]
         if view.shape[1] > 1:
@@ -123,18 +138,32 @@ class FqCodec(Codec):
         parts += [lo.astype("<f4").tobytes(), step.astype("<f4").tobytes(), body]
         return b"".join(parts)
 
-    def _entropy_code(self, q: np.ndarray) -> tuple[bytes, bytes]:
-        z = self._zstd().c.compress(memoryview(q.view(np.uint8)))
+    def _entropy_code(self, q: np.ndarray, grid=None) -> tuple[bytes, bytes]:
+        """The smallest of: zstd (measured), ANS with one table, ANS with spatial contexts (estimated
+        from their tables' entropy first, then coded and measured)."""
+        z, zmode = self._zstd().c.compress(memoryview(q.view(np.uint8))), MODE_ZSTD
+        if self.bits <= PACK_MAX_BITS and q.size:
+            packed = self._zstd().c.compress(pack_symbols(q, self.bits))
+            if len(packed) < len(z):
+                z, zmode = packed, MODE_PACKED
         if self.bits > ANS_MAX_BITS or q.size == 0:
-            return z, MODE_ZSTD
+            return z, zmode
         counts = np.bincount(q, minlength=1).astype(np.uint32)
-        p = counts[counts > 0] / q.size
-        estimate = -(p * np.log2(p)).sum() * q.size / 8 + 4 * counts.size + 8
-        if estimate >= ANS_GAIN * len(z):
-            return z, MODE_ZSTD
-        words = ans_encode(q, counts)
-        ans = _TABLE.pack(counts.size) + counts.astype("<u4").tobytes() + words.astype("<u4").tobytes()
-        return (ans, MODE_ANS) if len(ans) < len(z) else (z, MODE_ZSTD)
+        # (estimated bytes, mode, bytes it must beat): ANS only when clearly smaller (it is slower);
+        # the context coder, asked for with `x`, whenever smaller
+        options = [(_entropy_bytes(counts) + 4 * counts.size + 8, MODE_ANS, ANS_GAIN * len(z))]
+        if self.context and grid is not None and self.bits <= CTX_MAX_BITS and q.size >= CTX_MIN_SYMBOLS:
+            plan = ctx_plan(q.reshape(grid), 1 << self.bits)
+            options.append((plan.estimate, MODE_CTX, len(z)))
+        estimate, mode, bar = min(options, key=lambda o: o[0] - o[2])
+        if estimate >= bar:
+            return z, zmode
+        if mode == MODE_CTX:
+            body = ctx_encode(plan, self._zstd().c)
+        else:
+            words = ans_encode(q, counts)
+            body = _TABLE.pack(counts.size) + counts.astype("<u4").tobytes() + words.astype("<u4").tobytes()
+        return (body, mode) if len(body) < len(z) else (z, zmode)
 
     # -- decode ------------------------------------------------------------------------------------
 
@@ -146,7 +175,7 @@ class FqCodec(Codec):
         if view.nbytes < _HEAD.size:
             raise CodecError(f"{NAME}: payload of {view.nbytes} bytes is shorter than its {_HEAD.size}-byte header")
         magic, mode, bits, layout, channels = _HEAD.unpack_from(view)
-        if magic != _MAGIC or mode not in (MODE_ZSTD, MODE_ANS):
+        if magic != _MAGIC or mode not in (MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX):
             raise CodecError(f"{NAME}: payload does not start with an fq header (got {bytes(view[:3])!r})")
         if not is_float(dt):
             raise CodecError(f"{NAME}: payload is quantised but the tensor's dtype is {dt}")
@@ -184,6 +213,17 @@ class FqCodec(Codec):
         body = view[pos:]
         if mode == MODE_ZSTD:
             q = self._zstd_symbols(body, n_sym, sym_dtype)
+        elif mode == MODE_PACKED:
+            if bits > PACK_MAX_BITS:
+                raise CodecError(f"{NAME}: packed mode with {bits} bits (packing is used up to {PACK_MAX_BITS})")
+            per = 8 // bits
+            q = unpack_symbols(self._zstd_symbols(body, -(-n_sym // per), np.dtype(np.uint8)), bits, n_sym)
+        elif mode == MODE_CTX:
+            if bits > CTX_MAX_BITS or layout != 1 or len(dims) != 4 or min(dims[2], dims[3]) < 2 or n_sym == 0:
+                raise CodecError(f"{NAME}: context mode does not apply to {bits} bits, layout {layout}, "
+                                 f"shape {list(dims)}")
+            grid = (dims[0], n_sym // (dims[0] * dims[2] * dims[3]), dims[2], dims[3])
+            q = ctx_decode(body, grid, 1 << bits, self._zstd().d)
         else:
             if bits > ANS_MAX_BITS:
                 raise CodecError(f"{NAME}: ANS mode with {bits} bits (ANS is used up to {ANS_MAX_BITS})")
@@ -310,6 +350,27 @@ def dequantise(q: np.ndarray, lo, step, const, dims, channels: int, levels: int)
     return out.reshape(dims)
 
 
+# -- packing: several symbols per byte, so zstd's Huffman stage codes pairs (or quads) of neighbours ----
+
+
+def pack_symbols(q: np.ndarray, bits: int) -> np.ndarray:
+    """8 // bits symbols per byte, first symbol in the high bits; the last byte padded with zeros."""
+    per = 8 // bits
+    pad = -q.size % per
+    qq = (np.concatenate([q, np.zeros(pad, q.dtype)]) if pad else q).astype(np.uint8, copy=False).reshape(-1, per)
+    out = qq[:, 0] << np.uint8(bits * (per - 1))
+    for j in range(1, per):
+        out |= qq[:, j] << np.uint8(bits * (per - 1 - j))
+    return out
+
+
+def unpack_symbols(packed: np.ndarray, bits: int, n_sym: int) -> np.ndarray:
+    per = 8 // bits
+    shifts = (bits * (per - 1 - np.arange(per))).astype(np.uint8)
+    q = (packed[:, None] >> shifts[None, :]) & np.uint8((1 << bits) - 1)
+    return q.reshape(-1)[:n_sym]
+
+
 # -- ANS (constriction) --------------------------------------------------------------------------------
 
 
@@ -354,6 +415,163 @@ def ans_symbols(body, n_sym: int) -> np.ndarray:
     return q.astype(np.uint8 if t <= 256 else np.uint16, copy=False)
 
 
+# -- ANS with spatial contexts ------------------------------------------------------------------------
+#
+# The symbols of each (batch, channel) plane are split like a checkerboard. Anchors ((h + w) even) are
+# coded first, one table per channel group (channels ranked by their mean symbol into G groups); the
+# other half is coded with one table per (group, context class), the class being the sum of the four
+# anchor neighbours (mirrored at the border), so the decoder knows every context before it needs it and
+# decodes whole streams at once. Body: G u8 | classes u8 | table bytes u32 | group id per channel u8
+# | zstd frame of the tables (G x (1 + classes) x levels counts, u32) | ANS words (u32).
+
+
+class _CtxPlan:
+    __slots__ = ("grid", "levels", "group", "order", "bounds", "streams", "tables", "estimate")
+
+
+def _anchor_mask(h: int, w: int) -> np.ndarray:
+    return ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2) == 0
+
+
+def _contexts(q4: np.ndarray, levels: int) -> np.ndarray:
+    """Context class of every position: the sum of its 4 neighbours (mirrored at the edges), scaled."""
+    p = np.pad(q4, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    total = p[:, :, :-2, 1:-1].astype(np.uint16)
+    total += p[:, :, 2:, 1:-1]
+    total += p[:, :, 1:-1, :-2]
+    total += p[:, :, 1:-1, 2:]
+    total *= CTX_CLASSES
+    total //= 4 * (levels - 1) + 1
+    return total.astype(np.uint8)
+
+
+def _group_bounds(group: np.ndarray, groups: int):
+    order = np.argsort(group, kind="stable")
+    return order, np.searchsorted(group[order], np.arange(groups + 1))
+
+
+def _entropy_bytes(counts: np.ndarray) -> float:
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum() * total / 8)
+
+
+def ctx_plan(q4: np.ndarray, levels: int) -> _CtxPlan:
+    """Streams and tables of the context coder for symbols shaped (N, C, H, W), with its size estimate."""
+    n, c, h, w = q4.shape
+    groups = int(max(1, min(8, c // 8, q4.size // 32768)))
+    means = q4.mean(axis=(0, 2, 3))
+    group = (np.argsort(np.argsort(means, kind="stable"), kind="stable") * groups // c).astype(np.uint8)
+    order, bounds = _group_bounds(group, groups)
+    qp = q4[:, order]
+    anchor = _anchor_mask(h, w)
+    ctx = _contexts(qp, levels)
+    tables = np.zeros((groups, 1 + CTX_CLASSES, levels), np.uint32)
+    streams = []
+    for g in range(groups):
+        a = qp[:, bounds[g]:bounds[g + 1]][..., anchor].reshape(-1)
+        tables[g, 0] = np.bincount(a, minlength=levels)
+        streams.append((a, g, 0))
+    for g in range(groups):
+        block = qp[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
+        cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
+        by_class = np.argsort(cx, kind="stable")
+        sizes = np.bincount(cx, minlength=CTX_CLASSES)
+        for k, part in enumerate(np.split(block[by_class], np.cumsum(sizes)[:-1])):
+            tables[g, 1 + k] = np.bincount(part, minlength=levels)
+            streams.append((part, g, 1 + k))
+    plan = _CtxPlan()
+    plan.grid, plan.levels, plan.group, plan.order, plan.bounds = q4.shape, levels, group, order, bounds
+    plan.streams, plan.tables = streams, tables
+    nonzero = int((tables > 0).sum())
+    plan.estimate = sum(_entropy_bytes(t) for t in tables.reshape(-1, levels)) + 2 * nonzero + c + 16
+    return plan
+
+
+def ctx_encode(plan: _CtxPlan, zstd_c) -> bytes:
+    import constriction
+
+    coder = constriction.stream.stack.AnsCoder()
+    for symbols, g, k in reversed(plan.streams):  # a stack: the last coded is the first decoded
+        if symbols.size:
+            coder.encode_reverse(symbols.astype(np.int32), _model(plan.tables[g, k]))
+    packed = zstd_c.compress(plan.tables.astype("<u4").tobytes())
+    head = _CTX_HEAD.pack(plan.tables.shape[0], CTX_CLASSES, len(packed))
+    return head + plan.group.tobytes() + packed + coder.get_compressed().astype("<u4").tobytes()
+
+
+def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np.ndarray:
+    """Flat symbols (in channel order) of a context-coded body, every table checked against the grid."""
+    import constriction
+    import zstandard
+
+    n, c, h, w = grid
+    view = memoryview(body)
+    if view.nbytes < _CTX_HEAD.size + c:
+        raise CodecError(f"{NAME}: context body of {view.nbytes} bytes ends inside its header")
+    groups, classes, packed_len = _CTX_HEAD.unpack_from(view)
+    if not 1 <= groups <= min(16, c) or classes != CTX_CLASSES:
+        raise CodecError(f"{NAME}: context body claims {groups} groups and {classes} classes")
+    pos = _CTX_HEAD.size
+    group = np.frombuffer(view, np.uint8, c, pos)
+    if int(group.max()) >= groups:
+        raise CodecError(f"{NAME}: channel group {int(group.max())} is beyond the {groups} groups")
+    pos += c
+    if view.nbytes < pos + packed_len:
+        raise CodecError(f"{NAME}: context body ends inside its tables")
+    need = groups * (1 + CTX_CLASSES) * levels * 4
+    packed = view[pos:pos + packed_len]
+    try:
+        size = zstandard.frame_content_size(packed)
+        if size != need:
+            raise CodecError(f"{NAME}: context tables hold {size} bytes, {groups} groups need {need}")
+        raw = zstd_d.decompress(packed, max_output_size=need, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"{NAME}: corrupt context tables ({exc})") from None
+    tables = np.frombuffer(raw, "<u4").reshape(groups, 1 + CTX_CLASSES, levels).astype(np.int64)
+    words = view[pos + packed_len:]
+    total = n * c * h * w
+    if words.nbytes % 4 or words.nbytes > 4 * total + 64 * groups * (1 + CTX_CLASSES):
+        raise CodecError(f"{NAME}: context ANS stream of {words.nbytes} bytes is not a plausible word stream")
+    order, bounds = _group_bounds(group, groups)
+    anchor = _anchor_mask(h, w)
+    n_anchor = int(anchor.sum())
+    qp = np.zeros((n, c, h, w), np.uint8)
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
+        for g in range(groups):
+            count = n * int(bounds[g + 1] - bounds[g]) * n_anchor
+            if int(tables[g, 0].sum()) != count:
+                raise CodecError(f"{NAME}: anchor table of group {g} counts {int(tables[g, 0].sum())} symbols, "
+                                 f"the group has {count}")
+            if count:
+                vals = coder.decode(_model(tables[g, 0]), count)
+                qp[:, bounds[g]:bounds[g + 1]][..., anchor] = vals.reshape(n, -1, n_anchor)
+        ctx = _contexts(qp, levels)
+        for g in range(groups):
+            cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
+            sizes = np.bincount(cx, minlength=CTX_CLASSES)
+            vals = np.empty(cx.size, np.uint8)
+            for k in range(CTX_CLASSES):
+                if int(tables[g, 1 + k].sum()) != sizes[k]:
+                    raise CodecError(f"{NAME}: context table ({g}, {k}) counts {int(tables[g, 1 + k].sum())} "
+                                     f"symbols, the decoded anchors give {int(sizes[k])}")
+                if sizes[k]:
+                    vals[cx == k] = coder.decode(_model(tables[g, 1 + k]), int(sizes[k]))
+            qp[:, bounds[g]:bounds[g + 1]][..., ~anchor] = vals.reshape(n, -1, h * w - n_anchor)
+        if not coder.is_empty():
+            raise CodecError(f"{NAME}: context ANS stream holds more than the announced symbols")
+    except CodecError:
+        raise
+    except Exception as exc:  # constriction refuses streams that do not decode
+        raise CodecError(f"{NAME}: corrupt context ANS stream ({type(exc).__name__}: {str(exc)[:100]})") from None
+    q4 = np.empty_like(qp)
+    q4[:, order] = qp
+    return q4.reshape(-1)
+
+
 # -- registry hooks ---------------------------------------------------------------------------------
 
 
@@ -369,7 +587,7 @@ def _bits(text: str) -> int:
 
 def from_id(number: int):
     rest = number - ID_BASE
-    if not 0 <= rest < 800:
+    if not 0 <= rest < 100 * (1 << len(OPT_FLAGS)):
         return None
     flags, bits = divmod(rest, 100)
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -383,6 +601,6 @@ def from_param(param):
     bits_text, _, opts = param.partition(":")
     bad = set(opts) - set(OPT_FLAGS)
     if bad or len(set(opts)) != len(opts):
-        raise UserError(f"fq options {opts!r}: use the letters t (per tensor), c (clip search), k (keep constant), "
+        raise UserError(f"fq options {opts!r}: use the letters t (per tensor), c (clip search), k (keep constant), x (context coder), "
                         "each at most once")
     return FqCodec(_bits(bits_text) if bits_text else DEFAULT_BITS, opts)

@@ -27,9 +27,9 @@ def leaky(shape=(1, 32, 24, 24), seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("spec, cid, canonical", [
-    ("fq", 3006, "fq:6"), ("fq:6", 3006, "fq:6"), ("fq:4", 3004, "fq:4"), ("fq:12", 3012, "fq:12"),
+    ("fq", 3004, "fq:4"), ("fq:6", 3006, "fq:6"), ("fq:4", 3004, "fq:4"), ("fq:12", 3012, "fq:12"),
     ("fq:6:t", 3106, "fq:6:t"), ("fq:5:c", 3205, "fq:5:c"), ("fq:3:k", 3403, "fq:3:k"),
-    ("fq:8:kct", 3708, "fq:8:tck"), (3106, 3106, "fq:6:t"), ("3002", 3002, "fq:2"),
+    ("fq:8:kct", 3708, "fq:8:tck"), ("fq:4:x", 3804, "fq:4:x"), ("fq:5:xtkc", 4505, "fq:5:tckx"), (3106, 3106, "fq:6:t"), ("3002", 3002, "fq:2"),
 ])
 def test_specs_and_ids(spec, cid, canonical):
     c = get_codec(spec)
@@ -37,7 +37,7 @@ def test_specs_and_ids(spec, cid, canonical):
     assert get_codec(c.spec) == c and get_codec(c.codec_id) == c
 
 
-@pytest.mark.parametrize("spec", ["fq:1", "fq:13", "fq:x", "fq:6:z", "fq:6:tt", 3001, 3013, 3806, 2999])
+@pytest.mark.parametrize("spec", ["fq:1", "fq:13", "fq:x", "fq:6:z", "fq:6:tt", 3001, 3013, 4606, 2999])
 def test_bad_specs(spec):
     with pytest.raises(UserError):
         get_codec(spec)
@@ -179,6 +179,41 @@ def test_both_entropy_modes_appear_and_decode():
     assert modes == {fq.MODE_ANS, fq.MODE_ZSTD}
 
 
+@pytest.mark.parametrize("spec, mode", [("fq:2", fq.MODE_PACKED), ("fq:3", fq.MODE_PACKED), ("fq:4", fq.MODE_PACKED),
+                                        ("fq:3:x", fq.MODE_CTX), ("fq:4:x", fq.MODE_CTX), ("fq:6:x", fq.MODE_CTX)])
+def test_packed_and_context_modes(spec, mode):
+    """Smooth activations: packed symbols (pairs/quads of neighbours through zstd's Huffman stage) beat
+    one byte per symbol; the spatial context coder beats both; every mode decodes to the same values."""
+    x = _smooth()
+    c = get_codec(spec)
+    p = c.encode(x)
+    assert p[2:3] == mode
+    y = c.decode(p, x.dtype, x.shape)
+    same_values = get_codec(spec.replace(":x", "")).decode(get_codec(spec.replace(":x", "")).encode(x), x.dtype, x.shape)
+    assert np.array_equal(y, same_values)
+    if mode == fq.MODE_CTX:
+        assert len(p) < 0.97 * len(get_codec(spec.replace(":x", "")).encode(x))
+
+
+def _smooth(shape=(1, 24, 32, 32), seed: int = 4) -> np.ndarray:
+    """Spatially correlated activations (a blurred LeakyReLU field)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for axis in (2, 3):
+        x = (x + np.roll(x, 1, axis) + np.roll(x, -1, axis)) / 3
+    return np.where(x > 0, x, 0.1 * x).astype(np.float32)
+
+
+def test_packing_round_trips_every_length():
+    rng = np.random.default_rng(2)
+    for bits in (2, 3, 4):
+        for n in (1, 2, 3, 5, 8, 1001):
+            q = rng.integers(0, 1 << bits, n).astype(np.uint8)
+            packed = fq.pack_symbols(q, bits)
+            assert packed.size == -(-n // (8 // bits))
+            assert np.array_equal(fq.unpack_symbols(packed, bits, n), q)
+
+
 # -- hostile payloads --------------------------------------------------------------------------------------
 
 
@@ -201,6 +236,8 @@ def _body_at(p: bytes, channels: int) -> int:
 
 
 def hostile_payloads():
+    import zstandard
+
     x = leaky((1, 8, 32, 32))
     good = get_codec("fq:6").encode(x)
     ans, xa = _ans_payload()
@@ -214,10 +251,40 @@ def hostile_payloads():
     nan_lo[_body_at(good, 8) - 8 * 8: _body_at(good, 8) - 8 * 8 + 4] = np.float32(np.nan).tobytes()
     neg_step = bytearray(good)
     neg_step[_body_at(good, 8) - 4 * 8: _body_at(good, 8) - 4 * 8 + 4] = np.float32(-1).tobytes()
-    import zstandard
-
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))  # 64 MB of symbols in a few kB
+    sm = _smooth()
+    ctx = get_codec("fq:4:x").encode(sm)
+    assert ctx[2:3] == fq.MODE_CTX
+    cb = _body_at(ctx, sm.shape[1])
+    groups, classes, packed_len = fq._CTX_HEAD.unpack_from(ctx, cb)
+    gpos = cb + fq._CTX_HEAD.size
+    tpos = gpos + sm.shape[1]
+    tables = np.frombuffer(zstandard.ZstdDecompressor().decompress(ctx[tpos:tpos + packed_len]), "<u4").copy()
+    moved = tables.copy().reshape(groups, 1 + classes, -1)
+    moved[0, 1, 0] += 5  # a context table counting more symbols than the anchors give
+    repack = lambda t: zstandard.ZstdCompressor().compress(t.astype("<u4").tobytes())  # noqa: E731
+
+    def with_tables(t):
+        z = repack(t)
+        return ctx[:cb] + fq._CTX_HEAD.pack(groups, classes, len(z)) + ctx[gpos:tpos] + z + ctx[tpos + packed_len:]
+
+    packed = get_codec("fq:4").encode(x)
+    assert packed[2:3] == fq.MODE_PACKED
+    cases_ctx = {
+        "ctx groups 0": ctx[:cb] + fq._CTX_HEAD.pack(0, classes, packed_len) + ctx[gpos:],
+        "ctx classes 3": ctx[:cb] + fq._CTX_HEAD.pack(groups, 3, packed_len) + ctx[gpos:],
+        "ctx group id beyond": ctx[:gpos] + bytes([200]) + ctx[gpos + 1:],
+        "ctx tables longer": with_tables(np.concatenate([tables, tables[:16]])),
+        "ctx table counts more": with_tables(moved.reshape(-1)),
+        "ctx table length lies": ctx[:cb] + fq._CTX_HEAD.pack(groups, classes, 10**9) + ctx[gpos:],
+        "ctx words garbage": ctx[:tpos + packed_len] + rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+        "ctx words cut": ctx[:-8],
+        "ctx mode per tensor": _header(ctx, layout=0, channels=1),
+    }
     cases = {
+        "packed with 6 bits": (_header(packed, bits=6), x),
+        "packed frame of another size": (packed[:_body_at(packed, 8)] + zstandard.ZstdCompressor().compress(b"\1" * 999), x),
+        **{k: (v, sm) for k, v in cases_ctx.items()},
         "truncated header": (good[:5], x),
         "truncated side info": (good[:_body_at(good, 8) - 3], x),
         "truncated symbols": (good[:-10], x),
@@ -273,10 +340,12 @@ def test_announced_shape_and_dtype_are_checked():
 
 def test_random_flips_never_crash():
     x = leaky((1, 8, 32, 32))
-    payloads = [get_codec("fq:6").encode(x), _ans_payload()[0]]
+    payloads = [(get_codec("fq:6").encode(x), x), (_ans_payload()[0], x), (get_codec("fq:3").encode(_smooth()), _smooth()),
+                (get_codec("fq:4:x").encode(_smooth()), _smooth())]
+    assert payloads[2][0][2:3] == fq.MODE_PACKED and payloads[3][0][2:3] == fq.MODE_CTX
     rng = np.random.default_rng(11)
     c = get_codec("fq:6")
-    for p in payloads:
+    for p, x in payloads:
         for _ in range(150):
             b = bytearray(p)
             for _ in range(int(rng.integers(1, 4))):
