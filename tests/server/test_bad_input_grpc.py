@@ -106,11 +106,11 @@ def _corrupt_nnc(f):
     deepCABAC decoder itself (in its helper process) meets the damage."""
     tensors = f.tensors(NNC)
     payload = bytes(tensors[0].payload)
-    assert payload[:4] == b"NNCN"
+    assert payload[:3] == b"NNC" and payload[3:4] in (b"N", b"P")  # one bitstream, or blocks of bitstreams
     body = bytearray(payload[8:])
     mid = len(body) // 3
     body[mid:mid + 256] = bytes(range(256))
-    return _replace(tensors, 0, payload=struct.pack("<3scI", b"NNC", b"N", zlib.crc32(bytes(body))) + bytes(body))
+    return _replace(tensors, 0, payload=struct.pack("<3scI", b"NNC", payload[3:4], zlib.crc32(bytes(body))) + bytes(body))
 
 
 def _chunk_edit(parts, k, **fields):
@@ -164,8 +164,9 @@ def _cases(f):
         "stream-ends-mid-frame": lambda: (IA, "stream ended with frame 1 incomplete", [setup, *many()[:-1]]),
         "frame-id-repeated": lambda: (IA, "frame ids must increase", [setup, *good(), *good()]),
         "message-over-the-limit": lambda: (RE, "larger than max", [setup, *f.messages(1, NONE, max_message_bytes=8 << 20)]),
+        # 64 MiB: over what split 60 can need (~4.4 MB), far under the server's own 1 GiB frame limit
         "frame-over-the-sessions-limit": lambda: (RE, "frame limit", [setup, *_header_edit(
-            many(), lambda ts: setattr(ts[0], "encoded_length", 1 << 30))]),
+            many(), lambda ts: setattr(ts[0], "encoded_length", 64 << 20))]),
         "unknown-model": lambda: (NF, "no model 'nope'", [setup_msg(60, model_id="nope")]),
         "model-id-is-a-path": lambda: (NF, "no model '../nanodet'", [setup_msg(60, model_id="../nanodet")]),
         "unknown-split-rank": lambda: (IA, "out of range", [setup_msg(10**6)]),
