@@ -130,6 +130,7 @@ class StudyResult:
     anchor_family: str
     bd: list[BdRate]
     seconds: float
+    command: str = ""  # the command line that made it, for the report
 
     def families(self) -> list[str]:
         return list(dict.fromkeys(codec_family(c) for c in self.sweep.codecs))
@@ -394,7 +395,10 @@ def summary_lines(result: StudyResult) -> list[str]:
 
 def write_study_report(result: StudyResult, out_dir, plots: list[tuple[str, str]]) -> Path:
     head, body = table_rows(result)
-    md = ["# Rate-accuracy study", ""] + [f"- {line}" for line in summary_lines(result)] + [""]
+    md = ["# Rate-accuracy study", ""]
+    if result.command:
+        md += ["Made by:", "", "```bash", result.command, "```", ""]
+    md += [f"- {line}" for line in summary_lines(result)] + [""]
     md += ["## Bjontegaard delta rate", "",
            f"Negative: the family needs fewer bits per element than {result.anchor_family} for the same quality "
            f"(mean over the quality range both cover; curves reduced to their upper envelope; `bjontegaard` "

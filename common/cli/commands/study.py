@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    import shlex
+    import sys
+
     from splitinfer.common.assets import IMAGES_DIR
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.studies.ratestudy import (StudyConfig, default_ladders, print_study, run_study,
@@ -70,6 +73,8 @@ def run(args) -> int:
                       ray_address=args.ray_address, batch_size=args.batch_size, max_images=args.max_images,
                       anchor_family=args.anchor_family, quality=args.quality, resume=not args.fresh)
     result = run_study(cfg, progress=not args.quiet)
+    result.command = "splitinfer study " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == NAME else ""
     paths = write_study_outputs(result, args.out_dir, plots=not args.no_plots)
     print_study(result)
     for line in summary_lines(result):
