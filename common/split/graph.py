@@ -131,8 +131,6 @@ class SplitGraph:
             self._types = resolve_types(self.model, self.nodes, self.inputs, list(self.crossings.interval))
         return self._types
 
-    _type_map = type_map  # earlier name, kept for callers
-
     def tensor_info(self, name: str) -> TensorInfo:
         return info_from_type(name, self.type_map().get(name))
 

@@ -782,7 +782,7 @@ def summary_lines(analysis: Analysis, top: int = 5) -> list[str]:
         + "".join(f", {lab}bit/s {_fmt_s(anchor.transfer_s[lab])}" for lab in analysis.bandwidths),
         f"  static size unknown at {n_unknown} ranks; static == measured at {len(checked) - len(disagree)} of "
         f"{len(checked)} fully known ranks" + (f"; DISAGREE at {len(disagree)}" if disagree else ""),
-        f"  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in analysis.seconds.items())
+        "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in analysis.seconds.items())
         + f" ({analysis.measure_runs} inference run{'s' if analysis.measure_runs != 1 else ''})",
     ]
     key = sorted((r for r in interior if r.sent_bytes is not None), key=lambda r: (r.sent_bytes, r.rank))
