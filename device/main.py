@@ -202,9 +202,9 @@ def check_options(args) -> None:
 
 
 def progress_bar(total):
-    from tqdm import tqdm
+    from splitinfer.common.core.progress import bar
 
-    return tqdm(total=total, unit="frame", desc="device", disable=None)
+    return bar(total=total, unit="frame", desc="device")
 
 
 # ----------------------------------------------------------------------------------------------

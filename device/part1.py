@@ -117,7 +117,8 @@ class Part1:
                  part2_path=None):
         from splitinfer.common.core.onnx_io import load_model
         from splitinfer.common.core.runtime import make_session
-        from splitinfer.common.split.graph import SplitGraph, file_sha256
+        from splitinfer.common.core.files import file_sha256
+        from splitinfer.common.split.graph import SplitGraph
 
         self.model_path = Path(model_path)
         self.model = load_model(self.model_path)

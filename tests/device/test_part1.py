@@ -7,7 +7,8 @@ import pytest
 from splitinfer.common.assets import default_model_path
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.core.onnx_io import load_model
-from splitinfer.common.split.graph import SplitGraph, file_sha256, split_model
+from splitinfer.common.core.files import file_sha256
+from splitinfer.common.split.graph import SplitGraph, split_model
 from splitinfer.device.part1 import parse_split, plan_split, rank_of_part
 
 
