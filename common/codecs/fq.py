@@ -126,7 +126,7 @@ class FqCodec(Codec):
             step = np.where(short, np.nextafter(step, np.float32(np.inf)), step).astype(np.float32)
         step[(step <= 0) | ~np.isfinite(step)] = 0  # constant (or kept-constant) channels
         lo = np.where(const, cmin, lo).astype(np.float32)
-        q = quantise(view, lo, step, const, levels)
+        q = quantise(view, lo, step, const, levels, clipped=self.clip)
         grid = None  # (N, kept channels, H, W) where the spatial context coder applies
         if view.shape[1] > 1 and x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] >= 2:
             grid = (x.shape[0], int((~const).sum()), x.shape[2], x.shape[3])
@@ -141,11 +141,10 @@ class FqCodec(Codec):
     def _entropy_code(self, q: np.ndarray, grid=None) -> tuple[bytes, bytes]:
         """The smallest of: zstd (measured), ANS with one table, ANS with spatial contexts (estimated
         from their tables' entropy first, then coded and measured)."""
-        z, zmode = self._zstd().c.compress(memoryview(q.view(np.uint8))), MODE_ZSTD
-        if self.bits <= PACK_MAX_BITS and q.size:
-            packed = self._zstd().c.compress(pack_symbols(q, self.bits))
-            if len(packed) < len(z):
-                z, zmode = packed, MODE_PACKED
+        if self.bits <= PACK_MAX_BITS and q.size:  # packed pairs/quads: smaller than one symbol a byte
+            z, zmode = self._zstd().c.compress(pack_symbols(q, self.bits)), MODE_PACKED
+        else:
+            z, zmode = self._zstd().c.compress(memoryview(q.view(np.uint8))), MODE_ZSTD
         if self.bits > ANS_MAX_BITS or q.size == 0:
             return z, zmode
         counts = np.bincount(q, minlength=1).astype(np.uint32)
@@ -311,20 +310,23 @@ def clip_range(view: np.ndarray, cmin: np.ndarray, cmax: np.ndarray, levels: int
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
-def quantise(view: np.ndarray, lo, step, const, levels: int) -> np.ndarray:
-    """Symbols of the non-constant channels, flat in (channel, batch, space) order... in view order."""
+def quantise(view: np.ndarray, lo, step, const, levels: int, clipped: bool = True) -> np.ndarray:
+    """Symbols of the non-constant channels, flat in view order. `clipped=False` when [lo, hi] holds
+    every value (min/max): then rounding alone keeps symbols in 0..levels-1 and the clip pass is skipped."""
     keep = ~const
     v = view if keep.all() else view[:, keep]
     lo_k, step_k = lo[keep][None, :, None], step[keep][None, :, None]
     inv = np.where(step_k > 0, 1 / np.where(step_k > 0, step_k, 1), 0).astype(np.float32)
     t = v - lo_k
     t *= inv
-    np.clip(t, 0, levels - 1, out=t)
+    if clipped:
+        np.clip(t, 0, levels - 1, out=t)
     np.rint(t, out=t)
     return t.astype(np.uint8 if levels <= 256 else np.uint16).reshape(-1)
 
 
 def dequantise(q: np.ndarray, lo, step, const, dims, channels: int, levels: int) -> np.ndarray:
+    """lo + q * step per channel, written straight into the output (2 passes; a table lookup per tensor)."""
     n = numel(dims)
     out = np.empty(n, np.float32)
     if channels == 1:
@@ -337,14 +339,14 @@ def dequantise(q: np.ndarray, lo, step, const, dims, channels: int, levels: int)
     nb = dims[0]
     view = out.reshape(nb, channels, -1)
     keep = ~const
-    if keep.any():
-        vals = q.reshape(nb, int(keep.sum()), -1).astype(np.float32)
-        vals *= step[keep][None, :, None]
+    if keep.all():
+        sym = q.reshape(nb, channels, -1)
+        np.multiply(sym, step[None, :, None], out=view)
+        view += lo[None, :, None]
+    elif keep.any():
+        vals = q.reshape(nb, int(keep.sum()), -1) * step[keep][None, :, None]
         vals += lo[keep][None, :, None]
-        if keep.all():
-            view[...] = vals
-        else:
-            view[:, keep] = vals
+        view[:, keep] = vals
     if const.any():
         view[:, const] = lo[const][None, :, None]
     return out.reshape(dims)
@@ -366,9 +368,21 @@ def pack_symbols(q: np.ndarray, bits: int) -> np.ndarray:
 
 def unpack_symbols(packed: np.ndarray, bits: int, n_sym: int) -> np.ndarray:
     per = 8 // bits
-    shifts = (bits * (per - 1 - np.arange(per))).astype(np.uint8)
-    q = (packed[:, None] >> shifts[None, :]) & np.uint8((1 << bits) - 1)
-    return q.reshape(-1)[:n_sym]
+    return _unpack_table(bits)[packed].reshape(-1)[:n_sym]
+
+
+_UNPACK: dict[int, np.ndarray] = {}
+
+
+def _unpack_table(bits: int) -> np.ndarray:
+    """byte -> its 8 // bits symbols (a 256-row lookup table, one gather per byte)."""
+    table = _UNPACK.get(bits)
+    if table is None:
+        per = 8 // bits
+        shifts = (bits * (per - 1 - np.arange(per))).astype(np.uint8)
+        table = (np.arange(256, dtype=np.uint8)[:, None] >> shifts[None, :]) & np.uint8((1 << bits) - 1)
+        _UNPACK[bits] = table
+    return table
 
 
 # -- ANS (constriction) --------------------------------------------------------------------------------
