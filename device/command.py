@@ -45,8 +45,10 @@ def add_arguments(p):
     g.add_argument("-encode_algo", "--codec", dest="codec", default="none",
                    help="codec: none, float16, zstd, nnc:QP or a numeric id (0, 1, 838 = NNC QP -38)")
     g.add_argument("-PU_partI", dest="pu_part1", type=str.lower, choices=("cpu", "gpu"), default="cpu",
+                   metavar="{CPU,GPU}",
                    help="processing unit of Part I on the UE (CPU or GPU, any case)")
     g.add_argument("-PU_partII", dest="pu_part2", type=str.lower, choices=("cpu", "gpu"), default=None,
+                   metavar="{CPU,GPU}",
                    help="required processing unit of Part II (checked against what the server reports)")
     g.add_argument("--labels_coco", dest="labels_coco", default=None,
                    help="coco_labels.csv (id,name) naming classes in the predictions")
