@@ -60,3 +60,26 @@ def test_each_process_has_its_own_registry():
     assert value(fa, "splitinfer_part1_seconds", "splitinfer_part1_seconds_count", **lab) == 1
     assert not [s for s in fb["splitinfer_part1_seconds"].samples]
     assert value(fb, "splitinfer_process_info", "splitinfer_process_info", role="server") == 1
+
+
+def test_label_sets_are_bounded_past_the_limit_into_other():
+    """A client naming a new (split, codec) per session cannot grow the page without bound."""
+    m = Metrics("server", max_label_sets=8)
+    port = m.serve(0, "127.0.0.1")
+    try:
+        for split in range(200):
+            lab = labels_for("nanodet", split, f"zstd:{1 + split % 22}")
+            m.open_session(lab)
+            m.observe(lab, decode=0.001)
+            m.count_frame(lab, 10, 5)
+            m.count_error("INVALID_ARGUMENT", lab)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        m.close()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    frames = {(s.labels["split"], s.labels["codec"]): s.value for s in fams["splitinfer_frames"].samples
+              if s.name == "splitinfer_frames_total"}
+    assert len(frames) == 9  # 8 label sets, then one "other"
+    assert frames[("other", "other")] == 192 and frames[("0", "zstd:1")] == 1
+    assert len(text) < 400_000, len(text)  # 200 label sets would make ~5 MB

@@ -343,3 +343,25 @@ def test_tls_server_name_when_the_certificate_names_another_host(tmp_path):
         assert r.returncode == 2 and "TLS handshake failed" in r.stderr.strip().splitlines()[-1], r.stderr[-1500:]
     finally:
         assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("sent,admitted", [
+    (f"Bearer {TOKEN}", True), (f"Bearer {TOKEN}x", False), (f"Bearer {TOKEN}{TOKEN}", False),
+    (f"Bearer {TOKEN[:-1]}", False), ("Bearer ", False), ("", False), (TOKEN, False), (f"bearer {TOKEN}", False),
+    (f"Bearer {TOKEN}\x00", False),
+])
+def test_the_token_is_compared_whole(sent, admitted):
+    """Not a prefix, not a longer string that starts with it: only the exact `Bearer <token>` passes."""
+    from collections import namedtuple
+
+    from splitinfer.common.transport.security import token_interceptor
+
+    Details = namedtuple("Details", "method invocation_metadata")
+    handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"")
+    refusals = []
+    interceptor = token_interceptor(TOKEN, on_refuse=lambda: refusals.append(1))
+    metadata = (("authorization", sent),) if sent else ()
+    got = interceptor.intercept_service(lambda d: handler, Details("/splitinfer.v1.SplitInference/Infer", metadata))
+    assert (got is handler) == admitted and len(refusals) == (0 if admitted else 1)
+    health = interceptor.intercept_service(lambda d: handler, Details("/grpc.health.v1.Health/Check", metadata))
+    assert health is handler  # health checks never need the token

@@ -184,6 +184,43 @@ def test_chunk_problems_are_named(chunks, problem):
         assemble([msg])
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_every_chunk_there_but_fewer_bytes_than_announced_is_refused(chunked):
+    """The final byte count check: all chunks arrive in order, together shorter than encoded_length."""
+    chunks = [pb.TensorChunk(tensor=0, index=0, data=b"ab")] + (
+        [pb.TensorChunk(tensor=0, index=1, data=b"c")] if chunked else [])
+    msg = _frame(chunks + [pb.TensorChunk(tensor=1, index=0, data=b"xy")],
+                 [_header("a", 4, 2 if chunked else 1), _header("b", 2, 1)])
+    with pytest.raises(wire.WireError, match=f"tensor 0 \\('a'\\) has {3 if chunked else 2} bytes, encoded_length says 4"):
+        assemble([msg])
+
+
+def test_a_refused_header_allocates_nothing_and_discard_drops_a_half_frame():
+    seen = []
+
+    def refuse(fp):
+        seen.append(fp.frame_id)
+        raise wire.TooLarge("no")
+
+    asm = wire.FrameAssembler(check_header=refuse)
+    with pytest.raises(wire.TooLarge):
+        asm.add(wire.parse_stream_request(_frame([pb.TensorChunk(data=b"ab")], [_header("a", 2, 1)]))[1])
+    assert seen == [1] and asm.incomplete is None
+    asm = wire.FrameAssembler()
+    asm.add(wire.parse_stream_request(_frame([pb.TensorChunk(data=b"ab")], [_header("a", 4, 2)], part_count=2))[1])
+    assert asm.incomplete is not None
+    asm.discard()
+    assert asm.incomplete is None
+
+
+def test_large_reassembly_buffers_are_their_own_mappings():
+    import mmap
+
+    big = wire.reassembly_buffer(wire.MMAP_BUFFER_BYTES)
+    assert isinstance(big.base.obj, mmap.mmap) and big.flags.writeable and big.nbytes == wire.MMAP_BUFFER_BYTES
+    assert wire.reassembly_buffer(100).base is None  # small ones come from the heap
+
+
 @pytest.mark.parametrize("header, problem", [
     (_header("a", 2, 1, dtype="object"), "dtype"),
     (_header("", 2, 1), "empty name"),
