@@ -19,13 +19,15 @@ import time
 from pathlib import Path
 
 
-def naive_sweep(model_path, family, ranks, codecs, items, score_threshold):
-    """Rows the naive way; returns (stored rows in the sweep's format, seconds per phase)."""
+def naive_sweep(model_path, family, ranks, codecs, items, score_threshold, reference):
+    """Rows the naive way; returns (stored rows in the sweep's format, seconds per phase). `reference`:
+    the whole model's outputs per image (for the fidelity sums every row carries)."""
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.split.graph import SplitGraph, consolidate
     from splitinfer.common.core.onnx_io import load_model
     from splitinfer.common.core.runtime import make_session
     from splitinfer.common.studies.sweep import read_frames
+    from splitinfer.common.studies.sweep.fidelity import frame_stats
 
     phases = dict.fromkeys(("split", "sessions", "read+preprocess", "part1", "encode", "decode", "part2",
                             "postprocess"), 0.0)
@@ -67,6 +69,8 @@ def naive_sweep(model_path, family, ranks, codecs, items, score_threshold):
                                 ("part2", t4, t5), ("postprocess", t5, t6)):
                     phases[k] += b - a
                 recs[name] = {"raw": sum(a.nbytes for a in out1.values()), "enc": sum(map(len, payloads.values())),
+                              "elems": sum(a.size for a in out1.values()),
+                              "fid": frame_stats(reference[name], outputs),
                               "encode_s": t3 - t2, "decode_s": t4 - t3, "part2_s": t5 - t4, "max_abs_err": 0.0,
                               "dets": [[d.label, d.x1, d.y1, d.x2, d.y2, d.score] for d in dets]}
             stored[(r, codec.spec)] = {"images": recs}
@@ -118,16 +122,18 @@ def main(argv=None) -> int:
     assert resumed.stats["rows_computed"] == 0
 
     t = time.perf_counter()
-    stored, phases = naive_sweep(model_path, family, ranks, [c.spec for c in codecs], items, DEFAULT_SCORE_THRESHOLD)
     # the naive way's anchor: the whole model run from each image (same as the fast path's anchor)
     from splitinfer.common.core.runtime import make_session
     from splitinfer.common.studies.sweep import read_frames
 
     sess = make_session(model_path, device="cpu")
-    anchor = {}
+    anchor, reference = {}, {}
     for name, _, image in read_frames(items):
         feeds, meta = family.preprocess(image)
-        anchor[name] = family.postprocess(dict(zip(sess.output_names, sess.run(feeds))), meta, DEFAULT_SCORE_THRESHOLD)
+        reference[name] = dict(zip(sess.output_names, sess.run(feeds)))
+        anchor[name] = family.postprocess(reference[name], meta, DEFAULT_SCORE_THRESHOLD)
+    stored, phases = naive_sweep(model_path, family, ranks, [c.spec for c in codecs], items, DEFAULT_SCORE_THRESHOLD,
+                                 reference)
     plans = {r: graph.plan(rank=r) for r in ranks}
     naive_rows = evaluate_rows(ranks, codecs, graph, plans, stored, set(stored), anchor, None,
                                 DEFAULT_ANCHOR_THRESHOLD, False)
