@@ -149,7 +149,7 @@ def infer_static_types(model: onnx.ModelProto, nodes, input_shapes: dict, progre
 
     iterator = nodes
     if progress:
-        from tqdm import tqdm
+        from splitinfer.common.core.progress import bar as tqdm
 
         iterator = tqdm(nodes, desc="static shapes", unit="node", leave=False)
     for node in iterator:
@@ -423,7 +423,7 @@ def measure_tensors(model: onnx.ModelProto, names: list[str], feeds: dict, devic
                  if k in inputs}
     iterator = chunks
     if progress and len(chunks) > 1:
-        from tqdm import tqdm
+        from splitinfer.common.core.progress import bar as tqdm
 
         iterator = tqdm(chunks, desc="measuring", unit="run", leave=False)
     for chunk in iterator:

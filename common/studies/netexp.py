@@ -266,7 +266,7 @@ def run_experiment(rates_bps, splits, *, models=None, model_id: str = "nanodet",
     """For each rate (tbf on the uplink) and split: the UE's measured transfer time vs bytes x 8 / rate."""
     from pathlib import Path
 
-    from tqdm import tqdm
+    from splitinfer.common.core.progress import bar as tqdm
 
     from splitinfer.common.assets import MODELS_DIR, bundled_images
 

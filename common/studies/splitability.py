@@ -128,7 +128,7 @@ def assess(path, samples: int = 4, image=None, progress: bool = False) -> Splita
     notes, loaded = [], 0
     iterator = ranks
     if progress:
-        from tqdm import tqdm
+        from splitinfer.common.core.progress import bar as tqdm
 
         iterator = tqdm(ranks, desc=f"verify {label}", unit="rank", leave=False)
     for r in iterator:

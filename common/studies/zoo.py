@@ -152,7 +152,7 @@ def ensure(names=None, folder: str | Path | None = None, progress: bool = False)
     names = list(names) if names else list(ALL)
     iterator = names
     if progress:
-        from tqdm import tqdm
+        from splitinfer.common.core.progress import bar as tqdm
 
         iterator = tqdm(names, desc="zoo models", unit="model", leave=False)
     return [model_path(n, folder) for n in iterator]
