@@ -1,4 +1,4 @@
-"""`fq[:BITS[:OPTS]]` (id 3FBB): fast lossy feature codec, uniform quantisation + a real entropy coder.
+"""`fq[:BITS[:OPTS]]` (id 30000 + 1000 * flags + 10 * BITS): fast lossy feature codec, uniform quantisation + a real entropy coder.
 
 Why: NNC compresses activations well but at 4-17 MB/s; a per-channel uniform quantiser followed by an
 entropy coder fitted to each tensor gets within reach of its ratio at hundreds of MB/s (numpy passes,
@@ -7,27 +7,28 @@ zstd's Huffman stage, constriction's ANS), or closer to it with a spatial contex
 Terms:
 - *layout*: per channel (axis 1 of a tensor of 3+ dims: one [lo, step] per channel, over batch and
   space; used when every channel has at least 64 values) or per tensor (one [lo, step]; option `t`).
-- *range* [lo, hi]: levels = 2**BITS, step = (hi - lo) / (levels - 1), symbol q = round((clip(x) - lo)
+- *range* [lo, hi]: levels = round(2**BITS), step = (hi - lo) / (levels - 1), q = round((clip(x) - lo)
   / step), value back = lo + q * step, so inside the range the error is at most step/2. Default: the
   channel's [min, max] (nothing clipped). Option `c`: the range minimising the estimated MSE (granular
   step**2/12 plus the clipping error, read off a per-channel histogram of every value) over a ladder of
   shrunken ranges. Measured on NanoDet (see bench/bench_codecs.py): clipping lowers the MSE but costs
   relative mAP and bits (a finer step over the bulk), so min/max is the default.
 - *constant channel*: all its values equal; sent as its value alone (no symbols) unless `k` is given.
-- *entropy mode* (one byte): symbols (uint8 for BITS <= 8, else uint16) coded with zstd level 1
-  (Huffman literals plus matches, GB/s), or for BITS <= 4 packed 8 // BITS to a byte first so that
+- *entropy mode* (one byte): symbols (uint8 up to 256 levels, else uint16) coded with zstd level 1
+  (Huffman literals plus matches, GB/s), or up to 16 levels packed 2 or 4 to a byte first so that
   zstd's Huffman stage codes pairs (quads) of neighbours jointly (measured: 10% below the order-0
   entropy at 4 bits, 2+ GB/s both ways), or with constriction's ANS under one categorical
-  model fitted to the tensor (its table is side information), or -- option `x`, 4-D tensors, BITS <= 6
-  -- with ANS under spatial contexts (see `ctx_plan`: ~20% fewer bits, ~40 MB/s). The encoder keeps
+  model fitted to the tensor (its table is side information), or -- option `x`, 4-D tensors, up to 64
+  levels -- with ANS under spatial contexts (see `ctx_plan`: ~20% fewer bits, ~40 MB/s). The encoder keeps
   the smallest (ANS only when it is ANS_GAIN smaller than the best zstd mode: it decodes at ~100-150
   MB/s), estimated from the tables' entropy, then measured.
 
-Spec: BITS in 2..12 (default 4); OPTS letters t, c, k, x in any order. Numeric id = 3000 + 100 * flags
-+ BITS with flags t=1, c=2, k=4, x=8: `fq:4` = 3004, `fq:6:t` = 3106, `fq:4:x` = 3804.
+Spec: BITS in 2..12 with at most one decimal (default 4; `fq:3.5` = 11 levels); OPTS letters t, c, k, x in
+any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=4, x=8: `fq:4` = 30040,
+`fq:6:t` = 31060, `fq:3.5:x` = 38035.
 
 Payload (little-endian), every byte of side information included:
-    b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"C" context ANS) | bits u8 | layout u8
+    b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"C" context ANS) | levels u16 | layout u8
     (0 tensor, 1 channel) | C u32 | [ceil(C/8) bytes: constant-channel mask, layout 1 only]
     | lo float32 x C | step float32 x C
     | Z/P: one zstd frame of the (packed) symbols | A: T u16, T counts u32, the ANS words (u32)
@@ -52,26 +53,27 @@ from splitinfer.common.codecs import (
 NAME = "fq"
 DEFAULT_BITS = 4
 MIN_BITS, MAX_BITS = 2, 12
-ID_BASE = 3000
+ID_BASE = 30000
+MIN_LEVELS, MAX_LEVELS = 4, 4096
 OPT_FLAGS = {"t": 1, "c": 2, "k": 4, "x": 8}  # canonical order of the option letters
-HELP = (f"fq[:BITS[:OPTS]] (id 3FBB = 3000 + 100*flags + BITS; BITS {MIN_BITS}..{MAX_BITS}, default "
-        f"{DEFAULT_BITS}; OPTS t=per tensor (flag 1), c=clip search (2), k=keep constant channels (4), x=spatial context coder (8); lossy)")
+HELP = (f"fq[:BITS[:OPTS]] (id 30000 + 1000*flags + 10*BITS; BITS {MIN_BITS}..{MAX_BITS}, one decimal "
+        f"allowed (levels = round(2**BITS)), default {DEFAULT_BITS}; OPTS t=per tensor (flag 1), c=clip search (2), k=keep constant channels (4), x=spatial context coder (8); lossy)")
 
 MIN_CHANNEL_VALUES = 64  # per channel only when each channel has this many values (side info <= 1 bit/value)
 ZSTD_LEVEL = 1
-ANS_MAX_BITS = 8  # ANS tables up to 256 entries
+ANS_MAX_LEVELS = 256  # ANS tables up to 256 entries
 ANS_GAIN = 0.9  # ANS (~100-150 MB/s decode) replaces zstd (GB/s) only when this much smaller
 HIST_BINS = 128  # histogram bins per channel for the clip search (8x that per tensor)
 LADDER = np.array([1.0, 0.85, 0.7, 0.58, 0.48, 0.4, 0.33, 0.27, 0.22, 0.18, 0.14, 0.11], np.float32)
 
 CTX_CLASSES = 8  # context classes of the checkerboard's second half (sum of the 4 neighbours)
-CTX_MAX_BITS = 6  # context tables up to 64 entries
+CTX_MAX_LEVELS = 64  # context tables up to 64 entries
 CTX_MIN_SYMBOLS = 4096
 
-_HEAD = struct.Struct("<2ssBBI")
+_HEAD = struct.Struct("<2ssHBI")  # magic, mode, levels, layout, channels
 _MAGIC = b"FQ"
 MODE_RAW, MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX = b"R", b"Z", b"P", b"A", b"C"
-PACK_MAX_BITS = 4  # 2, 3, 4 bits: 4, 2, 2 symbols per byte
+PACK_MAX_WIDTH = 4  # symbols of 2, 3, 4 bits: 4, 2, 2 to a byte
 _TABLE = struct.Struct("<H")
 _CTX_HEAD = struct.Struct("<BBI")  # channel groups G, context classes, bytes of the zstd-packed tables
 
@@ -80,18 +82,22 @@ class FqCodec(Codec):
     name = NAME
     lossless = False
 
-    def __init__(self, bits: int = DEFAULT_BITS, opts: str = ""):
+    def __init__(self, bits: float = DEFAULT_BITS, opts: str = ""):
         opts = "".join(o for o in OPT_FLAGS if o in opts)
         flags = sum(OPT_FLAGS[o] for o in opts)
-        super().__init__(ID_BASE + 100 * flags + int(bits), {"bits": int(bits), "opts": opts})
-        self.bits, self.opts = int(bits), opts
+        tenths = int(round(float(bits) * 10))
+        self.bits_text = str(tenths // 10) if tenths % 10 == 0 else f"{tenths / 10:.1f}"
+        super().__init__(ID_BASE + 1000 * flags + tenths, {"bits": self.bits_text, "opts": opts})
+        self.bits, self.opts = tenths / 10, opts
+        self.levels = int(round(2 ** self.bits))
+        self.width = (self.levels - 1).bit_length()  # bits of one symbol
         self.per_tensor, self.clip, self.keep_const = "t" in opts, "c" in opts, "k" in opts
         self.context = "x" in opts
         self._local = threading.local()
 
     @property
     def spec(self) -> str:
-        return f"{NAME}:{self.bits}" + (f":{self.opts}" if self.opts else "")
+        return f"{NAME}:{self.bits_text}" + (f":{self.opts}" if self.opts else "")
 
     def _zstd(self):
         local = self._local
@@ -113,7 +119,7 @@ class FqCodec(Codec):
         if not (np.isfinite(cmin).all() and np.isfinite(cmax).all()):  # NaN/inf anywhere: exact
             return _MAGIC + MODE_RAW + raw_bytes(arr)
         const = (cmin == cmax) if not self.keep_const else np.zeros(cmin.shape, bool)
-        levels = 1 << self.bits
+        levels = self.levels
         if self.clip:
             lo, hi = clip_range(view, cmin, cmax, levels)
         else:
@@ -131,7 +137,7 @@ class FqCodec(Codec):
         if view.shape[1] > 1 and x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] >= 2:
             grid = (x.shape[0], int((~const).sum()), x.shape[2], x.shape[3])
         body, mode = self._entropy_code(q, grid)
-        head = _HEAD.pack(_MAGIC, mode, self.bits, 0 if view.shape[1] == 1 else 1, view.shape[1])
+        head = _HEAD.pack(_MAGIC, mode, levels, 0 if view.shape[1] == 1 else 1, view.shape[1])
         parts = [head]
         if view.shape[1] > 1:
             parts.append(np.packbits(const, bitorder="little").tobytes())
@@ -141,18 +147,18 @@ class FqCodec(Codec):
     def _entropy_code(self, q: np.ndarray, grid=None) -> tuple[bytes, bytes]:
         """The smallest of: zstd (measured), ANS with one table, ANS with spatial contexts (estimated
         from their tables' entropy first, then coded and measured)."""
-        if self.bits <= PACK_MAX_BITS and q.size:  # packed pairs/quads: smaller than one symbol a byte
-            z, zmode = self._zstd().c.compress(pack_symbols(q, self.bits)), MODE_PACKED
+        if self.width <= PACK_MAX_WIDTH and q.size:  # packed pairs/quads: smaller than one symbol a byte
+            z, zmode = self._zstd().c.compress(pack_symbols(q, self.width)), MODE_PACKED
         else:
             z, zmode = self._zstd().c.compress(memoryview(q.view(np.uint8))), MODE_ZSTD
-        if self.bits > ANS_MAX_BITS or q.size == 0:
+        if self.levels > ANS_MAX_LEVELS or q.size == 0:
             return z, zmode
         counts = np.bincount(q, minlength=1).astype(np.uint32)
         # (estimated bytes, mode, bytes it must beat): ANS only when clearly smaller (it is slower);
         # the context coder, asked for with `x`, whenever smaller
         options = [(_entropy_bytes(counts) + 4 * counts.size + 8, MODE_ANS, ANS_GAIN * len(z))]
-        if self.context and grid is not None and self.bits <= CTX_MAX_BITS and q.size >= CTX_MIN_SYMBOLS:
-            plan = ctx_plan(q.reshape(grid), 1 << self.bits)
+        if self.context and grid is not None and self.levels <= CTX_MAX_LEVELS and q.size >= CTX_MIN_SYMBOLS:
+            plan = ctx_plan(q.reshape(grid), self.levels)
             options.append((plan.estimate, MODE_CTX, len(z)))
         estimate, mode, bar = min(options, key=lambda o: o[0] - o[2])
         if estimate >= bar:
@@ -173,7 +179,7 @@ class FqCodec(Codec):
             return from_raw(view[3:], dt, dims, NAME)
         if view.nbytes < _HEAD.size:
             raise CodecError(f"{NAME}: payload of {view.nbytes} bytes is shorter than its {_HEAD.size}-byte header")
-        magic, mode, bits, layout, channels = _HEAD.unpack_from(view)
+        magic, mode, levels, layout, channels = _HEAD.unpack_from(view)
         if magic != _MAGIC or mode not in (MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX):
             raise CodecError(f"{NAME}: payload does not start with an fq header (got {bytes(view[:3])!r})")
         if not is_float(dt):
@@ -181,8 +187,9 @@ class FqCodec(Codec):
         n = numel(dims)
         if n == 0:
             raise CodecError(f"{NAME}: quantised payload for an empty tensor {list(dims)}")
-        if not MIN_BITS <= bits <= MAX_BITS:
-            raise CodecError(f"{NAME}: header claims {bits} bits, outside {MIN_BITS}..{MAX_BITS}")
+        if not MIN_LEVELS <= levels <= MAX_LEVELS:
+            raise CodecError(f"{NAME}: header claims {levels} levels, outside {MIN_LEVELS}..{MAX_LEVELS}")
+        width = (levels - 1).bit_length()
         expect_c = 1 if layout == 0 else (dims[1] if len(dims) >= 3 else -1)
         if layout not in (0, 1) or channels != expect_c or (layout == 1 and channels < 2):
             raise CodecError(f"{NAME}: header claims layout {layout} with {channels} channels, "
@@ -208,28 +215,29 @@ class FqCodec(Codec):
             raise CodecError(f"{NAME}: side information holds a non-finite or negative scale/offset")
         per_channel = n // channels
         n_sym = per_channel * int((~const).sum())
-        sym_dtype = np.dtype(np.uint8) if bits <= 8 else np.dtype("<u2")
+        sym_dtype = np.dtype(np.uint8) if levels <= 256 else np.dtype("<u2")
         body = view[pos:]
         if mode == MODE_ZSTD:
             q = self._zstd_symbols(body, n_sym, sym_dtype)
         elif mode == MODE_PACKED:
-            if bits > PACK_MAX_BITS:
-                raise CodecError(f"{NAME}: packed mode with {bits} bits (packing is used up to {PACK_MAX_BITS})")
-            per = 8 // bits
-            q = unpack_symbols(self._zstd_symbols(body, -(-n_sym // per), np.dtype(np.uint8)), bits, n_sym)
+            if width > PACK_MAX_WIDTH:
+                raise CodecError(f"{NAME}: packed mode with {levels} levels (packing is used up to "
+                                 f"{1 << PACK_MAX_WIDTH})")
+            per = 8 // width
+            q = unpack_symbols(self._zstd_symbols(body, -(-n_sym // per), np.dtype(np.uint8)), width, n_sym)
         elif mode == MODE_CTX:
-            if bits > CTX_MAX_BITS or layout != 1 or len(dims) != 4 or min(dims[2], dims[3]) < 2 or n_sym == 0:
-                raise CodecError(f"{NAME}: context mode does not apply to {bits} bits, layout {layout}, "
+            if levels > CTX_MAX_LEVELS or layout != 1 or len(dims) != 4 or min(dims[2], dims[3]) < 2 or n_sym == 0:
+                raise CodecError(f"{NAME}: context mode does not apply to {levels} levels, layout {layout}, "
                                  f"shape {list(dims)}")
             grid = (dims[0], n_sym // (dims[0] * dims[2] * dims[3]), dims[2], dims[3])
-            q = ctx_decode(body, grid, 1 << bits, self._zstd().d)
+            q = ctx_decode(body, grid, levels, self._zstd().d)
         else:
-            if bits > ANS_MAX_BITS:
-                raise CodecError(f"{NAME}: ANS mode with {bits} bits (ANS is used up to {ANS_MAX_BITS})")
+            if levels > ANS_MAX_LEVELS:
+                raise CodecError(f"{NAME}: ANS mode with {levels} levels (ANS is used up to {ANS_MAX_LEVELS})")
             q = ans_symbols(body, n_sym)
-        if q.size and int(q.max()) >= (1 << bits):
-            raise CodecError(f"{NAME}: symbol {int(q.max())} is beyond {bits} bits")
-        out = dequantise(q, lo, step, const, dims, channels, 1 << bits)
+        if q.size and int(q.max()) >= levels:
+            raise CodecError(f"{NAME}: symbol {int(q.max())} is beyond the {levels} levels")
+        out = dequantise(q, lo, step, const, dims, channels, levels)
         return out.astype(dt, copy=False)
 
     def _zstd_symbols(self, body, n_sym: int, sym_dtype: np.dtype) -> np.ndarray:
@@ -407,8 +415,8 @@ def ans_symbols(body, n_sym: int) -> np.ndarray:
     if len(body) < _TABLE.size:
         raise CodecError(f"{NAME}: ANS body of {len(body)} bytes has no table")
     (t,) = _TABLE.unpack_from(body)
-    if not 1 <= t <= 1 << ANS_MAX_BITS:
-        raise CodecError(f"{NAME}: ANS table claims {t} symbols (1..{1 << ANS_MAX_BITS})")
+    if not 1 <= t <= ANS_MAX_LEVELS:
+        raise CodecError(f"{NAME}: ANS table claims {t} symbols (1..{ANS_MAX_LEVELS})")
     if len(body) < _TABLE.size + 4 * t:
         raise CodecError(f"{NAME}: ANS body of {len(body)} bytes ends inside its {t}-entry table")
     counts = np.frombuffer(body, "<u4", t, _TABLE.size).astype(np.int64)
@@ -589,24 +597,24 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
 # -- registry hooks ---------------------------------------------------------------------------------
 
 
-def _bits(text: str) -> int:
+def _bits(text: str) -> float:
     try:
-        bits = int(text)
+        bits = float(text)
     except ValueError:
-        raise UserError(f"fq bits {text!r} is not an integer") from None
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise UserError(f"fq bits {bits} is outside {MIN_BITS}..{MAX_BITS}")
-    return bits
+        raise UserError(f"fq bits {text!r} is not a number") from None
+    if not MIN_BITS <= bits <= MAX_BITS or abs(bits * 10 - round(bits * 10)) > 1e-9:
+        raise UserError(f"fq bits {text} is outside {MIN_BITS}..{MAX_BITS} or has more than one decimal")
+    return round(bits * 10) / 10
 
 
 def from_id(number: int):
     rest = number - ID_BASE
-    if not 0 <= rest < 100 * (1 << len(OPT_FLAGS)):
+    if not 0 <= rest < 1000 * (1 << len(OPT_FLAGS)):
         return None
-    flags, bits = divmod(rest, 100)
-    if not MIN_BITS <= bits <= MAX_BITS:
+    flags, tenths = divmod(rest, 1000)
+    if not 10 * MIN_BITS <= tenths <= 10 * MAX_BITS:
         return None
-    return FqCodec(bits, "".join(o for o, f in OPT_FLAGS.items() if flags & f))
+    return FqCodec(tenths / 10, "".join(o for o, f in OPT_FLAGS.items() if flags & f))
 
 
 def from_param(param):
@@ -615,6 +623,6 @@ def from_param(param):
     bits_text, _, opts = param.partition(":")
     bad = set(opts) - set(OPT_FLAGS)
     if bad or len(set(opts)) != len(opts):
-        raise UserError(f"fq options {opts!r}: use the letters t (per tensor), c (clip search), k (keep constant), x (context coder), "
-                        "each at most once")
+        raise UserError(f"fq options {opts!r}: use the letters t (per tensor), c (clip search), k (keep constant), "
+                        "x (context coder), each at most once")
     return FqCodec(_bits(bits_text) if bits_text else DEFAULT_BITS, opts)

@@ -84,12 +84,12 @@ def test_hostile_fq_payloads_get_invalid_argument(stubs, frames):
 
     frame = frames[95]
     good = bytes(_fq_tensors(frame)[0].payload)
-    magic, mode, bits, layout, channels = fq._HEAD.unpack_from(good)
+    magic, mode, levels, layout, channels = fq._HEAD.unpack_from(good)
     side = fq._HEAD.size + (channels + 7) // 8 + 8 * channels
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (256 << 20))
     cases = {
-        "lying channels": fq._HEAD.pack(magic, mode, bits, layout, channels + 1) + good[fq._HEAD.size:],
-        "bits 30": fq._HEAD.pack(magic, mode, 30, layout, channels) + good[fq._HEAD.size:],
+        "lying channels": fq._HEAD.pack(magic, mode, levels, layout, channels + 1) + good[fq._HEAD.size:],
+        "levels 9999": fq._HEAD.pack(magic, mode, 9999, layout, channels) + good[fq._HEAD.size:],
         "truncated": good[: len(good) // 2],
         "zstd bomb": good[:side] + bomb,
         "random": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),

@@ -27,9 +27,11 @@ def leaky(shape=(1, 32, 24, 24), seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("spec, cid, canonical", [
-    ("fq", 3004, "fq:4"), ("fq:6", 3006, "fq:6"), ("fq:4", 3004, "fq:4"), ("fq:12", 3012, "fq:12"),
-    ("fq:6:t", 3106, "fq:6:t"), ("fq:5:c", 3205, "fq:5:c"), ("fq:3:k", 3403, "fq:3:k"),
-    ("fq:8:kct", 3708, "fq:8:tck"), ("fq:4:x", 3804, "fq:4:x"), ("fq:5:xtkc", 4505, "fq:5:tckx"), (3106, 3106, "fq:6:t"), ("3002", 3002, "fq:2"),
+    ("fq", 30040, "fq:4"), ("fq:6", 30060, "fq:6"), ("fq:4", 30040, "fq:4"), ("fq:12", 30120, "fq:12"),
+    ("fq:6:t", 31060, "fq:6:t"), ("fq:5:c", 32050, "fq:5:c"), ("fq:3:k", 34030, "fq:3:k"),
+    ("fq:8:kct", 37080, "fq:8:tck"), ("fq:4:x", 38040, "fq:4:x"), ("fq:5:xtkc", 45050, "fq:5:tckx"),
+    (31060, 31060, "fq:6:t"), ("30020", 30020, "fq:2"), ("fq:3.5", 30035, "fq:3.5"), ("fq:4.0", 30040, "fq:4"),
+    ("fq:3.3:x", 38033, "fq:3.3:x"),
 ])
 def test_specs_and_ids(spec, cid, canonical):
     c = get_codec(spec)
@@ -37,7 +39,8 @@ def test_specs_and_ids(spec, cid, canonical):
     assert get_codec(c.spec) == c and get_codec(c.codec_id) == c
 
 
-@pytest.mark.parametrize("spec", ["fq:1", "fq:13", "fq:x", "fq:6:z", "fq:6:tt", 3001, 3013, 4606, 2999])
+@pytest.mark.parametrize("spec", ["fq:1", "fq:13", "fq:x", "fq:6:z", "fq:6:tt", "fq:3.55", "fq:1.9", 30010, 30121,
+                                  46060, 29999, 3004])
 def test_bad_specs(spec):
     with pytest.raises(UserError):
         get_codec(spec)
@@ -54,7 +57,7 @@ def _side(payload: bytes, channels: int):
     return lo, step
 
 
-@pytest.mark.parametrize("spec", ["fq:2", "fq:4", "fq:6", "fq:8", "fq:12", "fq:4:t", "fq:6:c", "fq:6:tc"])
+@pytest.mark.parametrize("spec", ["fq:2", "fq:3.5", "fq:4", "fq:6", "fq:8", "fq:12", "fq:4:t", "fq:6:c", "fq:6:tc"])
 def test_error_within_half_a_step_inside_the_clip_range(spec):
     c = get_codec(spec)
     x = leaky()
@@ -63,7 +66,7 @@ def test_error_within_half_a_step_inside_the_clip_range(spec):
     assert y.dtype == np.float32 and y.shape == x.shape
     channels = 1 if c.per_tensor else x.shape[1]
     lo, step = _side(payload, channels)
-    hi = lo + step * ((1 << c.bits) - 1)
+    hi = lo + step * (c.levels - 1)
     shape = (1, channels, 1, 1) if channels > 1 else ()
     lo_b, hi_b, step_b = (np.reshape(v, shape) for v in (lo, hi, step))
     inside = (x >= lo_b) & (x <= hi_b)
@@ -130,7 +133,7 @@ def test_layouts_and_side_information_inside_the_payload(shape):
     y = fresh.decode(bytearray(payload), "float32", list(shape))
     assert y.shape == x.shape
     assert np.abs(y - x).max() <= (x.max() - x.min()) / 63 / 2 * 1.0001 + 1e-6
-    assert get_codec(3006).decode(memoryview(payload), np.float32, shape).tobytes() == y.tobytes()
+    assert get_codec(30060).decode(memoryview(payload), np.float32, shape).tobytes() == y.tobytes()
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float64"])
@@ -218,9 +221,9 @@ def test_packing_round_trips_every_length():
 
 
 def _header(p: bytes, **changes) -> bytes:
-    magic, mode, bits, layout, channels = fq._HEAD.unpack_from(p)
-    vals = dict(magic=magic, mode=mode, bits=bits, layout=layout, channels=channels) | changes
-    return fq._HEAD.pack(vals["magic"], vals["mode"], vals["bits"], vals["layout"], vals["channels"]) + p[fq._HEAD.size:]
+    magic, mode, levels, layout, channels = fq._HEAD.unpack_from(p)
+    vals = dict(magic=magic, mode=mode, levels=levels, layout=layout, channels=channels) | changes
+    return fq._HEAD.pack(vals["magic"], vals["mode"], vals["levels"], vals["layout"], vals["channels"]) + p[fq._HEAD.size:]
 
 
 def _ans_payload() -> tuple[bytes, np.ndarray]:
@@ -282,7 +285,7 @@ def hostile_payloads():
         "ctx mode per tensor": _header(ctx, layout=0, channels=1),
     }
     cases = {
-        "packed with 6 bits": (_header(packed, bits=6), x),
+        "packed with 64 levels": (_header(packed, levels=64), x),
         "packed frame of another size": (packed[:_body_at(packed, 8)] + zstandard.ZstdCompressor().compress(b"\1" * 999), x),
         **{k: (v, sm) for k, v in cases_ctx.items()},
         "truncated header": (good[:5], x),
@@ -291,8 +294,10 @@ def hostile_payloads():
         "extra bytes": (good + b"\0" * 7, x),
         "bad magic": (b"XQ" + good[2:], x),
         "unknown mode": (_header(good, mode=b"Q"), x),
-        "bits 0": (_header(good, bits=0), x),
-        "bits 40": (_header(good, bits=40), x),
+        "levels 0": (_header(good, levels=0), x),
+        "levels 3": (_header(good, levels=3), x),
+        "levels 65535": (_header(good, levels=65535), x),
+        "levels fewer than the symbols": (_header(good, levels=8), x),
         "layout 7": (_header(good, layout=7), x),
         "channels lie": (_header(good, channels=9), x),
         "channels huge": (_header(good, channels=2**32 - 1), x),
@@ -305,7 +310,7 @@ def hostile_payloads():
         "ans words cut": (ans[:-4], xa),
         "ans words odd": (ans[:-1], xa),
         "ans garbage": (ans[:body + 2 + 4 * t] + rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(), xa),
-        "ans mode with 12 bits": (_header(ans, bits=12), xa),
+        "ans mode with 4096 levels": (_header(ans, levels=4096), xa),
         "raw wrong size": (b"FQR" + b"\0" * 17, x),
         "random": (rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(), x),
         "random after header": (good[:_body_at(good, 8)] + rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(), x),
