@@ -375,8 +375,10 @@ def pack_symbols(q: np.ndarray, bits: int) -> np.ndarray:
 
 
 def unpack_symbols(packed: np.ndarray, bits: int, n_sym: int) -> np.ndarray:
-    per = 8 // bits
-    return _unpack_table(bits)[packed].reshape(-1)[:n_sym]
+    """One 1-D table lookup per byte: the table's rows viewed as one uint16 (uint32) each."""
+    table = _unpack_table(bits)
+    rows = table.view(np.uint16 if table.shape[1] == 2 else np.uint32).reshape(-1)
+    return np.take(rows, packed).view(np.uint8)[:n_sym]
 
 
 _UNPACK: dict[int, np.ndarray] = {}
