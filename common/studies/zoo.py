@@ -126,12 +126,9 @@ def _export_detector(name: str, out: Path) -> Path:
 def model_path(name: str, folder: str | Path | None = None, export: bool = True) -> Path:
     """Path of a survey model, exporting it into `folder` (default: the cache) if it is not there yet."""
     if name in BUNDLED:
-        from splitinfer.common.assets import MODELS_DIR
+        from splitinfer.common.core.models import find_model
 
-        path = MODELS_DIR / name / "model.onnx"
-        if not path.is_file():
-            raise UserError(f"bundled model {name!r} is missing: {path}")
-        return path
+        return find_model(name)
     if name not in CLASSIFIERS and name not in DETECTORS:
         raise UserError(f"unknown zoo model {name!r} (known: {', '.join(ALL)})")
     path = Path(folder) if folder else cache_dir()
