@@ -123,6 +123,9 @@ class NncCodec(Codec):
         if not is_float(dt):
             raise CodecError(f"{NAME}: payload is an NNC bitstream but the tensor's dtype is {dt}")
         n = numel(dims)
+        if body.nbytes >= n * dt.itemsize:  # the encoder sends such tensors raw: refuse before any helper
+            raise CodecError(f"{NAME}: a {body.nbytes}-byte bitstream for {dt}{list(dims)} ({n * dt.itemsize} "
+                             "bytes raw) is never sent")
         if mode == _MODE_BLOCKS:
             return _decode_blocks(body, dims, trusted).astype(dt, copy=False)
         flat = decode_nnr(body, n) if trusted else _pool().decode(body, n)
