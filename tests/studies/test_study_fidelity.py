@@ -121,3 +121,32 @@ def test_a_model_without_image_input_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match=r"vec.onnx: no image input .*inputs: \['x'\]"):
         run_sweep(SweepConfig(model=str(tmp_path / "vec.onnx"), data=str(IMAGES_DIR), codecs=["none"],
                               out_dir=str(tmp_path / "out"), workers=0), progress=False)
+
+
+def test_study_cli_on_a_raw_classifier(swept, tmp_path, capsys):
+    """`splitinfer study --family raw` with NNC and fq ladders: top-1 as quality, PSNR BD-rates from the
+    real curves (finite where the PSNR ranges overlap, else the reason), no mAP columns."""
+    import csv
+
+    from splitinfer.common.cli import main
+
+    d, data, _ = swept
+    out = tmp_path / "study"
+    assert main(["study", str(d / "tiny.onnx"), "--family", "raw", "--data", str(data), "--splits", "relu1",
+                 "--codecs", "nnc:-38..-8/10", "fq:2..8", "--quality", "top1", "-o", str(out), "--workers", "0",
+                 "-q"]) == 0
+    stdout = capsys.readouterr().out
+    assert "family raw" in stdout and "rel mAP" not in stdout and "top-1 %" in stdout
+    with open(out / "study.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["codec"] for r in rows] == ["nnc:-38", "nnc:-28", "nnc:-18", "nnc:-8"] + [f"fq:{b}" for b in range(2, 9)]
+    assert all(r["rel_map"] == "" and r["top1"] != "" for r in rows)
+    fq = [float(r["psnr_db"]) for r in rows if r["family"] == "fq"]
+    assert fq == sorted(fq) and fq[-1] - fq[0] > 20  # each extra bit buys PSNR
+    with open(out / "bd_rate.csv") as f:
+        bd = {b["quality"]: b for b in csv.DictReader(f)}
+    assert set(bd) == {"top1", "psnr_db"}
+    psnr = bd["psnr_db"]
+    assert (psnr["bd_rate_percent"] != "") == (psnr["note"] == "")
+    if psnr["note"] == "":
+        assert float(psnr["overlap"]) > 0 and -100 < float(psnr["bd_rate_percent"])

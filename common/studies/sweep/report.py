@@ -162,13 +162,17 @@ def summary_lines(result: SweepResult) -> list[str]:
     s, a = result.stats, result.anchor
     gt = (f"{result.gt} ({a['gt_images']} image(s) with ground truth; whole model mAP {_fmt_pct(a['map'])}, "
           f"AP50 {_fmt_pct(a['map50'])})") if result.gt else "none (relative mAP only)"
+    accuracy = [f"ground truth: {gt}",
+                f"relative mAP: the whole model's own detections scored >= {result.anchor_threshold} are the "
+                f"ground truth ({a['relative_gt_boxes']} boxes); predictions kept from score {result.score_threshold}"]
+    if result.family == "raw":
+        accuracy = ["no detections (family raw): rows report the fidelity of the model outputs against the whole "
+                    "model's (NMSE, PSNR, cosine, top-1/top-5 agreement)"]
     return [
         f"model: {result.model} (family {result.family}, {result.num_nodes} nodes, "
         f"sha256 {result.model_sha256[:16]}...)",
         f"data: {result.data} ({len(result.images)} images, fingerprint {result.data_fingerprint[:16]}...)",
-        f"ground truth: {gt}",
-        f"relative mAP: the whole model's own detections scored >= {result.anchor_threshold} are the ground truth "
-        f"({a['relative_gt_boxes']} boxes); predictions kept from score {result.score_threshold}",
+        *accuracy,
         f"splits: {', '.join(str(x['rank']) for x in result.splits)}; codecs: {', '.join(result.codecs)}",
         f"runner: {result.runner} on {s.get('cpus')} CPUs; rows: {s['rows_computed']} computed, "
         f"{s['rows_cached']} from cache; "

@@ -53,7 +53,7 @@ class _ProcessPool:
             self.ex.shutdown(wait=False, cancel_futures=True)
             for p in procs:
                 if p.is_alive():
-                    p.terminate()
+                    _terminate_group(p)
             for p in procs:
                 p.join(timeout=5)
         else:
@@ -61,6 +61,20 @@ class _ProcessPool:
         import shutil
 
         shutil.rmtree(self.tmp_root, ignore_errors=True)
+
+
+def _terminate_group(proc) -> None:
+    """SIGTERM to a pool worker and to the helper processes it started (its own process group, see
+    `init_worker`), so no helper is left writing into the pipe of a worker that is gone."""
+    import signal
+
+    try:
+        if hasattr(os, "killpg") and os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGTERM)
+            return
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.terminate()
 
 
 class _Ray:

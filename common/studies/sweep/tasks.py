@@ -26,10 +26,13 @@ _SESSIONS: dict = {}
 def init_worker(tmp_root: str | None) -> None:
     """Process-pool initializer: a private temp dir per worker (the nnc codec writes no files, but no
     codec library may share scratch files across workers), and Ctrl-C left to the parent, which stops
-    the pool and keeps the rows finished so far."""
+    the pool and keeps the rows finished so far. Each worker leads its own process group, so stopping the
+    pool at once also stops the helper processes its codecs started (nnc's encoders and decoders)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
     base = tempfile.mkdtemp(prefix=f"splitinfer_worker_{os.getpid()}_", dir=tmp_root)
     os.environ["TMPDIR"] = base
     tempfile.tempdir = base
