@@ -18,8 +18,8 @@ Terms:
   (Huffman literals plus matches, GB/s), or up to 16 levels packed 2 or 4 to a byte first so that
   zstd's Huffman stage codes pairs (quads) of neighbours jointly (measured: 10% below the order-0
   entropy at 4 bits, 2+ GB/s both ways), or with constriction's ANS under one categorical
-  model fitted to the tensor (its table is side information), or -- option `x`, 4-D tensors, up to 64
-  levels -- with ANS under spatial contexts (see `ctx_plan`: ~20% fewer bits, ~40 MB/s). The encoder keeps
+  model fitted to the tensor (its table is side information), or -- option `x`, 4-D tensors (either
+  layout), up to 64 levels -- with ANS under spatial contexts (see `ctx_plan`: ~20% fewer bits, ~40 MB/s). The encoder keeps
   the smallest (ANS only when it is ANS_GAIN smaller than the best zstd mode: it decodes at ~100-150
   MB/s), estimated from the tables' entropy, then measured.
 
@@ -134,8 +134,9 @@ class FqCodec(Codec):
         lo = np.where(const, cmin, lo).astype(np.float32)
         q = quantise(view, lo, step, const, levels, clipped=self.clip)
         grid = None  # (N, kept channels, H, W) where the spatial context coder applies
-        if view.shape[1] > 1 and x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] >= 2:
-            grid = (x.shape[0], int((~const).sum()), x.shape[2], x.shape[3])
+        if x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] >= 2 and not const.all():
+            kept = int((~const).sum()) if view.shape[1] > 1 else x.shape[1]
+            grid = (x.shape[0], kept, x.shape[2], x.shape[3])
         body, mode = self._entropy_code(q, grid)
         head = _HEAD.pack(_MAGIC, mode, levels, 0 if view.shape[1] == 1 else 1, view.shape[1])
         parts = [head]
@@ -226,7 +227,7 @@ class FqCodec(Codec):
             per = 8 // width
             q = unpack_symbols(self._zstd_symbols(body, -(-n_sym // per), np.dtype(np.uint8)), width, n_sym)
         elif mode == MODE_CTX:
-            if levels > CTX_MAX_LEVELS or layout != 1 or len(dims) != 4 or min(dims[2], dims[3]) < 2 or n_sym == 0:
+            if levels > CTX_MAX_LEVELS or len(dims) != 4 or min(dims[2], dims[3]) < 2 or n_sym == 0:
                 raise CodecError(f"{NAME}: context mode does not apply to {levels} levels, layout {layout}, "
                                  f"shape {list(dims)}")
             grid = (dims[0], n_sym // (dims[0] * dims[2] * dims[3]), dims[2], dims[3])
