@@ -445,29 +445,41 @@ def ans_symbols(body, n_sym: int) -> np.ndarray:
 # The symbols of each (batch, channel) plane are split like a checkerboard. Anchors ((h + w) even) are
 # coded first, one table per channel group (channels ranked by their mean symbol into G groups); the
 # other half is coded with one table per (group, context class), the class being the sum of the four
-# anchor neighbours (mirrored at the border), so the decoder knows every context before it needs it and
-# decodes whole streams at once. Body: G u8 | classes u8 | table bytes u32 | group id per channel u8
-# | zstd frame of the tables (G x (1 + classes) x levels counts, u32) | ANS words (u32).
+# anchor neighbours (mirrored at the border) cut at the tensor's own quantiles of that sum (sent as
+# thresholds, so each class holds about 1/8 of the symbols), so the decoder knows every context before
+# it needs it and decodes whole streams at once. Body: G u8 | classes u8 | table bytes u32 |
+# thresholds (classes - 1) u16 | group id per channel u8 | zstd frame of the tables (G x (1 + classes)
+# x levels counts, u32) | ANS words (u32).
 
 
 class _CtxPlan:
-    __slots__ = ("grid", "levels", "group", "order", "bounds", "streams", "tables", "estimate")
+    __slots__ = ("grid", "levels", "group", "order", "bounds", "streams", "tables", "thresholds", "estimate")
 
 
 def _anchor_mask(h: int, w: int) -> np.ndarray:
     return ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2) == 0
 
 
-def _contexts(q4: np.ndarray, levels: int) -> np.ndarray:
-    """Context class of every position: the sum of its 4 neighbours (mirrored at the edges), scaled."""
+def _neighbour_sums(q4: np.ndarray) -> np.ndarray:
+    """Sum of every position's 4 neighbours (mirrored at the edges)."""
     p = np.pad(q4, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
     total = p[:, :, :-2, 1:-1].astype(np.uint16)
     total += p[:, :, 2:, 1:-1]
     total += p[:, :, 1:-1, :-2]
     total += p[:, :, 1:-1, 2:]
-    total *= CTX_CLASSES
-    total //= 4 * (levels - 1) + 1
-    return total.astype(np.uint8)
+    return total
+
+
+def _thresholds(sums: np.ndarray, levels: int) -> np.ndarray:
+    """CTX_CLASSES - 1 cut points at the quantiles of the neighbour sums (non-decreasing)."""
+    cdf = np.cumsum(np.bincount(sums.reshape(-1), minlength=4 * (levels - 1) + 1))
+    goals = cdf[-1] * np.arange(1, CTX_CLASSES) / CTX_CLASSES
+    return np.searchsorted(cdf, goals).astype(np.uint16)
+
+
+def _class_table(thresholds: np.ndarray, levels: int) -> np.ndarray:
+    """neighbour sum -> context class (how many cut points lie below it)."""
+    return np.searchsorted(thresholds, np.arange(4 * (levels - 1) + 1), side="left").astype(np.uint8)
 
 
 def _group_bounds(group: np.ndarray, groups: int):
@@ -492,7 +504,9 @@ def ctx_plan(q4: np.ndarray, levels: int) -> _CtxPlan:
     order, bounds = _group_bounds(group, groups)
     qp = q4[:, order]
     anchor = _anchor_mask(h, w)
-    ctx = _contexts(qp, levels)
+    sums = _neighbour_sums(qp)
+    thresholds = _thresholds(sums[..., ~anchor], levels)
+    ctx = np.take(_class_table(thresholds, levels), sums)
     tables = np.zeros((groups, 1 + CTX_CLASSES, levels), np.uint32)
     streams = []
     for g in range(groups):
@@ -509,7 +523,7 @@ def ctx_plan(q4: np.ndarray, levels: int) -> _CtxPlan:
             streams.append((part, g, 1 + k))
     plan = _CtxPlan()
     plan.grid, plan.levels, plan.group, plan.order, plan.bounds = q4.shape, levels, group, order, bounds
-    plan.streams, plan.tables = streams, tables
+    plan.streams, plan.tables, plan.thresholds = streams, tables, thresholds
     nonzero = int((tables > 0).sum())
     plan.estimate = sum(_entropy_bytes(t) for t in tables.reshape(-1, levels)) + 2 * nonzero + c + 16
     return plan
@@ -524,7 +538,8 @@ def ctx_encode(plan: _CtxPlan, zstd_c) -> bytes:
             coder.encode_reverse(symbols.astype(np.int32), _model(plan.tables[g, k]))
     packed = zstd_c.compress(plan.tables.astype("<u4").tobytes())
     head = _CTX_HEAD.pack(plan.tables.shape[0], CTX_CLASSES, len(packed))
-    return head + plan.group.tobytes() + packed + coder.get_compressed().astype("<u4").tobytes()
+    return (head + plan.thresholds.astype("<u2").tobytes() + plan.group.tobytes() + packed
+            + coder.get_compressed().astype("<u4").tobytes())
 
 
 def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np.ndarray:
@@ -534,12 +549,16 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
 
     n, c, h, w = grid
     view = memoryview(body)
-    if view.nbytes < _CTX_HEAD.size + c:
+    if view.nbytes < _CTX_HEAD.size + 2 * (CTX_CLASSES - 1) + c:
         raise CodecError(f"{NAME}: context body of {view.nbytes} bytes ends inside its header")
     groups, classes, packed_len = _CTX_HEAD.unpack_from(view)
     if not 1 <= groups <= min(16, c) or classes != CTX_CLASSES:
         raise CodecError(f"{NAME}: context body claims {groups} groups and {classes} classes")
     pos = _CTX_HEAD.size
+    thresholds = np.frombuffer(view, "<u2", CTX_CLASSES - 1, pos).astype(np.uint16)
+    if (np.diff(thresholds.astype(np.int64)) < 0).any() or int(thresholds.max()) > 4 * (levels - 1):
+        raise CodecError(f"{NAME}: context thresholds {thresholds.tolist()} are not ordered sums of 4 symbols")
+    pos += 2 * (CTX_CLASSES - 1)
     group = np.frombuffer(view, np.uint8, c, pos)
     if int(group.max()) >= groups:
         raise CodecError(f"{NAME}: channel group {int(group.max())} is beyond the {groups} groups")
@@ -574,7 +593,7 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
             if count:
                 vals = coder.decode(_model(tables[g, 0]), count)
                 qp[:, bounds[g]:bounds[g + 1]][..., anchor] = vals.reshape(n, -1, n_anchor)
-        ctx = _contexts(qp, levels)
+        ctx = np.take(_class_table(thresholds, levels), _neighbour_sums(qp))
         for g in range(groups):
             cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
             sizes = np.bincount(cx, minlength=CTX_CLASSES)
