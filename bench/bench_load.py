@@ -1,4 +1,4 @@
-"""Throughput of one network process under load, side by side: 1 UE process vs N UE processes at once.
+"""Throughput of one network process under load, side by side: 1 UE, N UEs, and N UEs with hostile clients.
 
 Starts `splitinfer serve` (one process) and runs `splitinfer device` processes against it: first one alone,
 then --ues of them at the same time, each sending --frames frames (a bundled photo repeated) at --split
@@ -10,7 +10,12 @@ split between the processes, so the ratio is bounded by the cores: on 2 cores on
 already keeps both busy (measured: 8 UEs x 20 frames, 11.0 frames/s vs 12.0 for one UE, 0.92x; peak server
 RSS +68 MB, 0 failed); with more cores it shows how far one network process scales.
 
-  .venv/bin/python bench/bench_load.py --ues 8 --frames 6 --split 120
+The third row runs the N UEs again while --hostile client threads attack the same process the whole time
+(issue 14), cycling through: a zstd decompression bomb at an open-shape split (a 33 kB payload whose header
+claims 1 GiB), poisoned meta (negative width), a half-sent chunked frame then cancelled, and calls without
+the bearer token. Every good frame must still be answered; the hostile calls' statuses are counted.
+
+  .venv/bin/python bench/bench_load.py --ues 8 --frames 6 --split 120 --hostile 4
 """
 
 from __future__ import annotations
@@ -93,6 +98,108 @@ def run_ues(address: str, n: int, frames: int, split: str, codec: str, in_flight
             "rss_peak_mb": peak["rss"] / 1024, "errors": failures}
 
 
+TOKEN = "bench-load-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+BOMB_RANK = 135  # its crossing tensor is [None, None, None] in the graph
+
+
+def hostile_messages():
+    """name -> (metadata, list of stream messages): the attacks, built once from the bundled model's graph."""
+    import numpy as np
+    import zstandard
+
+    from splitinfer.common.assets import default_model_path
+    from splitinfer.common.codecs import get_codec
+    from splitinfer.common.core.onnx_io import load_model
+    from splitinfer.common.split.graph import SplitGraph
+    from splitinfer.common.transport import wire
+    from splitinfer.common.transport.proto import splitinfer_pb2 as pb
+
+    zstd = get_codec("zstd")
+    plan = SplitGraph(load_model(default_model_path())).plan(rank=BOMB_RANK)
+    infos = {t.name: t for t in plan.crossing}
+    g = SplitGraph(load_model(default_model_path()))
+    for n in plan.part1_final_outputs:
+        infos.setdefault(n, g.tensor_info(n))
+    cobj = zstandard.ZstdCompressor(write_content_size=True).compressobj(size=1 << 30)
+    bomb = b"".join(cobj.compress(bytes(1 << 22)) for _ in range(256)) + cobj.flush()
+
+    def tensors(bomb_it: bool):
+        out = []
+        for name, info in infos.items():
+            if info.shape is None or not all(isinstance(d, int) for d in info.shape):
+                shape = (1, 1024, 1 << 18) if bomb_it else (1, 44, 2704)
+                payload = bomb if bomb_it else zstd.encode(np.zeros(shape, np.float32))
+                out.append(wire.EncodedTensor(name, "float32", shape, zstd.codec_id, {}, payload, 0))
+            else:
+                out.append(wire.encode_tensor(name, np.zeros(info.shape, np.dtype(info.dtype)), zstd))
+        return out
+
+    def setup(rank=BOMB_RANK):
+        return pb.StreamRequest(setup=pb.SessionSetup(model_id="nanodet", split=pb.SplitPoint(rank=rank),
+                                                      codec=pb.CodecProfile(spec="zstd"))).SerializeToString()
+
+    meta = '{"width":640,"height":480}'
+    half = wire.frame_messages(1, tensors(False), meta_json=meta, max_message_bytes=64 << 10)
+    return {
+        "bomb": (AUTH, [setup(), *wire.frame_messages(1, tensors(True), meta_json=meta)]),
+        "meta": (AUTH, [setup(), *wire.frame_messages(1, tensors(False), meta_json='{"width":-640,"height":480}')]),
+        "half": (AUTH, [setup(), *half[:-1]]),
+        "noauth": ((), [setup(), *wire.frame_messages(1, tensors(False), meta_json=meta)]),
+    }
+
+
+def hostile_clients(address: str, n: int, stop: threading.Event, counts: dict) -> list[threading.Thread]:
+    """`n` threads cycling through the attacks until `stop`; statuses counted per attack."""
+    import queue
+
+    import grpc
+
+    from splitinfer.common.transport.proto import splitinfer_pb2 as pb
+
+    attacks = hostile_messages()
+    lock = threading.Lock()
+
+    def one(channel, name):
+        metadata, msgs = attacks[name]
+        call = channel.stream_stream("/splitinfer.v1.SplitInference/Stream", request_serializer=None,
+                                     response_deserializer=pb.StreamReply.FromString)
+        q: queue.Queue = queue.Queue()
+        for m in msgs:
+            q.put(m)
+        if name != "half":
+            q.put(None)
+        replies = call(iter(q.get, None), timeout=30, metadata=metadata)
+        try:
+            if name == "half":
+                next(replies)
+                stop.wait(0.2)
+                replies.cancel()
+            list(replies)
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+        finally:
+            q.put(None)
+        with lock:
+            counts.setdefault(name, {}).setdefault(code, 0)
+            counts[name][code] += 1
+
+    def loop(k):
+        channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
+        names = list(attacks)
+        i = k
+        while not stop.is_set():
+            one(channel, names[i % len(names)])
+            i += 1
+        channel.close()
+
+    threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ues", type=int, default=8, help="UE processes at once (default 8)")
@@ -101,18 +208,29 @@ def main(argv=None) -> int:
     ap.add_argument("--codec", default="zstd", help="codec (default zstd)")
     ap.add_argument("--in-flight", type=int, default=2, help="frames in flight per UE (default 2)")
     ap.add_argument("--server-threads", type=int, default=1, help="intra-op threads of Part II (default 1)")
+    ap.add_argument("--hostile", type=int, default=4, help="hostile client threads in the third row (default 4)")
     args = ap.parse_args(argv)
 
     from splitinfer.common.transport.process import ServerProcess
 
     work = Path(tempfile.mkdtemp(prefix="bench_load_"))
     try:
-        with ServerProcess(threads=args.server_threads, device="cpu",
-                           extra_args=["--max-streams", str(max(16, args.ues))]) as server:
+        with ServerProcess(threads=args.server_threads, device="cpu", env={"SPLITINFER_TOKEN": TOKEN},
+                           extra_args=["--max-streams", str(max(16, args.ues + args.hostile + 1))]) as server:
             print(f"network process pid {server.proc.pid} on {server.address}; {os.cpu_count()} cores", flush=True)
+            os.environ["SPLITINFER_TOKEN"] = TOKEN  # the UE processes read it
             run_ues(server.address, 1, 2, args.split, args.codec, args.in_flight, work, server.proc.pid, "warm")
             rows = [run_ues(server.address, n, args.frames, args.split, args.codec, args.in_flight, work,
                             server.proc.pid, f"n{n}") for n in (1, args.ues)]
+            stop, counts = threading.Event(), {}
+            threads = hostile_clients(server.address, args.hostile, stop, counts)
+            try:
+                rows.append(run_ues(server.address, args.ues, args.frames, args.split, args.codec, args.in_flight,
+                                    work, server.proc.pid, "hostile"))
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nsplit {args.split}, codec {args.codec}, {args.frames} frames per UE, {args.in_flight} in flight")
@@ -123,10 +241,13 @@ def main(argv=None) -> int:
               f"{r['median_ms']:9.1f} {r['p95_ms']:7.1f} {r['rss_before_mb']:6.0f} -> {r['rss_peak_mb']:4.0f}")
         for e in r["errors"]:
             print(f"     error: {e}")
-    one, many = rows
-    print(f"\nthroughput {many['ues']} UEs / 1 UE: {many['fps'] / one['fps']:.2f}x "
-          f"(cores: {os.cpu_count()}); every frame answered: {'yes' if many['failed'] == one['failed'] == 0 else 'NO'}")
-    return 0 if many["failed"] == one["failed"] == 0 else 1
+    one, many, attacked = rows
+    print(f"\nthroughput {many['ues']} UEs / 1 UE: {many['fps'] / one['fps']:.2f}x (cores: {os.cpu_count()}); "
+          f"with {args.hostile} hostile clients: {attacked['fps'] / many['fps']:.2f}x of the peaceful run")
+    print(f"hostile calls by attack and status: {counts}")
+    ok = many["failed"] == one["failed"] == attacked["failed"] == 0
+    print(f"every good frame answered: {'yes' if ok else 'NO'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ health checks and token refusals never wait on anything, and only the expensive 
 building or running Part II) asks `Admission.slot()` for one of `slots` places:
 - at most `queue` calls wait for a place; one more is refused at once;
 - a call waits at most `wait_s` (and never past its own gRPC deadline), then is refused;
-both with RESOURCE_EXHAUSTED ("busy ... retry"), so a flood turns into fast refusals rather than threads
-parked on the NNC helper pool, and every call ends soon.
+both with UNAVAILABLE ("server busy ... retry later": the status clients, the UE included, retry with
+backoff; RESOURCE_EXHAUSTED stays for requests too large to ever pass), so a flood turns into fast refusals
+rather than threads parked on the NNC helper pool, and every call ends soon. The queue must hold what
+legitimate clients can ask at once: each stream has at most one frame in work, so the server's default is
+max_streams + 4 x slots.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from splitinfer.server.errors import exhausted
+from splitinfer.server.errors import unavailable
 
 
 class Admission:
@@ -50,11 +53,11 @@ class Admission:
 
     @contextmanager
     def slot(self, what: str = "request", time_remaining: float | None = None):
-        """Hold one work slot for the block; RESOURCE_EXHAUSTED when none frees in time."""
+        """Hold one work slot for the block; UNAVAILABLE when none frees in time."""
         timeout = self.wait_s if time_remaining is None else max(0.0, min(self.wait_s, time_remaining - 0.05))
         t0 = time.monotonic()
         if not self._acquire(timeout):
-            raise exhausted(f"server busy: {what} found all {self.slots} work slots taken and "
+            raise unavailable(f"server busy: {what} found all {self.slots} work slots taken and "
                             f"{self.waiting}/{self.queue} calls queued for {time.monotonic() - t0:.1f} s; retry later")
         try:
             yield

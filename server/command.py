@@ -37,9 +37,10 @@ def add_arguments(p):
     p.add_argument("--work-slots", type=int, default=None,
                    help="calls that decode / run Part II at once (default: the CPUs this process may use, >= 2)")
     p.add_argument("--queue", type=int, default=None,
-                   help="calls that may wait for a work slot; more are refused at once (default: 4 x work slots)")
+                   help="calls that may wait for a work slot; more get UNAVAILABLE at once "
+                        "(default: max-streams + 4 x work slots)")
     p.add_argument("--queue-wait-s", type=float, default=5.0,
-                   help="longest wait for a work slot before RESOURCE_EXHAUSTED (default 5)")
+                   help="longest wait for a work slot before UNAVAILABLE (default 5)")
     p.add_argument("--stream-idle-s", type=float, default=600.0,
                    help="cancel a stream that sent nothing for this many seconds (0: never; default 600)")
     p.add_argument("--tls-cert", metavar="PEM", default=None, help="server certificate (chain): serve TLS")

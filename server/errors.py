@@ -1,7 +1,7 @@
 """A request the server refuses, with the gRPC status it answers.
 
 Why a code on the exception: the servicer maps every refusal to one proper status (INVALID_ARGUMENT,
-NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION) with a message naming the problem, and keeps
+NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, UNAVAILABLE when busy) with a message naming the problem, and keeps
 serving; `splitinfer.common.transport.wire.WireError` carries a code the same way.
 """
 
@@ -28,3 +28,8 @@ def precondition(message: str) -> RequestError:
 
 def exhausted(message: str) -> RequestError:
     return RequestError("RESOURCE_EXHAUSTED", message)
+
+
+def unavailable(message: str) -> RequestError:
+    """Busy for now: the same request may succeed later (clients retry UNAVAILABLE with backoff)."""
+    return RequestError("UNAVAILABLE", message)

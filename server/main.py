@@ -49,7 +49,8 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
     `token`: bearer token every call but health checks must carry (checked by an interceptor, which gRPC
     runs before a handler or its request is touched). `max_streams`: concurrent streams (more get
     RESOURCE_EXHAUSTED); `max_workers`: threads for all calls (default max_streams + 64); `work_slots`
-    calls decode / run Part II at once, `queue` more wait up to `queue_wait_s` (admission.py).
+    calls decode / run Part II at once, `queue` more (default max_streams + 4 x slots) wait up to
+    `queue_wait_s`, then get UNAVAILABLE (admission.py).
     """
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -61,7 +62,7 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
     from splitinfer.server.service import SERVICE_NAME, SplitInferenceService
 
     slots = work_slots or default_work_slots()
-    admission = Admission(slots, 4 * slots if queue is None else queue, queue_wait_s)
+    admission = Admission(slots, max_streams + 4 * slots if queue is None else queue, queue_wait_s)
     service = SplitInferenceService(repository, metrics, max_message_bytes,
                                     max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES, max_streams=max_streams,
                                     stream_idle_s=stream_idle_s, admission=admission)

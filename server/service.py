@@ -54,7 +54,7 @@ class SplitInferenceService:
         self.max_message_bytes = int(max_message_bytes)
         self.max_frame_bytes = int(max_frame_bytes)
         self.max_streams = int(max_streams)
-        self.admission = admission or Admission(slots=2, queue=8, wait_s=5.0)
+        self.admission = admission or Admission(slots=2, queue=self.max_streams + 8, wait_s=5.0)
         self.codecs = Codecs()
         self._stream_slots = threading.BoundedSemaphore(self.max_streams)
         registry = getattr(metrics, "registry", None)
