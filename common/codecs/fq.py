@@ -29,7 +29,7 @@ any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=
 
 Payload (little-endian), every byte of side information included:
     b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"C" context ANS) | levels u16 | layout u8
-    (0 tensor, 1 channel) | C u32 | [ceil(C/8) bytes: constant-channel mask, layout 1 only]
+    (0 tensor, 1 channel) | C u32 | ceil(C/8) bytes: constant-channel mask (bit c set: channel c is constant)
     | lo float32 x C | step float32 x C
     | Z/P: one zstd frame of the (packed) symbols | A: T u16, T counts u32, the ANS words (u32)
     | C: see ctx_encode
@@ -57,7 +57,8 @@ ID_BASE = 30000
 MIN_LEVELS, MAX_LEVELS = 4, 4096
 OPT_FLAGS = {"t": 1, "c": 2, "k": 4, "x": 8}  # canonical order of the option letters
 HELP = (f"fq[:BITS[:OPTS]] (id 30000 + 1000*flags + 10*BITS; BITS {MIN_BITS}..{MAX_BITS}, one decimal "
-        f"allowed (levels = round(2**BITS)), default {DEFAULT_BITS}; OPTS t=per tensor (flag 1), c=clip search (2), k=keep constant channels (4), x=spatial context coder (8); lossy)")
+        f"allowed (levels = round(2**BITS)), default {DEFAULT_BITS}; OPTS t=per tensor (flag 1), "
+        "c=clip search (2), k=keep constant channels (4), x=spatial context coder (8); lossy)")
 
 MIN_CHANNEL_VALUES = 64  # per channel only when each channel has this many values (side info <= 1 bit/value)
 ZSTD_LEVEL = 1
@@ -139,9 +140,7 @@ class FqCodec(Codec):
             grid = (x.shape[0], kept, x.shape[2], x.shape[3])
         body, mode = self._entropy_code(q, grid)
         head = _HEAD.pack(_MAGIC, mode, levels, 0 if view.shape[1] == 1 else 1, view.shape[1])
-        parts = [head]
-        if view.shape[1] > 1:
-            parts.append(np.packbits(const, bitorder="little").tobytes())
+        parts = [head, np.packbits(const, bitorder="little").tobytes()]
         parts += [lo.astype("<f4").tobytes(), step.astype("<f4").tobytes(), body]
         return b"".join(parts)
 
@@ -196,18 +195,14 @@ class FqCodec(Codec):
             raise CodecError(f"{NAME}: header claims layout {layout} with {channels} channels, "
                              f"which does not fit shape {list(dims)}")
         pos = _HEAD.size
-        mask_len = (channels + 7) // 8 if layout == 1 else 0
+        mask_len = (channels + 7) // 8
         side = mask_len + 8 * channels
         if view.nbytes < pos + side:
             raise CodecError(f"{NAME}: payload of {view.nbytes} bytes ends inside its side information")
-        if layout == 1:
-            const = np.unpackbits(np.frombuffer(view, np.uint8, mask_len, pos), count=channels,
-                                  bitorder="little").astype(bool)
-            if mask_len * 8 > channels and np.unpackbits(np.frombuffer(view, np.uint8, mask_len, pos),
-                                                         bitorder="little")[channels:].any():
-                raise CodecError(f"{NAME}: constant-channel mask has bits set beyond channel {channels}")
-        else:
-            const = np.zeros(1, bool)
+        mask = np.unpackbits(np.frombuffer(view, np.uint8, mask_len, pos), bitorder="little")
+        if mask[channels:].any():
+            raise CodecError(f"{NAME}: constant-channel mask has bits set beyond channel {channels}")
+        const = mask[:channels].astype(bool)
         pos += mask_len
         lo = np.frombuffer(view, "<f4", channels, pos).astype(np.float32)
         step = np.frombuffer(view, "<f4", channels, pos + 4 * channels).astype(np.float32)
@@ -402,7 +397,10 @@ def _unpack_table(bits: int) -> np.ndarray:
 def _model(counts: np.ndarray):
     import constriction
 
-    return constriction.stream.model.Categorical(counts.astype(np.float64) / counts.sum(), perfect=False)
+    p = counts.astype(np.float64) / counts.sum()
+    if p.size < 2:  # constriction needs two symbols at least; the second is never coded
+        p = np.append(p, 0.0)
+    return constriction.stream.model.Categorical(p, perfect=False)
 
 
 def ans_encode(q: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ def test_bad_specs(spec):
 
 def _side(payload: bytes, channels: int):
     """(lo, step) from a per-channel payload's side information."""
-    pos = fq._HEAD.size + ((channels + 7) // 8 if channels > 1 else 0)
+    pos = fq._HEAD.size + (channels + 7) // 8
     lo = np.frombuffer(payload, "<f4", channels, pos)
     step = np.frombuffer(payload, "<f4", channels, pos + 4 * channels)
     return lo, step
@@ -117,9 +117,13 @@ def test_constant_channels_cost_no_symbols():
     mask = np.unpackbits(np.frombuffer(p_skip, np.uint8, 2, fq._HEAD.size), bitorder="little")
     assert list(np.flatnonzero(mask)) == [3, 7]
     assert not np.frombuffer(p_keep, np.uint8, 2, fq._HEAD.size).any()
-    z = np.zeros((1, 8, 16, 16), np.float32)
-    pz = skip.encode(z)
-    assert len(pz) < 100 and np.array_equal(skip.decode(pz, z.dtype, z.shape), z)
+    for spec in ("fq:6", "fq:6:k", "fq:6:t", "fq:6:tk", "fq:3:x", "fq:4:tx"):  # whole constant tensors
+        c = get_codec(spec)
+        for z in (np.zeros((1, 8, 16, 16), np.float32), np.full(4000, -2.5, np.float32), np.ones((3, 5), np.float32)):
+            pz = c.encode(z)
+            assert np.array_equal(c.decode(pz, z.dtype, z.shape), z), (spec, z.shape)
+            if "k" not in spec:
+                assert len(pz) < 100
 
 
 @pytest.mark.parametrize("shape", [(1, 64, 26, 26), (2, 8, 30, 30), (4000,), (50, 80), (1, 2704, 80), (3, 1, 70, 70)])
