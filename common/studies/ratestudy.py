@@ -225,8 +225,8 @@ def bd_rates(sweep: SweepResult, quality: str, anchor_family: str = ANCHOR_FAMIL
 # outputs: CSV, plots, report
 
 
-STUDY_COLUMNS = ("rank", "node", "branches", "family", "codec", "images", "elements", "bits_per_element", "kb_per_frame",
-                 "ratio", "rel_map", "map", "nmse", "psnr_db", "cosine", "top1", "top5", "encode_mbps", "decode_mbps",
+STUDY_COLUMNS = ("rank", "node", "branches", "family", "codec", "images", "elements", "bits_per_element",
+                 "kb_per_frame", "ratio", "rel_map", "map", "nmse", "psnr_db", "cosine", "top1", "top5", "encode_mbps", "decode_mbps",
                  "encode_ms", "decode_ms")
 
 

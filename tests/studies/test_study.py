@@ -104,6 +104,28 @@ def test_report_plots_and_bd_table(study):
     assert "BD-rate of float16 vs nnc on rel_map: n/a" in stdout
 
 
+def test_study_with_ground_truth_reports_absolute_map(tmp_path, capsys):
+    """With --gt, mAP against ground truth is a column, a plot panel, and can be the BD-rate's quality."""
+    import shutil
+
+    from splitinfer.common.assets import IMAGES_DIR
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for n in ("terrain2.png", "dog.jpg"):
+        shutil.copy(IMAGES_DIR / n, data / n)
+    out = tmp_path / "out"
+    assert main(["study", "nanodet", "--data", str(data), "--gt", str(IMAGES_DIR / "terrain2_coco.json"),
+                 "--splits", "95", "--codecs", "fq:3..5", "float16", "--quality", "map", "-o", str(out),
+                 "--workers", "0", "-q"]) == 0
+    assert "mAP %" in capsys.readouterr().out
+    with open(out / "study.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(0 < float(r["map"]) <= 1 for r in rows)
+    with open(out / "bd_rate.csv") as f:
+        assert {b["quality"] for b in csv.DictReader(f)} == {"map", "psnr_db"}
+
+
 def _quantise(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = float(x.min()), float(x.max())
     levels = (1 << bits) - 1

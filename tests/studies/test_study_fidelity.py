@@ -66,6 +66,19 @@ def test_a_model_without_family_runs_as_raw(swept):
         assert r.top1 == 1.0 and r.top5 == 1.0
 
 
+def test_raw_sweep_report_plots_fidelity(swept, tmp_path):
+    from splitinfer.common.studies.sweep import summary_lines, write_outputs
+
+    _, _, res = swept
+    paths = write_outputs(res, tmp_path)
+    for name in ("map_by_split.png", "map_vs_size.png", "map_vs_ratio.png"):
+        assert paths[name].read_bytes()[:4] == b"\x89PNG"
+    assert any("fidelity of the model outputs" in line for line in summary_lines(res))
+    assert not any("relative mAP" in line for line in summary_lines(res))
+    head = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| rank"))
+    assert "| NMSE |" in head and "| PSNR dB |" in head
+
+
 def test_fidelity_equals_a_hand_run_of_the_split(swept):
     """Part I, encode/decode and Part II run by hand on the same frames give the same NMSE, PSNR, cosine
     and top-k agreement as the sweep's rows."""

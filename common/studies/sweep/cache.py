@@ -113,7 +113,7 @@ def compute_activations(model, graph, family, items, needed: list[str], act_dir:
     if progress:
         from tqdm import tqdm
 
-        frames = tqdm(frames, total=len(todo), desc="activations", unit="img", leave=False)
+        frames = tqdm(frames, total=len(todo), desc="activations", unit="img", leave=False, disable=None)
     for name, sha, image in frames:
         feeds, meta = family.preprocess(image)
         try:

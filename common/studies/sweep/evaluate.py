@@ -51,7 +51,7 @@ def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, g
     if progress and len(pairs) > 4:
         from tqdm import tqdm
 
-        it = tqdm(pairs, desc="mAP", unit="row", leave=False)
+        it = tqdm(pairs, desc="mAP", unit="row", leave=False, disable=None)
     rows = []
     for r, c in it:
         recs = stored[(r, c.spec)]["images"]

@@ -50,12 +50,36 @@ def _pct(v) -> float:
     return math.nan if v is None or (isinstance(v, float) and math.isnan(v)) else 100.0 * v
 
 
+PERCENT_METRICS = ("rel_map", "map", "top1", "top5")
+
+
 def _metrics(result: SweepResult) -> list[tuple[str, str]]:
-    """(row attribute, axis label) of the mAPs to plot: relative always, absolute when measured."""
+    """(row attribute, axis label) of the metrics to plot: for detectors relative mAP always and absolute
+    mAP when measured; for a raw model (no detections) PSNR of the outputs and top-1 agreement when measured."""
+    if result.family == "raw":
+        out = [("psnr_db", "PSNR of the model outputs (dB)")]
+        if any(not math.isnan(r.top1) for r in result.rows):
+            out.append(("top1", "top-1 agreement with the whole model (%)"))
+        return out
     out = [("rel_map", "relative mAP@[.5:.95] (%)")]
     if any(not math.isnan(r.map) for r in result.rows):
         out.append(("map", "mAP@[.5:.95] vs ground truth (%)"))
     return out
+
+
+def _plotted(attr: str, values: list[float]) -> list[float]:
+    """Values on the plot's scale: percent for mAP/agreement; infinite PSNR (lossless) drawn 10 % above the
+    largest finite one (NaN when there is none)."""
+    if attr in PERCENT_METRICS:
+        return [_pct(v) for v in values]
+    finite = [v for v in values if math.isfinite(v)]
+    cap = 1.1 * max(finite) if finite else math.nan
+    return [cap if v == math.inf else v for v in values]
+
+
+def _limit(ax, attr: str) -> None:
+    if attr in PERCENT_METRICS:
+        ax.set_ylim(0, 105)
 
 
 def _split_label(s: dict) -> str:
@@ -67,14 +91,15 @@ def plot_map_by_split(result: SweepResult, path) -> Path:
     plt = _plt()
     metrics = _metrics(result)
     ranks = [s["rank"] for s in result.splits]
-    by = {(r.rank, r.codec): r for r in result.rows}
     fig, axes = plt.subplots(len(metrics), 1, figsize=(max(8, 1.3 * len(ranks) + 3), 3.6 * len(metrics)),
                              squeeze=False)
     cmap = plt.get_cmap("viridis")
     width = 0.8 / max(1, len(result.codecs))
     for ax, (attr, label) in zip(axes[:, 0], metrics):
+        every = _plotted(attr, [getattr(x, attr) for x in result.rows])
+        value = {(x.rank, x.codec): v for x, v in zip(result.rows, every)}
         for j, codec in enumerate(result.codecs):
-            ys = [_pct(getattr(by[(r, codec)], attr)) if (r, codec) in by else math.nan for r in ranks]
+            ys = [value.get((r, codec), math.nan) for r in ranks]
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(ranks))]
             ax.bar(xs, np.nan_to_num(ys), width=width, color=cmap(j / max(1, len(result.codecs) - 1)), label=codec)
         if attr == "map" and not math.isnan(result.anchor.get("map", math.nan)):
@@ -82,10 +107,11 @@ def plot_map_by_split(result: SweepResult, path) -> Path:
         ax.set_xticks(range(len(ranks)), [_split_label(s) for s in result.splits], rotation=20, ha="right",
                       fontsize=8)
         ax.set_ylabel(label)
-        ax.set_ylim(0, 105)
+        _limit(ax, attr)
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", title="codec")
-    axes[0, 0].set_title(f"{Path(result.model).parent.name or result.model}: mAP per split and codec "
+    what = "PSNR" if result.family == "raw" else "mAP"
+    axes[0, 0].set_title(f"{Path(result.model).parent.name or result.model}: {what} per split and codec "
                          f"({len(result.images)} images)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -99,10 +125,12 @@ def _plot_curves(result: SweepResult, path, xattr: str, xlabel: str, title: str)
     fig, axes = plt.subplots(1, len(metrics), figsize=(7.5 * len(metrics), 5), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, (attr, label) in zip(axes[0], metrics):
+        value = dict(zip([(x.rank, x.codec) for x in result.rows], _plotted(attr, [getattr(x, attr)
+                                                                                    for x in result.rows])))
         for i, s in enumerate(result.splits):
             rows = sorted((r for r in result.rows if r.rank == s["rank"]), key=lambda r: getattr(r, xattr))
             xs = [getattr(r, xattr) for r in rows]
-            ys = [_pct(getattr(r, attr)) for r in rows]
+            ys = [value[(r.rank, r.codec)] for r in rows]
             ax.plot(xs, ys, "o-", color=cmap(i % 10), ms=4, label=_split_label(s))
             for r, x, y in zip(rows, xs, ys):
                 short = r.codec.split(":")[-1] if r.codec.startswith("nnc:") else r.codec.replace("float16", "f16")
@@ -111,7 +139,7 @@ def _plot_curves(result: SweepResult, path, xattr: str, xlabel: str, title: str)
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
-        ax.set_ylim(0, 105)
+        _limit(ax, attr)
         ax.grid(alpha=0.3, which="both")
     axes[0, -1].legend(fontsize="small", title="split")
     fig.suptitle(title)

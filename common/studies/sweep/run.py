@@ -241,7 +241,7 @@ def run_tasks(cfg: SweepConfig, cache: Cache, tasks: list[dict], collector: RowC
     if progress:
         from tqdm import tqdm
 
-        collector.bar = tqdm(total=len(tasks), desc="sweep", unit="task")
+        collector.bar = tqdm(total=len(tasks), desc="sweep", unit="task", disable=None)  # quiet off a TTY
     runner = make_runner(cfg.ray_address, cfg.workers, worker_count(cfg), len(tasks), cache.act_dir,
                          cache.root / "tmp" / collector.run_id)
     ok = False
