@@ -1,4 +1,4 @@
-"""`fq[:BITS[:OPTS]]` (id 30000 + 1000 * flags + 10 * BITS): fast lossy feature codec, uniform quantisation + a real entropy coder.
+"""`fq[:BITS[:OPTS]]` (id 30000 + 1000*flags + 10*BITS): fast lossy feature codec (quantiser + entropy coder).
 
 Why: NNC compresses activations well but at 4-17 MB/s; a per-channel uniform quantiser followed by an
 entropy coder fitted to each tensor gets within reach of its ratio at hundreds of MB/s (numpy passes,
@@ -14,14 +14,15 @@ Terms:
   shrunken ranges. Measured on NanoDet (see bench/bench_codecs.py): clipping lowers the MSE but costs
   relative mAP and bits (a finer step over the bulk), so min/max is the default.
 - *constant channel*: all its values equal; sent as its value alone (no symbols) unless `k` is given.
-- *entropy mode* (one byte): symbols (uint8 up to 256 levels, else uint16) coded with zstd level 1
-  (Huffman literals plus matches, GB/s), or up to 16 levels packed 2 or 4 to a byte first so that
-  zstd's Huffman stage codes pairs (quads) of neighbours jointly (measured: 10% below the order-0
-  entropy at 4 bits, 2+ GB/s both ways), or with constriction's ANS under one categorical
-  model fitted to the tensor (its table is side information), or -- option `x`, 4-D tensors (either
-  layout), up to 64 levels -- with ANS under spatial contexts (see `ctx_plan`: ~20% fewer bits, ~40 MB/s). The encoder keeps
-  the smallest (ANS only when it is ANS_GAIN smaller than the best zstd mode: it decodes at ~100-150
-  MB/s), estimated from the tables' entropy, then measured.
+- *entropy mode* (one byte), the smallest of:
+  Z: the symbols (uint8 up to 256 levels, else uint16) through zstd level 1 (GB/s);
+  P: up to 16 levels, symbols packed 2 or 4 to a byte first, so zstd's Huffman stage codes pairs (quads)
+     of neighbours jointly (measured on NanoDet: ~10% below the order-0 entropy at 4 bits, GB/s);
+  A: constriction's ANS under one categorical model fitted to the tensor (its table is side
+     information); used only when ANS_GAIN smaller than Z/P, since it decodes at ~100-200 MB/s;
+  C: option `x`, 4-D tensors, up to 64 levels: ANS under spatial contexts (see `ctx_plan`; 5-20% fewer
+     bits than P, ~50-130 MB/s).
+  A and C are estimated from their tables' entropy first, coded only when they would win, then measured.
 
 Spec: BITS in 2..12 with at most one decimal (default 4; `fq:3.5` = 11 levels); OPTS letters t, c, k, x in
 any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=4, x=8: `fq:4` = 30040,
