@@ -1,66 +1,71 @@
-"""Codec speed and size, side by side: encode/decode MB/s (of raw tensor bytes), ratio, error.
+"""Codec speed and size side by side, on real NanoDet activations: ratio, bits per element, encode/decode MB/s.
 
-Tensors: synthetic stand-ins shaped like NanoDet crossing tensors (ReLU'd and dense Gaussians, a
-multi-branch head output), plus real NanoDet activations on a bundled photo when the bundled
-model is present. NNC decode is timed both through the helper processes (what the server does with
-untrusted payloads) and in-process (`trusted=True`).
+Frames: what Part I of the bundled NanoDet sends at splits 46 (one 128x52x52 tensor), 69 and 95 (three
+tensors each: the multi-branch splits) on the bundled photos (and frames of OpenCV's vtest.avi when
+that file exists). Every codec encodes and decodes every tensor of every frame; times are medians over
+--repeat runs of the whole set, MB/s of raw float32 bytes. Codecs run one after the other in this one
+process, so their figures are comparable with each other (the machine's load moves them all alike).
 
-    .venv/bin/python bench/bench_codecs.py [--codecs none,float16,zstd:1,zstd,nnc:-38,nnc:-20] [--repeat 5]
+Also measured side by side: NNC on a multi-tensor frame with its slabs coded by 2 helper processes
+(parallel) against the same tensors coded one bitstream after the other in this process (serial).
+
+Relative mAP is not measured here (that needs Part II and the anchor): run
+`splitinfer sweep nanodet --splits 46 69 95 --codecs fq:3 fq:4 ...` for it.
+
+    .venv/bin/python bench/bench_codecs.py [--codecs LIST] [--images N] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def synthetic() -> list[tuple[str, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    return [
-        ("relu 1x64x52x52", np.maximum(rng.standard_normal((1, 64, 52, 52)), 0).astype(np.float32)),
-        ("dense 1x96x26x26", rng.standard_normal((1, 96, 26, 26)).astype(np.float32)),
-        ("relu 1x128x13x13", np.maximum(rng.standard_normal((1, 128, 13, 13)) * 3, 0).astype(np.float32)),
-        ("scores 1x2704x80", (1 / (1 + np.exp(-rng.standard_normal((1, 2704, 80)) * 3 + 4))).astype(np.float32)),
-    ]
+SPLITS = (46, 69, 95)
+DEFAULT_CODECS = ("none,float16,zstd:1,zstd,blosc2:lz4:5:bitshuffle,blosc2,float16+zstd:1,float16+blosc2,"
+                  "fq:2,fq:3,fq:3.5,fq:4,fq:5,fq:6,fq:8,fq:4.5:t,fq:6:t,fq:4:c,fq:3.5:x,fq:4:x,fq:4.5:tx,"
+                  "fq:5.5:tx,fq:4+zstd:19,nnc:-26,nnc:-18,nnc:-14")
+VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
-def nanodet_activations(limit: int = 3) -> list[tuple[str, np.ndarray]]:
-    """A few real intermediate tensors of the bundled NanoDet on a bundled photo (empty if no model)."""
-    try:
+def frames_at(rank: int, images: list) -> list[list[np.ndarray]]:
+    """Part I's outputs (every tensor the UE sends) at a split, one list per image."""
+    from splitinfer.common.assets import default_model_path
+    from splitinfer.common.families import get_family
+    from splitinfer.device.part1 import Part1
+
+    part1 = Part1(default_model_path(), rank=rank, threads=1)
+    family = get_family("nanodet")
+    out = []
+    for img in images:
+        feeds, _ = family.preprocess(img)
+        outs = part1.run(feeds)
+        out.append([np.ascontiguousarray(outs[n]) for n in part1.plan.part1_outputs])
+    return out
+
+
+def load_images(limit: int) -> list:
+    from splitinfer.common.assets import bundled_images
+    from splitinfer.common.core.images import read_image
+
+    imgs = [read_image(p) for p in sorted(bundled_images())[:limit]]
+    if VIDEO.exists():
         import cv2
-        import onnx
-        import onnxruntime as ort
 
-        from splitinfer.common.assets import bundled_images, default_model_path
-        from splitinfer.common.families import get_family
-    except Exception as exc:  # the bench still runs on synthetic tensors
-        print(f"(no real activations: {exc})", file=sys.stderr)
-        return []
-    path = default_model_path()
-    if not path.exists():
-        print(f"(no real activations: {path} is missing)", file=sys.stderr)
-        return []
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    infos = {v.name: v for v in model.graph.value_info}
-    picks = []
-    nodes = list(model.graph.node)
-    for frac in np.linspace(0.15, 0.75, limit):
-        for node in nodes[int(frac * len(nodes)):]:
-            v = infos.get(node.output[0]) if node.output else None
-            if v is not None and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT \
-                    and len(v.type.tensor_type.shape.dim) == 4:
-                picks.append(v)
-                break
-    model.graph.output.extend(picks)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    image = cv2.imread(str(next(p for p in bundled_images() if p.name == "dog.jpg")))
-    feeds, _ = get_family("nanodet").preprocess(image)
-    outs = sess.run([v.name for v in picks], feeds)
-    return [(f"nanodet {v.name.split('/')[-1][-12:]} {'x'.join(map(str, a.shape))}", a) for v, a in zip(picks, outs)]
+        cap = cv2.VideoCapture(str(VIDEO))
+        for i in range(0, 200, 50):  # a few frames, 2 s apart
+            cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+            ok, frame = cap.read()
+            if ok:
+                imgs.append(frame)
+        cap.release()
+    return imgs
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -72,44 +77,121 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def measure(codec, frames: list[list[np.ndarray]], repeat: int) -> dict:
+    tensors = [t for f in frames for t in f]
+    raw = sum(t.nbytes for t in tensors)
+    elems = sum(t.size for t in tensors)
+    t_enc, payloads = timed(lambda: [codec.encode(t) for t in tensors], repeat)
+    trusted = codec.name == "nnc"  # NNC: in-process decode of our own payloads (helpers: see --nnc-helpers)
+    t_dec, outs = timed(lambda: [codec.decode(p, t.dtype, t.shape, trusted=trusted)
+                                 for p, t in zip(payloads, tensors)], repeat)
+    sent = sum(len(p) for p in payloads)
+    num = sum(float(np.sum((o.astype(np.float64) - t) ** 2)) for o, t in zip(outs, tensors))
+    den = sum(float(np.sum(t.astype(np.float64) ** 2)) for t in tensors)
+    return {"codec": codec.spec, "raw_bytes": raw, "sent_bytes": sent, "ratio": raw / sent,
+            "bits_per_element": 8 * sent / elems, "encode_MBps": raw / t_enc / 1e6,
+            "decode_MBps": raw / t_dec / 1e6, "encode_ms_per_frame": 1e3 * t_enc / len(frames),
+            "decode_ms_per_frame": 1e3 * t_dec / len(frames), "rel_l2_error": (num / den) ** 0.5 if den else 0.0}
+
+
+def _cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one by default), from /proc."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def nnc_parallel_vs_serial(frames: list[list[np.ndarray]], qp: int, repeat: int) -> dict:
+    """Encode the same multi-tensor frames with 2 helper processes (slabs) and serially in-process.
+
+    Wall times depend on how many cores are free; CPU seconds do not: `critical_path_s` is the busiest
+    helper's CPU time per run, i.e. the wall time of the parallel run with one free core per helper, and
+    `speedup_free_cores` = serial CPU / critical path is the speed-up on an otherwise idle machine."""
+    from splitinfer.common.codecs import get_codec, nnc
+
+    codec = get_codec(f"nnc:{qp}")
+    tensors = [t for f in frames for t in f]
+    pool = nnc._pool()
+    for _ in range(pool.size):
+        pool.warm_up()
+    codec.encode(tensors[0])  # starts every helper
+    saved_min, saved_size = nnc.PARALLEL_MIN, pool.size
+    serial, parallel, serial_cpu, critical = [], [], [], []
+    try:
+        for _ in range(repeat):  # alternate, so both see the same machine load
+            nnc.PARALLEL_MIN = 1 << 62
+            c0 = _cpu_s()
+            serial.append(timed(lambda: [codec.encode(t) for t in tensors], 1)[0])
+            serial_cpu.append(_cpu_s() - c0)
+            nnc.PARALLEL_MIN = saved_min
+            with pool.cv:
+                pids = [w.proc.pid for w in pool.idle]
+            before = {p: _cpu_s(p) for p in pids}
+            parallel.append(timed(lambda: [codec.encode(t) for t in tensors], 1)[0])
+            critical.append(max(_cpu_s(p) - before[p] for p in pids))
+    finally:
+        nnc.PARALLEL_MIN, pool.size = saved_min, saved_size
+    s, p = statistics.median(serial), statistics.median(parallel)
+    cpu, crit = statistics.median(serial_cpu), statistics.median(critical)
+    return {"qp": qp, "helpers": pool.size, "frames": len(frames), "serial_s": s, "parallel_s": p, "speedup": s / p,
+            "serial_cpu_s": cpu, "critical_path_s": crit, "speedup_free_cores": cpu / crit if crit else float("nan"),
+            "load_average": os.getloadavg()[0]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--codecs", default="none,float16,zstd:1,zstd,nnc:-38,nnc:-20")
-    ap.add_argument("--repeat", type=int, default=5, help="runs per measurement for fast codecs (median)")
-    ap.add_argument("--nnc-repeat", type=int, default=2)
-    ap.add_argument("--no-model", action="store_true", help="synthetic tensors only")
+    ap.add_argument("--codecs", default=DEFAULT_CODECS)
+    ap.add_argument("--splits", default=",".join(map(str, SPLITS)))
+    ap.add_argument("--images", type=int, default=4, help="bundled photos to use (plus vtest.avi frames)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
+    ap.add_argument("--nnc-images", type=int, default=1, help="images for NNC (slow)")
+    ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
+    os.environ.setdefault("SPLITINFER_NNC_WORKERS", "2")
 
     from tqdm import tqdm
 
     from splitinfer.common.codecs import get_codec
 
-    codecs = [get_codec(s) for s in args.codecs.split(",")]
+    codecs = [get_codec(s) for s in args.codecs.split(",") if s.strip()]
     for c in codecs:
         c.warm_up()
-    tensors = synthetic() + ([] if args.no_model else nanodet_activations())
+    images = load_images(args.images)
+    splits = [int(s) for s in args.splits.split(",")]
+    data = {r: frames_at(r, images) for r in splits}
     rows = []
-    for (label, x), c in tqdm([(t, c) for t in tensors for c in codecs], desc="codecs", unit="run", file=sys.stderr):
-        r = args.nnc_repeat if c.name == "nnc" else args.repeat
-        mb = x.nbytes / 1e6
-        t_enc, payload = timed(lambda: c.encode(x), r)
-        t_dec, y = timed(lambda: c.decode(payload, x.dtype, x.shape), r)
-        t_trusted = timed(lambda: c.decode(payload, x.dtype, x.shape, trusted=True), r)[0] if c.name == "nnc" else None
-        err = float(np.linalg.norm(y.astype(np.float64) - x) / max(np.linalg.norm(x.astype(np.float64)), 1e-30))
-        rows.append((label, c.spec, mb, len(payload), x.nbytes / len(payload), mb / t_enc, mb / t_dec,
-                     mb / t_trusted if t_trusted else None, err))
+    for rank, codec in tqdm([(r, c) for r in splits for c in codecs], desc="codecs", unit="run",
+                            file=sys.stderr, disable=not sys.stderr.isatty()):
+        frames = data[rank][: args.nnc_images] if codec.name == "nnc" else data[rank]
+        rows.append({"split": rank, "tensors": len(frames[0]), "frames": len(frames),
+                     **measure(codec, frames, 1 if codec.name == "nnc" else args.repeat)})
+    multi = max(splits, key=lambda r: len(data[r][0]))
+    par = nnc_parallel_vs_serial(data[multi][:1], -18, max(2, args.repeat))
+    par["split"] = multi
 
-    head = f"{'tensor':<34} {'codec':<9} {'raw MB':>7} {'bytes':>9} {'ratio':>6} {'enc MB/s':>9} " \
-           f"{'dec MB/s':>9} {'dec in-proc':>11} {'rel err':>8}"
+    head = (f"{'split':>5} {'tens':>4} {'codec':<28} {'ratio':>7} {'bits/el':>7} {'enc MB/s':>9} {'dec MB/s':>9} "
+            f"{'enc ms/fr':>9} {'dec ms/fr':>9} {'rel L2 err':>10}")
+    print(f"{len(images)} images ({len(data[splits[0]])} frames per split; NNC on {args.nnc_images}); "
+          f"MB/s of raw float32 bytes, one process, medians of {args.repeat}")
     print(head)
     print("-" * len(head))
     last = None
-    for label, spec, mb, size, ratio, enc, dec, dec_t, err in rows:
-        if last is not None and label != last:
+    for r in rows:
+        if last is not None and r["split"] != last:
             print()
-        last = label
-        dec_t_s = f"{dec_t:11.1f}" if dec_t else f"{'':>11}"
-        print(f"{label:<34} {spec:<9} {mb:7.3f} {size:9d} {ratio:6.2f} {enc:9.1f} {dec:9.1f} {dec_t_s} {err:8.1e}")
+        last = r["split"]
+        print(f"{r['split']:5d} {r['tensors']:4d} {r['codec']:<28} {r['ratio']:7.2f} {r['bits_per_element']:7.3f} "
+              f"{r['encode_MBps']:9.1f} {r['decode_MBps']:9.1f} {r['encode_ms_per_frame']:9.1f} "
+              f"{r['decode_ms_per_frame']:9.1f} {r['rel_l2_error']:10.2e}")
+    print(f"\nNNC QP {par['qp']} encode of split {multi}'s frame ({len(data[multi][0])} tensors): serial in-process "
+          f"{par['serial_s'] * 1e3:.0f} ms, {par['helpers']} helper processes (slabs) {par['parallel_s'] * 1e3:.0f} ms: "
+          f"{par['speedup']:.2f}x at load average {par['load_average']:.1f}; with a free core per helper "
+          f"(CPU seconds: serial {par['serial_cpu_s'] * 1e3:.0f} ms, busiest helper {par['critical_path_s'] * 1e3:.0f} "
+          f"ms): {par['speedup_free_cores']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "nnc_parallel": par}, indent=1))
     return 0
 
 
