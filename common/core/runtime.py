@@ -26,10 +26,6 @@ class Session:
     def run(self, feeds: dict, output_names: list[str] | None = None):
         return self.ort.run(output_names or self.output_names, feeds)
 
-    def keep_feeds(self, feeds: dict) -> dict:
-        """Only the feeds this session takes (see `keep_feeds`)."""
-        return keep_feeds(feeds, self.input_names)
-
 
 def keep_feeds(feeds: dict, input_names) -> dict:
     """The entries of `feeds` whose name is in `input_names`: onnxruntime refuses feeds a session does not
