@@ -1,10 +1,11 @@
 """Codec speed and size side by side, on real NanoDet activations: ratio, bits per element, encode/decode MB/s.
 
 Frames: what Part I of the bundled NanoDet sends at splits 46 (one 128x52x52 tensor), 69 and 95 (three
-tensors each: the multi-branch splits) on the bundled photos (and frames of OpenCV's vtest.avi when
-that file exists). Every codec encodes and decodes every tensor of every frame; times are medians over
---repeat runs of the whole set, MB/s of raw float32 bytes. Codecs run one after the other in this one
-process, so their figures are comparable with each other (the machine's load moves them all alike).
+tensors each: the multi-branch splits) on the bundled photos, plus 4 frames of OpenCV's vtest.avi when
+it is there (Debian's opencv-doc, or the study's clip docs/study/vtest_clip.avi). Every codec encodes
+and decodes every tensor of every frame; times are medians over --repeat runs of the whole set, MB/s of
+raw float32 bytes. Codecs run one after the other in this one process, so their figures are comparable
+with each other (the machine's load moves them all alike).
 
 Also measured side by side: NNC on a multi-tensor frame with its slabs coded by 2 helper processes
 (parallel) against the same tensors coded one bitstream after the other in this process (serial).
@@ -31,7 +32,8 @@ SPLITS = (46, 69, 95)
 DEFAULT_CODECS = ("none,float16,zstd:1,zstd,blosc2:lz4:5:bitshuffle,blosc2,float16+zstd:1,float16+blosc2,"
                   "fq:2,fq:3,fq:3.5,fq:4,fq:5,fq:6,fq:8,fq:4.5:t,fq:6:t,fq:4:c,fq:3.5:x,fq:4:x,fq:4.5:tx,"
                   "fq:5.5:tx,fq:4+zstd:19,nnc:-26,nnc:-18,nnc:-14")
-VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VIDEOS = (Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),  # Debian's opencv-doc
+          Path(__file__).resolve().parents[1] / "docs" / "study" / "vtest_clip.avi")  # the study's clip, if there
 
 
 def frames_at(rank: int, images: list) -> list[list[np.ndarray]]:
@@ -55,11 +57,13 @@ def load_images(limit: int) -> list:
     from splitinfer.common.core.images import read_image
 
     imgs = [read_image(p) for p in sorted(bundled_images())[:limit]]
-    if VIDEO.exists():
+    video = next((v for v in VIDEOS if v.exists()), None)
+    if video is not None:  # optional: a few frames spread over the video
         import cv2
 
-        cap = cv2.VideoCapture(str(VIDEO))
-        for i in range(0, 200, 50):  # a few frames, 2 s apart
+        cap = cv2.VideoCapture(str(video))
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
+        for i in range(0, count, max(1, count // 4))[:4]:
             cap.set(cv2.CAP_PROP_POS_FRAMES, i)
             ok, frame = cap.read()
             if ok:
