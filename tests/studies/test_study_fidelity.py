@@ -163,3 +163,23 @@ def test_study_cli_on_a_raw_classifier(swept, tmp_path, capsys):
     assert (psnr["bd_rate_percent"] != "") == (psnr["note"] == "")
     if psnr["note"] == "":
         assert float(psnr["overlap"]) > 0 and -100 < float(psnr["bd_rate_percent"])
+
+
+@pytest.mark.slow
+def test_study_on_a_zoo_classifier(tmp_path, monkeypatch, capsys):
+    """`zoo:resnet18` (torchvision, exported into the zoo cache on first use) is studied as a raw model:
+    fidelity and top-1 agreement per codec, no mAP."""
+    import csv
+
+    from splitinfer.common.cli import main
+
+    monkeypatch.setenv("SPLITINFER_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert main(["study", "zoo:resnet18", "--data", str(IMAGES_DIR / "dog.jpg"), "--splits", "20",
+                 "--codecs", "float16", "fq:4", "-o", str(out), "--workers", "0", "-q"]) == 0
+    assert (tmp_path / "cache" / "zoo" / "resnet18.onnx").is_file()
+    assert "family raw" in capsys.readouterr().out
+    with open(out / "study.csv") as f:
+        rows = {r["codec"]: r for r in csv.DictReader(f)}
+    assert float(rows["float16"]["psnr_db"]) > float(rows["fq:4"]["psnr_db"]) > 20
+    assert rows["float16"]["top1"] == "1" and rows["fq:4"]["top1"] in ("0", "1")

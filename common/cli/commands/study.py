@@ -18,7 +18,7 @@ throughput.png, sweep/ (the sweep's results.json and CSV); cache/ unless --cache
 examples:
   splitinfer study nanodet --data docs/study/vtest_clip.avi --splits 46 95 --max-images 10 -o out/study
   splitinfer study nanodet --codecs nnc:-38..-8/10 fq:2..8 --data imgs/ --gt imgs/gt.json
-  splitinfer study resnet18.onnx --family raw --data imgs/ --splits 20 40 --quality top1
+  splitinfer study zoo:resnet18 --data imgs/ --splits 20 40 --quality top1   # raw: fidelity, no mAP
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ HELP = "rate-accuracy study: quality vs bits/element and kB/frame per codec ladd
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from splitinfer.common.studies.ratestudy import ANCHOR_FAMILY, QUALITIES
 
-    p.add_argument("model", help="bundled model id (nanodet), model folder or .onnx file")
+    p.add_argument("model", help="bundled model id (nanodet), model folder, .onnx file, or zoo:NAME (a torchvision "
+                                 "model of the splitability zoo, exported on first use)")
     p.add_argument("--family", help="model family; 'raw' = any image model, fidelity metrics only "
                                     "(default: from the model's metadata, else raw)")
     p.add_argument("--splits", nargs="+", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")

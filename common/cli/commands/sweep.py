@@ -40,7 +40,8 @@ HELP = "split-point x codec sweep: bytes, codec times, mAP; plots and report (re
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from splitinfer.common.studies.sweep import DEFAULT_ANCHOR_THRESHOLD, DEFAULT_BATCH, DEFAULT_SCORE_THRESHOLD
 
-    p.add_argument("model", help="bundled model id (nanodet), model folder or .onnx file")
+    p.add_argument("model", help="bundled model id (nanodet), model folder, .onnx file, or zoo:NAME (a torchvision "
+                                 "model of the splitability zoo, exported on first use)")
     p.add_argument("--family", help="model family when MODEL is a bare .onnx file without metadata; 'raw' (also "
                                     "the fallback when none is known): any image model, rows report the fidelity "
                                     "of its outputs (NMSE, PSNR, cosine, top-1/top-5) instead of mAP")

@@ -111,9 +111,9 @@ def compute_activations(model, graph, family, items, needed: list[str], act_dir:
     outputs = [n for n in needed if n not in graph.input_names]
     frames = read_frames(todo)
     if progress:
-        from tqdm import tqdm
+        from splitinfer.common.core.progress import bar
 
-        frames = tqdm(frames, total=len(todo), desc="activations", unit="img", leave=False, disable=None)
+        frames = bar(frames, total=len(todo), desc="activations", unit="img", leave=False)
     for name, sha, image in frames:
         feeds, meta = family.preprocess(image)
         try:

@@ -49,9 +49,9 @@ def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, g
     pairs = [(r, c) for r in ranks for c in codecs if (r, c.spec) in stored]
     it = pairs
     if progress and len(pairs) > 4:
-        from tqdm import tqdm
+        from splitinfer.common.core.progress import bar
 
-        it = tqdm(pairs, desc="mAP", unit="row", leave=False, disable=None)
+        it = bar(pairs, desc="mAP", unit="row", leave=False)
     rows = []
     for r, c in it:
         recs = stored[(r, c.spec)]["images"]

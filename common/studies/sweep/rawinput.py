@@ -20,6 +20,7 @@ from splitinfer.common.families import Family, check_image
 
 NAME = "raw"
 DEFAULT_HW = (224, 224)
+ZOO_PREFIX = "zoo:"
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -76,9 +77,15 @@ def family_for(name: str) -> Family:
 
 def resolve_model_or_raw(spec: str, family: str | None):
     """(ONNX path, family) like `resolve_model`, with `family='raw'` or a model whose family is unknown
-    falling back to the raw pseudo-family."""
+    falling back to the raw pseudo-family. `zoo:NAME` is a model of the splitability zoo (`zoo.py`:
+    torchvision classifiers and detectors), exported into its cache on first use."""
     from splitinfer.common.core.onnx_io import load_model
     from splitinfer.common.families import resolve_model
+
+    if spec.startswith(ZOO_PREFIX):
+        from splitinfer.common.studies import zoo
+
+        spec = str(zoo.model_path(spec[len(ZOO_PREFIX):]))
 
     if family == NAME:
         path = _model_file(spec)

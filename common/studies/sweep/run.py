@@ -239,9 +239,9 @@ def run_tasks(cfg: SweepConfig, cache: Cache, tasks: list[dict], collector: RowC
     if not tasks:
         return "(all rows cached)", 0.0
     if progress:
-        from tqdm import tqdm
+        from splitinfer.common.core.progress import bar
 
-        collector.bar = tqdm(total=len(tasks), desc="sweep", unit="task", disable=None)  # quiet off a TTY
+        collector.bar = bar(total=len(tasks), desc="sweep", unit="task")  # quiet off a terminal
     runner = make_runner(cfg.ray_address, cfg.workers, worker_count(cfg), len(tasks), cache.act_dir,
                          cache.root / "tmp" / collector.run_id)
     ok = False
