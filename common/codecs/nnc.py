@@ -478,7 +478,14 @@ class _Pool:
             self._release(worker, healthy)
 
     def warm_up(self) -> None:
-        self._release(self._acquire(), True)
+        """Start every helper now (encoding uses them all at once), not on the first frames."""
+        workers = []
+        try:
+            for _ in range(self.size):
+                workers.append(self._acquire())
+        finally:
+            for w in workers:
+                self._release(w, True)
 
     def close(self) -> None:
         with self.cv:
