@@ -16,7 +16,6 @@ rejects missing, duplicated and out-of-order parts and chunks with a message nam
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,71 +178,7 @@ def meta_to_json(meta: dict | None) -> str:
     return json.dumps(meta or {}, default=default, separators=(",", ":"))
 
 
-META_MAX_DIGITS = 32  # longest number literal accepted in frame meta (a 400-digit width is an attack)
-
-
-class _Refused(str):
-    """A JSON value the meta parser will not turn into a number (named with its field once known)."""
-
-
-def _meta_int(text: str):
-    if len(text.lstrip("-")) > META_MAX_DIGITS:
-        return _Refused(f"a number of {len(text.lstrip('-'))} digits (at most {META_MAX_DIGITS})")
-    return int(text)
-
-
-def _meta_float(text: str):
-    if len(text) > 2 * META_MAX_DIGITS:
-        return _Refused(f"a number literal of {len(text)} characters")
-    value = float(text)
-    return value if math.isfinite(value) else _Refused(f"{text[:40]} (not a finite number)")
-
-
-def _meta_constant(name: str):
-    return _Refused(f"{name} (not a JSON number)")
-
-
-def _refused_in(value) -> _Refused | None:
-    todo = [value]
-    while todo:
-        v = todo.pop()
-        if isinstance(v, _Refused):
-            return v
-        if isinstance(v, list):
-            todo.extend(v)
-    return None
-
-
-def _meta_object(pairs):
-    for key, value in pairs:
-        bad = _refused_in(value)
-        if bad is not None:
-            raise WireError(f"frame meta: field {key[:40]!r} is {bad}")
-    return dict(pairs)
-
-
-def meta_from_json(text: str, max_chars: int = 1 << 16) -> dict:
-    """The frame meta as a dict; WireError (INVALID_ARGUMENT) for anything that is not a small JSON object:
-    too long, not JSON, nested past the parser's depth, NaN/Infinity/1e999, number literals of many digits
-    (the message names the field)."""
-    if len(text) > max_chars:
-        raise WireError(f"frame meta is {len(text)} characters (limit {max_chars})")
-    if not text:
-        return {}
-    try:
-        meta = json.loads(text, parse_int=_meta_int, parse_float=_meta_float, parse_constant=_meta_constant,
-                          object_pairs_hook=_meta_object)
-    except WireError:
-        raise
-    except json.JSONDecodeError as exc:
-        raise WireError(f"frame meta is not JSON ({exc})") from None
-    except RecursionError:
-        raise WireError("frame meta is nested too deeply") from None
-    except ValueError as exc:  # anything else the parser refuses
-        raise WireError(f"frame meta is not acceptable JSON ({str(exc)[:120]})") from None
-    if not isinstance(meta, dict):
-        raise WireError("frame meta must be a JSON object")
-    return meta
+# The server reads a frame's meta with `splitinfer.server.meta.clean_meta` (hardened JSON, checked fields).
 
 
 # ----------------------------------------------------------------------------------------------

@@ -254,13 +254,13 @@ def test_malformed_bytes_raise_wire_errors(garbage):
         wire.parse_stream_request(garbage)
 
 
-def test_meta_json_round_trip_and_limits():
+def test_meta_json_round_trip():
+    import json
+
     meta = {"width": np.int64(640), "scale": np.float32(0.5), "pad": (1, 2), "arr": np.arange(3)}
-    assert wire.meta_from_json(wire.meta_to_json(meta)) == {"width": 640, "scale": 0.5, "pad": [1, 2], "arr": [0, 1, 2]}
-    with pytest.raises(wire.WireError, match="JSON object"):
-        wire.meta_from_json("[1]")
-    with pytest.raises(wire.WireError, match="not JSON"):
-        wire.meta_from_json("{")
+    assert json.loads(wire.meta_to_json(meta)) == {"width": 640, "scale": 0.5, "pad": [1, 2], "arr": [0, 1, 2]}
+    with pytest.raises(TypeError, match="cannot be sent"):
+        wire.meta_to_json({"x": object()})
 
 
 @settings(max_examples=40, deadline=None)
