@@ -139,6 +139,8 @@ class StudyResult:
 def run_study(cfg: StudyConfig, progress: bool = True) -> StudyResult:
     """Run (or resume) the sweep over the ladders, then the BD-rates of every family against the anchor."""
     t0 = time.perf_counter()
+    if cfg.quality is not None and cfg.quality not in QUALITIES:
+        raise UserError(f"unknown quality metric {cfg.quality!r} (known: {', '.join(QUALITIES)})")
     codecs = expand_ladders(cfg.codecs)
     sweep = run_sweep(SweepConfig(model=cfg.model, data=cfg.data, splits=cfg.splits, codecs=codecs, family=cfg.family,
                                   gt=cfg.gt, out_dir=cfg.out_dir, cache_dir=cfg.cache_dir, workers=cfg.workers,
@@ -153,8 +155,6 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> StudyResult:
 def choose_quality(sweep: SweepResult, quality: str | None) -> str:
     if quality is None:
         return "psnr_db" if sweep.family == "raw" else "rel_map"
-    if quality not in QUALITIES:
-        raise UserError(f"unknown quality metric {quality!r} (known: {', '.join(QUALITIES)})")
     if all(math.isnan(getattr(r, quality)) for r in sweep.rows):
         raise UserError(f"quality {quality!r} is not measured for this model/data "
                         f"({'no ground truth given' if quality == 'map' else 'no such output'})")
