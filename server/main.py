@@ -79,7 +79,8 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
     server.add_generic_rpc_handlers((service.handler(),))
     from splitinfer.server.oip import add_oip_service  # the Open Inference Protocol beside our own service
 
-    oip_name = add_oip_service(server, repository, metrics, max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES)
+    oip_name = add_oip_service(server, repository, metrics, max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES,
+                               admission=admission)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -63,10 +63,11 @@ def _typed_contents(inp) -> bytes | None:
 class OIPService:
     """Servicer of `inference.GRPCInferenceService` over the network process's model repository."""
 
-    def __init__(self, repository, metrics, max_input_bytes: int):
+    def __init__(self, repository, metrics, max_input_bytes: int, admission=None):
         self.repo = repository
         self.metrics = metrics
         self.max_input_bytes = int(max_input_bytes)
+        self.admission = admission  # server/admission.py: work slots shared with the own service
 
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(fn, reply):
@@ -79,8 +80,20 @@ class OIPService:
             "ModelReady": unary(self.ModelReady, pb.ModelReadyResponse),
             "ServerMetadata": unary(self.ServerMetadata, pb.ServerMetadataResponse),
             "ModelMetadata": unary(self.ModelMetadata, pb.ModelMetadataResponse),
-            "ModelInfer": unary(self.ModelInfer, pb.ModelInferResponse),
+            "ModelInfer": unary(self._admitted(self.ModelInfer), pb.ModelInferResponse),
         })
+
+    def _admitted(self, fn):
+        """Part II work takes one of the process's work slots (UNAVAILABLE when none frees in time)."""
+
+        def call(request: bytes, context):
+            if self.admission is None:
+                return fn(request, context)
+            with self.admission.slot(fn.__name__, context.time_remaining()):
+                return fn(request, context)
+
+        call.__name__ = fn.__name__
+        return call
 
     def _guard(self, fn):
         """Every refusal one proper status with its message; a bug INTERNAL; the server keeps serving."""
@@ -205,8 +218,8 @@ class OIPService:
         return reply
 
 
-def add_oip_service(server, repository, metrics, max_input_bytes: int) -> str:
+def add_oip_service(server, repository, metrics, max_input_bytes: int, admission=None) -> str:
     """Register the OIP endpoint on a started-or-not grpc server; returns its full service name (for health
-    checking and reflection)."""
-    server.add_generic_rpc_handlers((OIPService(repository, metrics, max_input_bytes).handler(),))
+    checking and reflection). `admission`: the work slots ModelInfer takes (server/admission.py)."""
+    server.add_generic_rpc_handlers((OIPService(repository, metrics, max_input_bytes, admission).handler(),))
     return SERVICE_NAME
