@@ -183,3 +183,25 @@ def test_study_on_a_zoo_classifier(tmp_path, monkeypatch, capsys):
         rows = {r["codec"]: r for r in csv.DictReader(f)}
     assert float(rows["float16"]["psnr_db"]) > float(rows["fq:4"]["psnr_db"]) > 20
     assert rows["float16"]["top1"] == "1" and rows["fq:4"]["top1"] in ("0", "1")
+
+
+def test_rows_of_an_edited_codec_are_recomputed(swept):
+    """A stored row whose codec source fingerprint differs (the codec was edited since) is recomputed;
+    the others come from the cache."""
+    import json
+
+    from splitinfer.common.codecs import get_codec
+    from splitinfer.common.studies.sweep.cache import codec_fingerprint
+
+    d, data, res = swept
+    fp = {s: codec_fingerprint(get_codec(s)) for s in ("fq:3", "fq:4", "nnc:-8", "zstd:3", "float16+zstd:3")}
+    assert fp["fq:3"] == fp["fq:4"] != fp["nnc:-8"] and fp["float16+zstd:3"] != fp["zstd:3"]
+    row = next((d / "out" / "cache" / "rows").rglob("*float16.json"))
+    doc = json.loads(row.read_text())
+    assert doc["key"]["codec_source"] == codec_fingerprint(get_codec("float16"))
+    doc["key"]["codec_source"] = "0" * 16  # as written by an older float16 codec
+    row.write_text(json.dumps(doc))
+    again = run_sweep(SweepConfig(model=str(d / "tiny.onnx"), data=str(data), splits=["relu1", "pool"],
+                                  codecs=CODECS, out_dir=str(d / "out"), workers=0), progress=False)
+    assert again.stats["rows_computed"] == 1 and again.stats["rows_cached"] == 5
+    assert [r.nmse for r in again.rows] == [r.nmse for r in res.rows]

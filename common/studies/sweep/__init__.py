@@ -16,7 +16,8 @@ image file), the family and the post-processing score threshold. A row file hold
 times and detections, not mAP: mAP (absolute against `--gt`, relative against the whole-model anchor)
 is recomputed from the stored detections at the end of every run, so changing the ground truth or the
 anchor threshold never invalidates finished rows. Rows whose batches were only partly done when the
-sweep stopped are recomputed.
+sweep stopped are recomputed, and so are rows of a codec whose source files changed since (each row
+stores its codec's source fingerprint).
 
 Timings: encode/decode/Part II times are measured inside the workers, with one onnxruntime thread per
 pool or Ray worker (per-core figures) and onnxruntime's default threads when tasks run in this process

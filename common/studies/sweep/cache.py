@@ -148,3 +148,25 @@ def load_row(path: Path, key: dict):
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return d if d.get("key") == key else None
+
+
+def codec_fingerprint(codec) -> str:
+    """sha256 (16 hex digits) of the source files that make a codec's bytes: its module, the modules of
+    its stages (chained specs) and the registry's shared helpers. A row stores it, so editing a codec
+    recomputes its rows instead of mixing old and new bitstreams."""
+    import inspect
+    import sys
+
+    files, todo = set(), [codec]
+    while todo:
+        c = todo.pop()
+        for mod in (type(c).__module__, "splitinfer.common.codecs"):
+            path = inspect.getsourcefile(sys.modules[mod]) if mod in sys.modules else None
+            if path:
+                files.add(path)
+        todo.extend(getattr(c, "stages", None) or [])
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+    return h.hexdigest()[:16]
+

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitinfer.common.core.errors import UserError
-from splitinfer.common.studies.sweep.cache import (activation_path, atomic_write, compute_activations, load_activations,
-                                                   load_row, row_key_hash, row_path)
+from splitinfer.common.studies.sweep.cache import (activation_path, atomic_write, codec_fingerprint,
+                                                   compute_activations, load_activations, load_row, row_key_hash,
+                                                   row_path)
 from splitinfer.common.studies.sweep.config import FORMAT, SweepConfig, SweepResult
 from splitinfer.common.studies.sweep.data import data_items, fingerprint
 from splitinfer.common.studies.sweep.evaluate import anchor_metrics, evaluate_rows
@@ -52,9 +53,10 @@ class Cache:
     rows_dir: Path
     parts_dir: Path
     row_key: dict
+    codec_sources: dict  # codec spec -> `codec_fingerprint`
 
     def key_for(self, rank: int, spec: str) -> dict:
-        return {**self.row_key, "rank": rank, "codec": spec}
+        return {**self.row_key, "rank": rank, "codec": spec, "codec_source": self.codec_sources[spec]}
 
 
 def run_sweep(cfg: SweepConfig, progress: bool = True, on_row=None) -> SweepResult:
@@ -115,7 +117,8 @@ def open_cache(cfg: SweepConfig, setup: Setup) -> Cache:
     cache = Cache(root=root, act_dir=root / "activations" / setup.model_sha[:16], rows_dir=root / "rows" / key_hash,
                   parts_dir=root / "parts" / setup.model_sha[:16],
                   row_key={"format": FORMAT, "model_sha256": setup.model_sha, "data": setup.data_fp,
-                           "family": setup.family.name, "score_threshold": float(cfg.score_threshold)})
+                           "family": setup.family.name, "score_threshold": float(cfg.score_threshold)},
+                  codec_sources={c.spec: codec_fingerprint(c) for c in setup.codecs})
     for d in (cache.act_dir, cache.rows_dir, cache.parts_dir):
         try:
             d.mkdir(parents=True, exist_ok=True)
