@@ -396,9 +396,9 @@ def test_flood_of_real_nnc_calls_without_a_token_gets_fast_refusals_and_health_s
 
     from splitinfer.common.transport.process import ServerProcess
 
-    frame = frames[135]
+    frame = frames[60]  # four tensors, ~2 MB raw: each call keeps the one NNC helper busy for a while
     (call,) = wire.frame_messages(1, frame.tensors(NNC), meta_json=frame.meta_json, max_message_bytes=LIMIT,
-                                  setup=setup_pb(135, codec="nnc:-38"))
+                                  setup=setup_pb(60, codec="nnc:-38"))
     srv = ServerProcess(threads=1, device="cpu", max_message_mb=2, env={"SPLITINFER_NNC_WORKERS": "1"},
                         extra_args=["--queue-wait-s", "1", "--work-slots", "2", "--queue", "4"])
     stubs = Stubs(srv.address, max_send_mb=4)
@@ -441,7 +441,8 @@ def test_flood_of_real_nnc_calls_without_a_token_gets_fast_refusals_and_health_s
               f"health checks {len(health_ms)}, median {np.median(health_ms):.1f} ms, max {max(health_ms):.1f} ms")
         busy = grpc.StatusCode.UNAVAILABLE
         assert set(codes) <= {grpc.StatusCode.OK, busy}, codes  # never a deadline: refusals come fast
-        assert codes.get(busy, 0) > 0 and codes.get(grpc.StatusCode.OK, 0) > 0, codes
+        assert codes.get(grpc.StatusCode.OK, 0) > 0, codes  # the work slots kept working
+        assert codes.get(busy, 0) > 10 * codes[grpc.StatusCode.OK], codes  # the rest refused at once, not queued
         assert max(health_ms) < 1000, health_ms
         ok = infer_status(stubs, call, timeout_s=30)
         assert ok[0] == grpc.StatusCode.OK and len(ok[2][0].result.detections) >= 0
