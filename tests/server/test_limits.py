@@ -111,3 +111,38 @@ def test_the_part2_cache_stays_within_its_memory_budget():
         assert p.nbytes > 30 << 20  # 3 x ~13 MB of weights at these ranks
         assert repo.cached_bytes() <= 120 << 20 or len(repo.cached()) == 1
     assert len(repo.cached()) < 4 and repo.cached()[-1] == ("nanodet", 80)
+
+
+def _repo_with(tmp_path, **settings):
+    import json
+
+    from splitinfer.common.assets import MODELS_DIR
+
+    src = MODELS_DIR / "nanodet"
+    dst = tmp_path / "repo" / "nanodet"
+    dst.mkdir(parents=True)
+    (dst / "model.onnx").symlink_to(src / "model.onnx")
+    info = json.loads((src / "model.json").read_text())
+    info.update(settings)
+    (dst / "model.json").write_text(json.dumps(info))
+    return dst.parent
+
+
+def test_model_json_caps_and_slack_apply(tmp_path):
+    from splitinfer.server.model_repository import ModelRepository
+
+    repo = ModelRepository(_repo_with(tmp_path, max_crossing_elements=50_000, open_dim_slack=2), device="cpu",
+                           threads=1)
+    b = repo.part2("nanodet", rank=135).bounds
+    (name,) = [n for n in b.tensors if "Reshape" in n]
+    assert b.tensors[name].upper == (2, 88, 5408) and b.tensors[name].max_elements == 50_000
+    assert all(t.max_elements <= 50_000 for t in b.tensors.values())
+
+
+@pytest.mark.parametrize("bad", [{"max_crossing_elements": -1}, {"open_dim_slack": 0}, {"open_dim_slack": "2"}])
+def test_bad_bounds_in_model_json_stop_the_start_with_one_line(tmp_path, bad):
+    from splitinfer.common.core.errors import UserError
+    from splitinfer.server.model_repository import ModelRepository
+
+    with pytest.raises(UserError, match="model.json: '(max_crossing_elements|open_dim_slack)' must be a positive"):
+        ModelRepository(_repo_with(tmp_path, **bad), device="cpu", threads=1)
