@@ -6,8 +6,9 @@ the sweep's machinery (one whole-model run per frame, cached activations, resuma
 Ray) over ladders of codec specs and reduces the rows to rate-quality curves and Bjontegaard deltas.
 
 Defined terms:
-- *ladder*: codec specs of one family; `NAME:A..B` expands to every integer parameter from A to B
-  (`fq:2..8` = fq:2 ... fq:8, `nnc:-38..-8/10` = nnc:-38, -28, -18, -8; `/S` sets the step);
+- *ladder*: codec specs of one family; `NAME:A..B` expands to every parameter from A to B in steps of 1
+  (`fq:2..8` = fq:2 ... fq:8), `/S` sets the step (`nnc:-38..-8/10` = nnc:-38, -28, -18, -8;
+  `fq:3..4/0.5` = fq:3, fq:3.5, fq:4);
 - *family*: the codec name before the first ':' (`nnc`, `fq`, `zstd`, `float16`, `none`);
 - *rate*: bits per element = 8 x encoded bytes / elements Part I sends (per frame, mean); also kB per frame;
 - *quality*: relative mAP@[.5:.95] for detectors (the whole model's own detections as truth), mAP against
@@ -28,6 +29,7 @@ import math
 import re
 import time
 import warnings
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +48,8 @@ QUALITIES = {  # row attribute -> (label, higher is better)
     "top5": "top-5 agreement with the whole model (%)",
 }
 PERCENT = ("rel_map", "map", "top1", "top5")
-_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:/(\d+))?$")
+_NUM = r"-?\d+(?:\.\d+)?"
+_RANGE = re.compile(rf"^({_NUM})\.\.({_NUM})(?:/(\d+(?:\.\d+)?))?$")
 
 
 def default_ladders() -> list[str]:
@@ -68,13 +71,14 @@ def expand_ladders(specs) -> list[str]:
         if not m:
             out.append(str(spec))
             continue
-        a, b, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
-        if step < 1:
-            raise UserError(f"codec ladder {spec!r}: step must be at least 1")
-        if abs(b - a) // step > 64:
+        a, b, step = Decimal(m.group(1)), Decimal(m.group(2)), Decimal(m.group(3) or 1)
+        if step <= 0:
+            raise UserError(f"codec ladder {spec!r}: step must be positive")
+        if abs(b - a) / step > 64:
             raise UserError(f"codec ladder {spec!r}: more than 65 codecs; use a larger /STEP")
-        direction = 1 if b >= a else -1
-        for v in range(a, b + direction, direction * step):
+        step = step if b >= a else -step
+        for k in range(int(abs(b - a) / abs(step)) + 1):
+            v = format((a + k * step).normalize(), "f")
             out.append(f"{name}:{v}" + (f":{options}" if sep else ""))
     return list(dict.fromkeys(out))
 

@@ -182,10 +182,12 @@ def test_ladders_expand():
     assert expand_ladders(["fq:2..4", "nnc:-38..-8/10", "zstd", "fq:3"]) == \
         ["fq:2", "fq:3", "fq:4", "nnc:-38", "nnc:-28", "nnc:-18", "nnc:-8", "zstd"]
     assert expand_ladders(["fq:8..6:sym"]) == ["fq:8:sym", "fq:7:sym", "fq:6:sym"]
+    assert expand_ladders(["fq:3..4.2/0.5", "nnc:-8..-12/2"]) == ["fq:3", "fq:3.5", "fq:4", "nnc:-8", "nnc:-10",
+                                                                  "nnc:-12"]
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--codecs", "nnc:-38..-8/0"], "step must be at least 1"),
+    (["--codecs", "nnc:-38..-8/0"], "step must be positive"),
     (["--codecs", "gzip"], "unknown codec 'gzip'"),
     (["--quality", "map", "--codecs", "float16"], "quality 'map' is not measured"),
     (["--data", "/nonexistent/clip.avi"], "data not found: /nonexistent/clip.avi"),

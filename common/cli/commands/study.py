@@ -10,7 +10,8 @@ fidelity of its outputs (NMSE, PSNR, cosine, top-1/top-5 agreement) instead of m
 Runs on the sweep's machinery: one whole-model run per frame, cached activations, finished rows cached
 (an interrupted study resumes; --fresh recomputes), tasks on a process pool or Ray.
 
-Ladders: `NAME:A..B` expands to every integer from A to B, `/S` sets the step (nnc:-38..-8/10).
+Ladders: `NAME:A..B` expands to every value from A to B in steps of 1, `/S` sets the step
+(nnc:-38..-8/10 = nnc:-38 -28 -18 -8; fq:3..5/0.5 = fq:3 fq:3.5 ... fq:5).
 
 Writes to -o DIR: report.md, study.csv, bd_rate.csv, rate_quality_bpe.png, rate_quality_kb.png,
 throughput.png, sweep/ (the sweep's results.json and CSV); cache/ unless --cache-dir.
