@@ -14,6 +14,8 @@ Memory of failed calls: a refused, cancelled or timed-out call keeps no buffer. 
 dropped in `finally`, the refusal is raised only after that (outside the `except` block, so the abort does
 not chain the caught exception), and the caught exception's traceback is cut: grpcio keeps the exception
 of a cancelled stream (`state.rpc_errors`), and its traceback would keep the handler's frame and locals.
+A dropped half frame of 1 MiB or more is then trimmed from the allocator's heaps (`wire.release_free_memory`),
+so the process's resident memory falls back at once.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from splitinfer.server.session import Codecs, open_session, process_frame
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 log = logging.getLogger("splitinfer.server")
 REFUSED = (RequestError, wire.WireError, UserError)
+RELEASE_BYTES = 1 << 20  # a dropped half frame this large is given back to the system at once
 
 
 def _time_remaining(context) -> float | None:
@@ -212,7 +215,8 @@ class _StreamState:
         self.assembler = sess.assembler()
 
     def release(self) -> None:
-        if self.assembler is not None:
-            self.assembler.discard()
+        dropped = self.assembler.discard() if self.assembler is not None else 0
         self.assembler = None
         self.sess = None
+        if dropped >= RELEASE_BYTES:
+            wire.release_free_memory()  # the half frame's buffers leave the process now, not at some later reuse

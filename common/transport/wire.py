@@ -301,6 +301,24 @@ def tune_allocator() -> bool:
         return False
 
 
+def release_free_memory() -> bool:
+    """Give memory freed inside the allocator's heaps back to the system now (glibc `malloc_trim`).
+
+    `tune_allocator` keeps freed multi-MB buffers mapped for the next frame, and each thread's arena keeps its
+    own; after a half-received frame was abandoned that memory would stay resident although nothing uses it.
+    The server calls this when it drops such a frame. Returns False where not glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 # ----------------------------------------------------------------------------------------------
 # receiving
 
@@ -474,27 +492,13 @@ def validate_headers(fp: pb.FramePart, max_frame_bytes: int) -> None:
         raise TooLarge(f"frame {fp.frame_id}: {total} payload bytes exceed the server's frame limit of {max_frame_bytes}")
 
 
-MMAP_BUFFER_BYTES = 256 << 10
-
-
-def reassembly_buffer(n: int) -> np.ndarray:
-    """A writable uint8 buffer of `n` bytes for a chunked tensor. From `MMAP_BUFFER_BYTES` on it is its own
-    anonymous mapping, unmapped when the last reference goes: the memory of a frame that is refused or
-    abandoned halfway returns to the system at once (`tune_allocator` makes glibc keep freed heap memory,
-    and threads' arenas would each keep their own)."""
-    if n < MMAP_BUFFER_BYTES:
-        return np.empty(n, dtype=np.uint8)  # no zero-fill
-    import mmap
-
-    return np.frombuffer(mmap.mmap(-1, n), dtype=np.uint8)
-
-
 class FrameAssembler:
     """Reassembles frames from parts in stream order; raises WireError on anything out of place.
 
     `check_header(frame_part)`, when given, sees part 0's tensor headers before any reassembly buffer is
     allocated and raises to refuse them (the server checks names, dtypes and announced shapes against what
-    the session's split can need there). `discard()` drops a half-received frame's buffers at once.
+    the session's split can need there). `discard()` drops a half-received frame's buffers at once and says
+    how many bytes they held (a caller may then `release_free_memory()`).
     """
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, check_header=None):
@@ -503,9 +507,12 @@ class FrameAssembler:
         self._pending: _Pending | None = None
         self._last_id: int | None = None
 
-    def discard(self) -> None:
-        """Forget the frame being reassembled (its buffers go with it)."""
-        self._pending = None
+    def discard(self) -> int:
+        """Forget the frame being reassembled; returns the bytes of the reassembly buffers dropped with it."""
+        p, self._pending = self._pending, None
+        if p is None:
+            return 0
+        return sum(b.nbytes for b in p.buffers if isinstance(b, np.ndarray))
 
     @property
     def incomplete(self) -> str | None:
@@ -576,7 +583,7 @@ class FrameAssembler:
             p.buffers[ti] = data  # zero copy: a view into the received message
         else:
             if p.buffers[ti] is None:
-                p.buffers[ti] = reassembly_buffer(h.encoded_length)
+                p.buffers[ti] = np.empty(h.encoded_length, dtype=np.uint8)  # no zero-fill, writable
             p.buffers[ti][p.filled[ti]:p.filled[ti] + n] = np.frombuffer(data, np.uint8)  # the one copy here
         p.filled[ti] += n
         p.chunk += 1

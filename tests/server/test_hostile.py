@@ -8,7 +8,7 @@ for the module. Memory is read from /proc: the peak resident size (VmHWM, reset 
   with open dimensions of NanoDet's ranks 123, 125, 133, 135 (shaped [None, None, None] in the graph), on a
   stream and on the unary call: refused at the header, peak RSS < BOMB_MB above the baseline.
 - poisoned meta: nesting, thousands of digits, NaN, 1e308, negative/zero sizes: INVALID_ARGUMENT naming it.
-- abandoned partial frames (cancelled, timed out, ended): their buffers are freed (RSS after many stays flat).
+- abandoned partial frames (cancelled, timed out, ended): their buffers are freed at once (RSS falls back).
 - a flood of unauthenticated tiny NNC calls from 12 clients: health checks and authenticated good frames
   are answered meanwhile (latencies printed), every flood call is UNAUTHENTICATED.
 """

@@ -209,16 +209,15 @@ def test_a_refused_header_allocates_nothing_and_discard_drops_a_half_frame():
     asm = wire.FrameAssembler()
     asm.add(wire.parse_stream_request(_frame([pb.TensorChunk(data=b"ab")], [_header("a", 4, 2)], part_count=2))[1])
     assert asm.incomplete is not None
-    asm.discard()
+    assert asm.discard() == 4
     assert asm.incomplete is None
 
 
-def test_large_reassembly_buffers_are_their_own_mappings():
-    import mmap
-
-    big = wire.reassembly_buffer(wire.MMAP_BUFFER_BYTES)
-    assert isinstance(big.base.obj, mmap.mmap) and big.flags.writeable and big.nbytes == wire.MMAP_BUFFER_BYTES
-    assert wire.reassembly_buffer(100).base is None  # small ones come from the heap
+def test_discard_says_how_many_buffer_bytes_it_dropped():
+    asm = wire.FrameAssembler()
+    chunks = [pb.TensorChunk(tensor=0, index=0, data=b"ab")]
+    asm.add(wire.parse_stream_request(_frame(chunks, [_header("a", 4000, 2)], part_count=2))[1])
+    assert asm.discard() == 4000 and asm.discard() == 0
 
 
 @pytest.mark.parametrize("header, problem", [
