@@ -210,6 +210,8 @@ def test_decompression_bombs_are_refused_at_the_header(server, stubs, frames, li
     t0 = time.monotonic()
     (code, details, _), grown = attack(server, run)
     took = time.monotonic() - t0
+    print(f"bomb {name} at rank {rank}: {len(payload)} B payload, {code.name} in {took * 1e3:.0f} ms, peak RSS "
+          f"+{grown[server.proc.pid]:.1f} MB (server), helpers {[round(v, 1) for p, v in grown.items() if p != server.proc.pid]}")
     assert code == RE, (code, details)
     assert open_tensor(frame) in details and "can need at most" in details, details
     assert max(grown.values()) < BOMB_MB, f"{name} at rank {rank}: peak memory grew by {grown} MB"
