@@ -35,8 +35,9 @@ any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=
 
 Payload (little-endian), every byte of side information included:
     b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"C" context ANS) | levels u16 | layout u8
-    (0 tensor, 1 channel) | C u32 | ceil(C/8) bytes: constant-channel mask (bit c set: channel c is constant)
-    | lo float32 x C | step float32 x C
+    (0 tensor, 1 channel; + 0x80: lo and step are float16) | C u32 | ceil(C/8) bytes: constant-channel
+    mask (bit c set: channel c is constant) | lo x C | step x C (float16 when they fit: lo rounded down,
+    step up, constant values exact; else float32)
     | Z/P: one zstd frame of the (packed) symbols | A: T u16, T counts u32, the ANS words (u32)
     | C: see ctx_encode
 Raw mode (b"FQ" b"R" + the tensor's bytes) keeps integer/bool tensors, tensors holding NaN/inf and
@@ -82,6 +83,7 @@ _MAGIC = b"FQ"
 MODE_RAW, MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX = b"R", b"Z", b"P", b"A", b"C"
 PACK_MAX_WIDTH = 4  # symbols of 2, 3, 4 bits: 4, 2, 2 to a byte
 _TABLE = struct.Struct("<H")
+HALF_SIDE = 0x80  # layout flag: lo and step sent as float16
 _CTX_HEAD = struct.Struct("<BBI")  # channel groups G, context classes, bytes of the zstd-packed tables
 
 
@@ -131,23 +133,21 @@ class FqCodec(Codec):
             lo, hi = clip_range(view, cmin, cmax, levels)
         else:
             lo, hi = cmin, cmax
-        step = ((hi - lo) / np.float32(levels - 1)).astype(np.float32)
-        for _ in range(4):  # float32 rounding: the top level must still reach hi
-            short = lo + step * np.float32(levels - 1) < hi
-            if not short.any():
-                break
-            step = np.where(short, np.nextafter(step, np.float32(np.inf)), step).astype(np.float32)
-        step[(step <= 0) | ~np.isfinite(step)] = 0  # constant (or kept-constant) channels
-        lo = np.where(const, cmin, lo).astype(np.float32)
+        side = side_information(lo, hi, cmin, const, levels)
+        if side is None:
+            return _MAGIC + MODE_RAW + raw_bytes(arr)
+        lo, step, half = side
         q = quantise(view, lo, step, const, levels, clipped=self.clip)
         grid = None  # (N, kept channels, H, W) where the spatial context coder applies
         if x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] >= 2 and not const.all():
             kept = int((~const).sum()) if view.shape[1] > 1 else x.shape[1]
             grid = (x.shape[0], kept, x.shape[2], x.shape[3])
         body, mode = self._entropy_code(q, grid)
-        head = _HEAD.pack(_MAGIC, mode, levels, 0 if view.shape[1] == 1 else 1, view.shape[1])
+        layout = (0 if view.shape[1] == 1 else 1) | (HALF_SIDE if half else 0)
+        head = _HEAD.pack(_MAGIC, mode, levels, layout, view.shape[1])
         parts = [head, np.packbits(const, bitorder="little").tobytes()]
-        parts += [lo.astype("<f4").tobytes(), step.astype("<f4").tobytes(), body]
+        side_dtype = "<f2" if half else "<f4"
+        parts += [lo.astype(side_dtype).tobytes(), step.astype(side_dtype).tobytes(), body]
         return b"".join(parts)
 
     def _entropy_code(self, q: np.ndarray, grid=None) -> tuple[bytes, bytes]:
@@ -196,13 +196,15 @@ class FqCodec(Codec):
         if not MIN_LEVELS <= levels <= MAX_LEVELS:
             raise CodecError(f"{NAME}: header claims {levels} levels, outside {MIN_LEVELS}..{MAX_LEVELS}")
         width = (levels - 1).bit_length()
+        half, layout = bool(layout & HALF_SIDE), layout & ~HALF_SIDE
         expect_c = 1 if layout == 0 else (dims[1] if len(dims) >= 3 else -1)
         if layout not in (0, 1) or channels != expect_c or (layout == 1 and channels < 2):
             raise CodecError(f"{NAME}: header claims layout {layout} with {channels} channels, "
                              f"which does not fit shape {list(dims)}")
         pos = _HEAD.size
         mask_len = (channels + 7) // 8
-        side = mask_len + 8 * channels
+        item = 2 if half else 4
+        side = mask_len + 2 * item * channels
         if view.nbytes < pos + side:
             raise CodecError(f"{NAME}: payload of {view.nbytes} bytes ends inside its side information")
         mask = np.unpackbits(np.frombuffer(view, np.uint8, mask_len, pos), bitorder="little")
@@ -210,9 +212,10 @@ class FqCodec(Codec):
             raise CodecError(f"{NAME}: constant-channel mask has bits set beyond channel {channels}")
         const = mask[:channels].astype(bool)
         pos += mask_len
-        lo = np.frombuffer(view, "<f4", channels, pos).astype(np.float32)
-        step = np.frombuffer(view, "<f4", channels, pos + 4 * channels).astype(np.float32)
-        pos += 8 * channels
+        side_dtype = "<f2" if half else "<f4"
+        lo = np.frombuffer(view, side_dtype, channels, pos).astype(np.float32)
+        step = np.frombuffer(view, side_dtype, channels, pos + item * channels).astype(np.float32)
+        pos += 2 * item * channels
         if not (np.isfinite(lo).all() and np.isfinite(step).all()) or (step < 0).any():
             raise CodecError(f"{NAME}: side information holds a non-finite or negative scale/offset")
         per_channel = n // channels
@@ -318,6 +321,39 @@ def clip_range(view: np.ndarray, cmin: np.ndarray, cmax: np.ndarray, levels: int
     err = (under * hist[None]).sum(axis=2) + above[None, :] + np.square((hi[None, :] - los) / (levels - 1)) / 12 * total
     lo = los[np.argmin(err, axis=0), np.arange(c)]
     return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def side_information(lo, hi, cmin, const, levels: int):
+    """(lo, step, half): offsets and steps as the decoder will read them, so the quantiser uses exactly
+    those values. `half`: they fit float16 (lo rounded down, step up, every constant channel's value
+    exact, steps normal numbers), halving the side information; else float32. None when not even
+    float32 holds them (ranges near float32's limits): the tensor then goes raw."""
+    for dtype in (np.float16, np.float32):
+        with np.errstate(over="ignore", invalid="ignore"):
+            found = _side_as(dtype, lo, hi, cmin, const, levels)
+        if found is not None:
+            return (*found, dtype == np.float16)
+    return None
+
+
+def _side_as(dtype, lo, hi, cmin, const, levels: int):
+    lo_d = np.where(const, cmin, lo).astype(dtype)
+    bad = (lo_d.astype(np.float32) > lo) & ~const
+    lo_d[bad] = np.nextafter(lo_d[bad], dtype(-np.inf))
+    lo_f = lo_d.astype(np.float32)
+    step_d = ((hi - lo_f) / np.float32(levels - 1)).astype(dtype)
+    for _ in range(4):  # rounding: the top level must still reach hi
+        short = lo_f + step_d.astype(np.float32) * np.float32(levels - 1) < hi
+        if not short.any():
+            break
+        step_d[short] = np.nextafter(step_d[short], dtype(np.inf))
+    step_d[const | (step_d <= 0)] = 0
+    step_f = step_d.astype(np.float32)
+    ok = (np.isfinite(lo_f).all() and np.isfinite(step_f).all() and np.array_equal(lo_f[const], cmin[const])
+          and not (lo_f + step_f * np.float32(levels - 1) < hi)[~const].any())
+    if dtype == np.float16:
+        ok = ok and bool((step_f[~const] >= np.finfo(np.float16).tiny).all())
+    return (lo_f, step_f) if ok else None
 
 
 def quantise(view: np.ndarray, lo, step, const, levels: int, clipped: bool = True) -> np.ndarray:

@@ -85,7 +85,7 @@ def test_hostile_fq_payloads_get_invalid_argument(stubs, frames):
     frame = frames[95]
     good = bytes(_fq_tensors(frame)[0].payload)
     magic, mode, levels, layout, channels = fq._HEAD.unpack_from(good)
-    side = fq._HEAD.size + (channels + 7) // 8 + 8 * channels
+    side = fq._HEAD.size + (channels + 7) // 8 + 2 * (2 if layout & fq.HALF_SIDE else 4) * channels
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (256 << 20))
     cases = {
         "lying channels": fq._HEAD.pack(magic, mode, levels, layout, channels + 1) + good[fq._HEAD.size:],

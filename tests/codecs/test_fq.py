@@ -50,10 +50,12 @@ def test_bad_specs(spec):
 
 
 def _side(payload: bytes, channels: int):
-    """(lo, step) from a per-channel payload's side information."""
+    """(lo, step) from a payload's side information (float16 or float32, as its layout flag says)."""
     pos = fq._HEAD.size + (channels + 7) // 8
-    lo = np.frombuffer(payload, "<f4", channels, pos)
-    step = np.frombuffer(payload, "<f4", channels, pos + 4 * channels)
+    item = _item(payload)
+    dt = "<f2" if item == 2 else "<f4"
+    lo = np.frombuffer(payload, dt, channels, pos).astype(np.float32)
+    step = np.frombuffer(payload, dt, channels, pos + item * channels).astype(np.float32)
     return lo, step
 
 
@@ -75,7 +77,10 @@ def test_error_within_half_a_step_inside_the_clip_range(spec):
     assert np.all(err[inside] <= np.broadcast_to(bound, x.shape)[inside])
     if "c" not in c.opts:  # min/max range: nothing is clipped
         assert inside.all()
-        assert np.isclose(lo.min(), x.min()) and np.isclose(hi.max(), x.max(), rtol=1e-5)
+        # the range is [min, max], widened only by the side information's rounding (float16: ~1e-3)
+        assert lo.min() <= x.min() and hi.max() >= x.max()
+        width = x.max() - x.min()
+        assert x.min() - lo.min() < 2e-3 * width and hi.max() - x.max() < 2e-3 * width
     else:  # clipped values come back at the nearest end of the range
         out = ~inside
         assert np.all(np.abs(y[out] - np.clip(x, lo_b, hi_b)[out]) <= np.broadcast_to(bound, x.shape)[out])
@@ -239,8 +244,13 @@ def _ans_payload() -> tuple[bytes, np.ndarray]:
     return p, x
 
 
+def _item(p: bytes) -> int:
+    """Bytes of one side-information number: 2 (float16) or 4 (float32), from the layout flag."""
+    return 2 if fq._HEAD.unpack_from(p)[3] & fq.HALF_SIDE else 4
+
+
 def _body_at(p: bytes, channels: int) -> int:
-    return fq._HEAD.size + (channels + 7) // 8 + 8 * channels
+    return fq._HEAD.size + (channels + 7) // 8 + 2 * _item(p) * channels
 
 
 def hostile_payloads():
@@ -256,9 +266,12 @@ def hostile_payloads():
     more[0] += 1_000_000  # a table claiming far more symbols than the tensor has
     rng = np.random.default_rng(0)
     nan_lo = bytearray(good)
-    nan_lo[_body_at(good, 8) - 8 * 8: _body_at(good, 8) - 8 * 8 + 4] = np.float32(np.nan).tobytes()
+    dt = "<f2" if _item(good) == 2 else "<f4"
+    lo_at = _body_at(good, 8) - 2 * _item(good) * 8
+    nan_lo[lo_at: lo_at + _item(good)] = np.array(np.nan, dt).tobytes()
     neg_step = bytearray(good)
-    neg_step[_body_at(good, 8) - 4 * 8: _body_at(good, 8) - 4 * 8 + 4] = np.float32(-1).tobytes()
+    step_at = _body_at(good, 8) - _item(good) * 8
+    neg_step[step_at: step_at + _item(good)] = np.array(-1, dt).tobytes()
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))  # 64 MB of symbols in a few kB
     sm = _smooth()
     ctx = get_codec("fq:4:x").encode(sm)
@@ -370,3 +383,34 @@ def test_random_flips_never_crash():
             except CodecError:
                 continue
             assert y.shape == x.shape and y.dtype == np.float32
+
+
+def test_side_information_in_float16_when_it_fits():
+    """float16 offsets/steps halve the side information; values beyond float16, tiny steps or constant
+    channels float16 cannot hold exactly fall back to float32; both decode within half a step."""
+    cases = {"fits": (leaky(), True), "huge": (leaky() * 1e6, False), "tiny steps": (leaky() * 1e-6, False)}
+    const = leaky()
+    const[0, 5] = 0.1  # 0.1 has no exact float16 form: the constant channel needs float32
+    cases["inexact constant"] = (const, False)
+    const16 = leaky()
+    const16[0, 5] = 0.25
+    cases["exact constant"] = (const16, True)
+    for name, (x, half) in cases.items():
+        c = get_codec("fq:4")
+        p = c.encode(x)
+        assert bool(fq._HEAD.unpack_from(p)[3] & fq.HALF_SIDE) == half, name
+        y = c.decode(p, x.dtype, x.shape)
+        lo, step = _side(p, x.shape[1])
+        bound = step.reshape(1, -1, 1, 1) / 2 * (1 + 1e-5) + 1e-6 * np.abs(x) + 1e-30
+        assert np.all(np.abs(y - x) <= bound), name
+        if "constant" in name:
+            assert np.array_equal(y[0, 5], x[0, 5])
+    small, big = (len(get_codec("fq:4").encode(x)) for x in (leaky((1, 512, 13, 13)), leaky((1, 512, 13, 13)) * 1e6))
+    assert big - small >= 512 * 4 - 64  # 4 bytes a channel saved
+
+
+def test_ranges_near_float32_limits_go_raw():
+    x = np.array([[-3e38, 3e38, 0.0, 1.0]] * 80, np.float32)
+    c = get_codec("fq:4")
+    p = c.encode(x)
+    assert p[:3] == b"FQR" and c.decode(p, x.dtype, x.shape).tobytes() == x.tobytes()
