@@ -84,30 +84,38 @@ class SplitInferenceService:
 
     # -- answering a problem -------------------------------------------------------------------------
 
+    @staticmethod
+    def _caught(exc: BaseException, context) -> BaseException:
+        """Called in the `except` block: a bug is logged with its traceback (not the end of a call the client
+        cancelled or let time out), then the traceback is cut (it would hold the handler's frames, and their
+        buffers, for as long as gRPC keeps the exception)."""
+        if not isinstance(exc, (*REFUSED, MemoryError)) and context.is_active():
+            log.exception("internal error")
+        exc.__traceback__ = None
+        return exc
+
     def _answer(self, context, exc: BaseException, labels: dict | None) -> None:
         """Abort the call with the status `exc` stands for (called outside any `except` block)."""
-        if isinstance(exc, REFUSED) or isinstance(exc, MemoryError):
+        if isinstance(exc, (*REFUSED, MemoryError)):
             code = getattr(exc, "code", "RESOURCE_EXHAUSTED" if isinstance(exc, MemoryError) else "INVALID_ARGUMENT")
             text = "the server ran out of memory on this request" if isinstance(exc, MemoryError) else str(exc)
             self.metrics.count_error(code, labels)
             log.info("refused: %s: %s", code, text)
             context.abort(getattr(grpc.StatusCode, code), text[:2000])
         self.metrics.count_error("INTERNAL", labels)
-        log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}: {str(exc)[:500]})")
 
     # -- RPCs ----------------------------------------------------------------------------------------
 
     def Infer(self, request: bytes, context) -> pb.InferReply:
-        labels, problem = None, None
+        seen: dict = {}  # the session's metric labels, once known
         try:
-            return self._infer(request, context)
+            return self._infer(request, context, seen)
         except Exception as exc:
-            problem, labels = exc, getattr(exc, "labels", None)
-            problem.__traceback__ = None
-        self._answer(context, problem, labels)
+            problem = self._caught(exc, context)
+        self._answer(context, problem, seen.get("labels"))
 
-    def _infer(self, request: bytes, context) -> pb.InferReply:
+    def _infer(self, request: bytes, context, seen: dict) -> pb.InferReply:
         t0 = time.perf_counter()
         setup, part = wire.parse_infer_request(request)
         if part.header.part_count != 1:
@@ -115,12 +123,9 @@ class SplitInferenceService:
                           f"{part.header.part_count} (use Stream for chunked frames)")
         with self.admission.slot("Infer", _time_remaining(context)):
             sess = self._open(setup)
-            try:
-                frame = sess.assembler().add(part)
-                result = process_frame(sess, frame, self.codecs, self.metrics, time.perf_counter() - t0)
-            except Exception as exc:
-                exc.labels = sess.labels
-                raise
+            seen["labels"] = sess.labels
+            frame = sess.assembler().add(part)
+            result = process_frame(sess, frame, self.codecs, self.metrics, time.perf_counter() - t0)
         return pb.InferReply(session=sess.info, result=result)
 
     def Stream(self, request_iterator, context):
@@ -145,8 +150,7 @@ class SplitInferenceService:
             for reply in self._stream_replies(request_iterator, context, watch, state):
                 yield reply
         except Exception as exc:
-            problem = exc
-            problem.__traceback__ = None  # grpcio keeps a cancelled stream's exception: keep no frame with it
+            problem = self._caught(exc, context)  # grpcio keeps a cancelled stream's exception: keep no frame with it
         finally:
             state.release()
         if problem is None:

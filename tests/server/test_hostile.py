@@ -44,7 +44,11 @@ LIMIT = 2 << 20
 
 
 def _status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # a helper replaced meanwhile
+        return 0
+    for line in text.splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
@@ -62,7 +66,10 @@ def children(pid: int) -> list[int]:
 
 def reset_peaks(pids) -> None:
     for p in pids:
-        Path(f"/proc/{p}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        try:
+            Path(f"/proc/{p}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except FileNotFoundError:
+            pass
 
 
 def peaks_mb(pids) -> dict:
@@ -299,7 +306,7 @@ class HalfFrame:
         self.q.put(setup_msg(60))
         for m in frame.messages(1, NONE, max_message_bytes=256 << 10)[:-1]:
             self.q.put(m)
-        self.call = stubs.stream(iter(self.q.get, None), timeout=3.0 if how == "timeout" else 120, metadata=AUTH)
+        self.call = stubs.stream(iter(self.q.get, None), timeout=6.0 if how == "timeout" else 120, metadata=AUTH)
         assert next(self.call).WhichOneof("kind") == "session"
 
     def abandon(self):
@@ -321,19 +328,29 @@ def _settled_rss_mb(pid: int, wait_s: float = 1.0) -> float:
     return rss_kb(pid) / 1024
 
 
+def _rss_until(pid: int, done, timeout_s: float) -> float:
+    """The server's RSS (MB) once `done(rss)` holds, or when `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mb = rss_kb(pid) / 1024
+        if done(mb) or time.monotonic() > deadline:
+            return mb
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("how", ["cancel", "timeout", "end"])
 def test_abandoned_partial_frames_free_their_buffers_at_once(server, stubs, frames, live, warm, how):
     """12 streams hold half a 4.2 MB frame each: the server's RSS rises by their buffers; once the streams
-    are cancelled / time out / end, it falls back within a second (the buffers are freed, not kept)."""
+    are cancelled / time out / end, it falls back within 3 s (the buffers are freed, not kept)."""
     frame = frames[60]
     pid = server.proc.pid
     HalfFrame(stubs, frame, how).abandon()  # gRPC's own buffers for such streams exist before the baseline
     before = _settled_rss_mb(pid, 0.5)
     halves = [HalfFrame(stubs, frame, how) for _ in range(12)]
-    held = _settled_rss_mb(pid, 0.5) - before
+    held = _rss_until(pid, lambda mb: mb - before > 15, 5.0) - before  # all parts arrived (a loaded machine)
     for h in halves:
         h.abandon()
-    after = _settled_rss_mb(pid) - before
+    after = _rss_until(pid, lambda mb: mb - before < held / 3, 3.0) - before
     print(f"abandoned ({how}): 12 half frames, server RSS {before:.0f} MB, +{held:.0f} MB while held, "
           f"+{after:.0f} MB after")
     assert held > 15, f"the half frames should hold memory (+{held:.0f} MB): the test measures nothing"
