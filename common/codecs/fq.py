@@ -6,8 +6,9 @@ zstd's Huffman stage, constriction's ANS), or closer to it with a spatial contex
 Measured on NanoDet (bench/bench_codecs.py and `splitinfer sweep`, 2 shared cores): `fq:4` 13-15x at
 97-100% relative mAP, encoding at 300-1100 MB/s and decoding at 1-2.4 GB/s (NNC: 8-17 MB/s encode);
 with contexts (100-160 MB/s) `fq:4:x` 15-16x, `fq:5.5:tx` 15-19x, `fq:4.5:tx` 21-30x. At >= 99%
-relative mAP NNC keeps a 1.1-1.4x ratio lead on the bundled photos; on the vtest clip fq:5.5:tx matched
-or beat NNC's best point (the mAP of 10-11 frames is noisy).
+relative mAP on the 30-frame vtest clip (195 boxes), splits 46/69/95: fq 19.4x/14.8x/15.7x (fq:5.5:tx,
+fq:6:tx) against NNC's best 13.0x/12.9x/14.1x (nnc:-22); on the 11 bundled photos (21 boxes, noisier)
+NNC stays ahead: 17.7x/26.4x/29.4x against 15.6x/21.3x/23.2x.
 
 Terms:
 - *layout*: per channel (axis 1 of a tensor of 3+ dims: one [lo, step] per channel, over batch and
