@@ -1,1 +1,1 @@
-"""Shared core of splitinfer: graph cutting, codecs, wire format, model families, metrics, evaluation."""
+"""splitinfer's library, in layers (core < split | codecs | families < eval | transport < studies < cli): see docs/DESIGN.md."""

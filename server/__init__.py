@@ -1,0 +1,1 @@
+"""The network process: decoding, Part II, post-processing, answering the UE (entry: server/main.py)."""
