@@ -14,6 +14,8 @@ HELP = "run the UE process against a network process (Part I + codec + gRPC)"
 
 
 def add_arguments(p):
+    from splitinfer.common.codecs import codecs_help
+
     g = p.add_argument_group("field options (infer_onnx_multi.py)")
     g.add_argument("-s", "--input_source", dest="source", default=None,
                    help="image, video or folder of images (default: bundled photos)")
@@ -43,7 +45,7 @@ def add_arguments(p):
                    help="save each frame's Part I outputs as .npz under -results_dir/intermediate")
     g.add_argument("-nb_frames", dest="nb_frames", type=int, default=None, help="process at most N frames")
     g.add_argument("-encode_algo", "--codec", dest="codec", default="none",
-                   help="codec: none, float16, zstd, nnc:QP or a numeric id (0, 1, 838 = NNC QP -38)")
+                   help=f"codec spec or numeric id (default none); every registered codec: {codecs_help()}")
     g.add_argument("-PU_partI", dest="pu_part1", type=str.lower, choices=("cpu", "gpu"), default="cpu",
                    metavar="{CPU,GPU}",
                    help="processing unit of Part I on the UE (CPU or GPU, any case)")

@@ -17,8 +17,12 @@ DEFAULT_CODECS = "none,float16,zstd,fq:4,nnc:-38"
 
 
 def add_arguments(p):
-    p.add_argument("--splits", default=DEFAULT_SPLITS, help=f"split ranks (default {DEFAULT_SPLITS})")
-    p.add_argument("--codecs", default=DEFAULT_CODECS, help=f"codec specs (default {DEFAULT_CODECS})")
+    from splitinfer.common.cli.options import add_list_option
+
+    add_list_option(p, "--splits", default=DEFAULT_SPLITS, metavar="SPLIT",
+                    help=f"split ranks or node names, comma- or space-separated (default {DEFAULT_SPLITS})")
+    add_list_option(p, "--codecs", default=DEFAULT_CODECS, metavar="CODEC",
+                    help=f"codec specs, comma- or space-separated (default {DEFAULT_CODECS})")
     p.add_argument("--images", type=int, default=0, help="use only the first N bundled images (0: all)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads of each process's sessions (default 1: the two processes share the cores)")
@@ -37,15 +41,12 @@ def run(args) -> int:
     from splitinfer.common.families import get_family
     from splitinfer.device.agreement import compare_detections, verdict
     from splitinfer.device.client import UEClient
-    from splitinfer.device.part1 import Anchor, Part1
+    from splitinfer.device.part1 import Anchor, Part1, parse_split
     from splitinfer.device.pipeline import FramePipeline
     from splitinfer.common.transport.process import ServerProcess
 
-    try:
-        splits = [int(s) for s in args.splits.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--splits: expected comma-separated ranks, got {args.splits!r}") from None
-    codecs = [get_codec(s.strip()) for s in args.codecs.split(",") if s.strip()]
+    splits = [parse_split(s) for s in args.splits]
+    codecs = [get_codec(s) for s in args.codecs]
     wire.tune_allocator()
     paths = bundled_images()
     if args.images:
@@ -73,8 +74,9 @@ def run(args) -> int:
         client = UEClient(server.address, int(args.max_message_mb * wire.MIB))
         client.wait_ready()
         try:
-            for rank in splits:
-                part1 = Part1(model_path, rank=rank, threads=args.threads)
+            for rank, node in splits:
+                part1 = Part1(model_path, rank=rank, name=node, threads=args.threads)
+                rank = part1.plan.rank
                 for codec in codecs:
                     pipeline = FramePipeline(client, part1, family, codec, DEFAULT_MODEL_ID, in_flight=args.in_flight)
                     try:
@@ -96,23 +98,38 @@ def run(args) -> int:
                     if codec.lossless and not all(a.rounding for a in agree):
                         failures.append(f"split {rank} codec {label}: lossless but detections differ from the anchor")
                     r = rows[-1]
-                    print(f"  split {rank:3d} {label:9s} done ({len(records)} frames, "
+                    print(f"  split {rank:3d} {label} done ({len(records)} frames, "
                           f"end-to-end {r[9]:.1f} ms median)", flush=True)
         finally:
             client.close()
         code = server.stop()
     print()
-    head = (f"{'split':>5} {'branches':>8} {'codec':>9} {'raw B':>10} {'encoded B':>10} {'ratio':>6} "
-            f"{'Part I':>7} {'enc+dec':>7} {'transfer':>8} {'Part II':>7} {'e2e ms':>7}  equal-to-anchor")
-    print(head)
-    print("-" * len(head))
-    for rank, branches, raw, enc, ratio, p1, codec_ms, tr, p2, e2e, label, agree, _ in rows:
-        print(f"{rank:5d} {branches:>8} {label:>9} {raw:10d} {enc:10d} {ratio:6.2f} {p1:7.1f} {codec_ms:7.1f} "
-              f"{tr:8.2f} {p2:7.1f} "
-              f"{e2e:7.1f}  {agree}")
+    print_table(rows)
     print(f"\n{len(images)} images per row; branches = crossing tensors (+N out: model outputs Part I already "
           f"made, sent too); times are medians in ms (enc+dec: codec time on both sides); Part II ran on "
           f"{rows[0][12] if rows else '?'}; network process stopped (exit code {code}).")
     for f in failures:
         print(f"FAILED: {f}")
     return 1 if failures else 0
+
+
+_COLUMNS = ("split", "branches", "codec", "raw B", "encoded B", "ratio", "Part I", "enc+dec", "transfer", "Part II",
+            "e2e ms")
+
+
+def table_lines(rows) -> list[str]:
+    """The table as lines, each column as wide as its widest cell (chained specs such as float16+zstd:3 fit)."""
+    cells = []
+    for rank, branches, raw, enc, ratio, p1, codec_ms, tr, p2, e2e, label, agree, _ in rows:
+        cells.append((str(rank), branches, label, str(raw), str(enc), f"{ratio:.2f}", f"{p1:.1f}", f"{codec_ms:.1f}",
+                      f"{tr:.2f}", f"{p2:.1f}", f"{e2e:.1f}", agree))
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(_COLUMNS)]
+    head = " ".join(h.rjust(w) for h, w in zip(_COLUMNS, widths)) + "  equal-to-anchor"
+    lines = [head, "-" * len(head)]
+    lines += [" ".join(v.rjust(w) for v, w in zip(c, widths)) + "  " + c[-1] for c in cells]
+    return lines
+
+
+def print_table(rows) -> None:
+    for line in table_lines(rows):
+        print(line)

@@ -214,11 +214,11 @@ def progress_bar(total):
 def run_device(args) -> int:
     """The UE process for parsed `splitinfer device` options; returns the exit code (see the docstring)."""
     from splitinfer.common.assets import default_model_path
-    from splitinfer.common.core.errors import require_file
+    from splitinfer.common.core.models import find_model
     from splitinfer.common.transport import wire
 
     check_options(args)
-    model_path = Path(require_file(args.anchor, "model") if args.anchor else default_model_path())
+    model_path = find_model(args.anchor, "-anchor") if args.anchor else default_model_path()
     family = family_for(model_path, args.family)
     source = Source(args)
     retry = None if args.no_split else retry_policy(args)  # option errors before anything slow
@@ -452,13 +452,13 @@ class SplitRun:
         written under -results_dir/predictions_LABEL/."""
         if self.args.ref_split is None:
             return
-        from splitinfer.common.split.graph import consolidate
+        from splitinfer.common.split.verify import consolidated_outputs
         from splitinfer.device.agreement import compare_detections
 
         plan = self.part1.plan
         out2 = {} if self.ref is None else dict(
             zip(self.ref.output_names, self.ref.run({n: rec.intermediate[n] for n in plan.part2_inputs})))
-        outs = dict(zip([n for n, _ in plan.consolidation], consolidate(plan, rec.intermediate, out2)))
+        outs = consolidated_outputs(plan, rec.intermediate, out2)
         _, meta = self.family.preprocess(image)
         ref_dets = self.family.postprocess(outs, meta)
         self.ref_agreements.setdefault(self.source.group_of(rec.source), []).append(

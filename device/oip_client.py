@@ -361,16 +361,14 @@ def run_oip_device(args) -> int:
             pipeline.open()
             return pipeline
 
-    from pathlib import Path
-
     from splitinfer.common.assets import default_model_path
     from splitinfer.common.codecs import get_codec
-    from splitinfer.common.core.errors import require_file
+    from splitinfer.common.core.models import find_model
 
     M.check_options(args)
     if args.no_split:
         raise UserError("--protocol oip sends frames to a server: it does not combine with -no_split")
-    model_path = Path(require_file(args.anchor, "model") if args.anchor else default_model_path())
+    model_path = find_model(args.anchor, "-anchor") if args.anchor else default_model_path()
     family = M.family_for(model_path, args.family)
     source = M.Source(args)
     retry = M.retry_policy(args)

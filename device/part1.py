@@ -21,10 +21,12 @@ from splitinfer.common.core.errors import UserError
 
 def parse_split(text: str | None) -> tuple[int | None, str | None]:
     """`--split` as (rank, None) for an integer, (None, node name) otherwise, (None, None) when absent."""
-    if text is None or not text.strip():
+    from splitinfer.common.split.cut import parse_cut
+
+    if text is None or not str(text).strip():
         return None, None
-    text = text.strip()
-    return (int(text), None) if text.lstrip("-").isdigit() else (None, text)
+    cut = parse_cut(text)
+    return (cut, None) if isinstance(cut, int) else (None, cut)
 
 
 def _manifest_beside(part_path: Path, role: str) -> dict | None:
@@ -147,8 +149,9 @@ class Part1:
 
     def run(self, feeds: dict) -> dict:
         """Part I on the family's feeds: {name: array} for every name of `plan.part1_outputs`."""
-        wanted = set(self.session.input_names)
-        values = self.session.run({k: v for k, v in feeds.items() if k in wanted}, self.plan.part1_outputs)
+        from splitinfer.common.core.runtime import keep_feeds
+
+        values = self.session.run(keep_feeds(feeds, self.session.input_names), self.plan.part1_outputs)
         return dict(zip(self.plan.part1_outputs, values))
 
     def part2_session(self, part2_path=None, device: str = "cpu", threads: int | None = None, check_model=True):
@@ -182,5 +185,6 @@ class Anchor:
         self.provider = self.session.provider
 
     def run(self, feeds: dict) -> dict:
-        wanted = set(self.session.input_names)
-        return dict(zip(self.session.output_names, self.session.run({k: v for k, v in feeds.items() if k in wanted})))
+        from splitinfer.common.core.runtime import keep_feeds
+
+        return dict(zip(self.session.output_names, self.session.run(keep_feeds(feeds, self.session.input_names))))
