@@ -179,7 +179,7 @@ def check_complete(part2, names) -> None:
 def run_part2(part2, arrays: dict, meta: dict) -> Part2Result:
     """Part II, consolidation and the family's post-processing on checked inputs."""
     from splitinfer.common.core.errors import UserError
-    from splitinfer.common.split.graph import consolidate
+    from splitinfer.common.split.verify import consolidated_outputs
 
     plan = part2.plan
     t1 = time.perf_counter()
@@ -191,7 +191,7 @@ def run_part2(part2, arrays: dict, meta: dict) -> Part2Result:
             raise invalid(f"Part II failed on the request's tensors ({type(exc).__name__}: {str(exc)[:300]})") from None
         out2 = dict(zip(part2.session.output_names, values))
     t2 = time.perf_counter()
-    outputs = dict(zip([n for n, _ in plan.consolidation], consolidate(plan, arrays, out2)))
+    outputs = consolidated_outputs(plan, arrays, out2)
     t3 = time.perf_counter()
     try:
         dets = part2.family.postprocess(outputs, meta)

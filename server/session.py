@@ -121,7 +121,7 @@ def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
 
 def process_frame(sess: Session, frame: wire.Frame, codecs: Codecs, metrics, deserialize_s: float) -> pb.FrameResult:
     """Decode, Part II, consolidation and post-processing of one complete frame, timed and counted."""
-    from splitinfer.common.split.graph import consolidate
+    from splitinfer.common.split.verify import consolidated_outputs
 
     p2 = sess.part2
     plan = p2.plan
@@ -138,7 +138,7 @@ def process_frame(sess: Session, frame: wire.Frame, codecs: Codecs, metrics, des
                           f"{str(exc)[:300]})") from None
         out2 = dict(zip(p2.session.output_names, values))
     t2 = time.perf_counter()
-    outputs = dict(zip([n for n, _ in plan.consolidation], consolidate(plan, arrays, out2)))
+    outputs = consolidated_outputs(plan, arrays, out2)
     t3 = time.perf_counter()
     try:
         dets = p2.family.postprocess(outputs, meta)
