@@ -38,6 +38,7 @@ HELP = "split-point x codec sweep: bytes, codec times, mAP; plots and report (re
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli.options import add_list_option
     from splitinfer.common.studies.sweep import DEFAULT_ANCHOR_THRESHOLD, DEFAULT_BATCH, DEFAULT_SCORE_THRESHOLD
 
     p.add_argument("model", help="bundled model id (nanodet), model folder, .onnx file, or zoo:NAME (a torchvision "
@@ -45,9 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", help="model family when MODEL is a bare .onnx file without metadata; 'raw' (also "
                                     "the fallback when none is known): any image model, rows report the fidelity "
                                     "of its outputs (NMSE, PSNR, cosine, top-1/top-5) instead of mAP")
-    p.add_argument("--splits", nargs="+", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")
-    p.add_argument("--codecs", nargs="+", metavar="CODEC",
-                   help="codec specs (default: none float16 nnc:-38 nnc:-26 nnc:-18 nnc:-14 nnc:-10 nnc:-6 "
+    add_list_option(p, "--splits", metavar="SPLIT",
+                    help="node ranks or node names, comma- or space-separated (default: 6 automatic)")
+    add_list_option(p, "--codecs", metavar="CODEC",
+                    help="codec specs, comma- or space-separated (default: none float16 nnc:-38 nnc:-26 nnc:-18 nnc:-14 nnc:-10 nnc:-6 "
                         "nnc:-4 nnc:0)")
     p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
     p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")

@@ -42,26 +42,19 @@ def atomic_write(path: Path, write) -> None:
 
 
 def _exposed_model(model, graph, names):
-    """A copy of the model whose graph outputs also include `names` (crossing tensors)."""
-    import onnx
+    """A copy of the model whose graph outputs also include `names` (crossing tensors), typed where known."""
     from onnx import helper
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n in have or n in graph.input_names:
-            continue
-        vi = m.graph.output.add()
-        vi.name = n
-        dt = graph.tensor_info(n).dtype
+    from splitinfer.common.core.onnx_io import with_outputs
+
+    exposed = [n for n in names if n not in graph.input_names]
+    types = {}
+    for n in exposed:
         try:
-            vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
+            types[n] = helper.np_dtype_to_tensor_dtype(np.dtype(graph.tensor_info(n).dtype))
         except TypeError:
             pass
-    from splitinfer.common.core.onnx_io import cap_ir_version
-
-    return cap_ir_version(m)
+    return with_outputs(model, exposed, elem_types=types)
 
 
 def _savez(path, arrays: dict) -> None:
@@ -100,7 +93,7 @@ def compute_activations(model, graph, family, items, needed: list[str], act_dir:
     Frames already cached (same content sha, all tensors present) are skipped. Returns
     {"computed": n, "cached": m, "seconds": s}.
     """
-    from splitinfer.common.core.runtime import make_session
+    from splitinfer.common.core.runtime import keep_feeds, make_session
 
     todo = [it for it in items if load_activations(activation_path(act_dir, it[0]), it[1], needed) is None]
     stats = {"computed": len(todo), "cached": len(items) - len(todo), "seconds": 0.0}
@@ -117,7 +110,7 @@ def compute_activations(model, graph, family, items, needed: list[str], act_dir:
     for name, sha, image in frames:
         feeds, meta = family.preprocess(image)
         try:
-            values = session.ort.run(outputs, {k: v for k, v in feeds.items() if k in session.input_names})
+            values = session.ort.run(outputs, keep_feeds(feeds, session.input_names))
         except Exception as exc:
             raise UserError(f"{name}: the whole model fails on this input ({exc})") from None
         arrays = {n: np.asarray(feeds[n]) for n in needed if n in graph.input_names}

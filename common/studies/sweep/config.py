@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.eval.evaluation import DEFAULT_ANCHOR_THRESHOLD  # noqa: F401 (re-exported)
 
 
 FORMAT = 2  # 2: rows store element counts and fidelity sums per image
 DEFAULT_CODECS = ("none", "float16", "nnc:-38", "nnc:-26", "nnc:-18", "nnc:-14", "nnc:-10", "nnc:-6", "nnc:-4",
                   "nnc:0")
 DEFAULT_SCORE_THRESHOLD = 0.05  # COCO evaluation convention: keep low-score boxes for the PR curve
-DEFAULT_ANCHOR_THRESHOLD = 0.5
 DEFAULT_BATCH = 16
 DEFAULT_NUM_SPLITS = 6
 

@@ -10,14 +10,7 @@ import hashlib
 from pathlib import Path
 
 from splitinfer.common.core.errors import UserError
-
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from splitinfer.common.core.files import file_sha256
 
 
 def data_items(data, max_images: int | None = None) -> list[tuple[str, str, Path, int | None]]:
@@ -31,15 +24,15 @@ def data_items(data, max_images: int | None = None) -> list[tuple[str, str, Path
         paths = list_images(data)
         if not paths:
             raise UserError(f"{data}: folder holds no images")
-        items = [(n, _sha_file(p), p, None) for n, p in zip(_frame_names(paths), paths)]
+        items = [(n, file_sha256(p), p, None) for n, p in zip(_frame_names(paths), paths)]
     elif is_video(data):
-        sha = _sha_file(data)
+        sha = file_sha256(data)
         count = frame_count(data) or 0
         if max_images is not None:
             count = min(count, max_images) if count else max_images
         items = [(f"{data.stem}_{i:06d}", f"{sha}:{i}", data, i) for i in range(count)]
     elif is_image(data):
-        items = [(data.stem, _sha_file(data), data, None)]
+        items = [(data.stem, file_sha256(data), data, None)]
     else:
         raise UserError(f"{data}: not an image, a folder of images or a video")
     return items[:max_images] if max_images is not None else items

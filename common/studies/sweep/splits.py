@@ -52,12 +52,9 @@ def resolve_splits(graph, specs) -> list[int]:
     """Ranks from ints / digit strings (a rank) or node names (split before that node)."""
     if not specs:
         return auto_splits(graph)
-    ranks = []
-    for s in specs:
-        if isinstance(s, (int, np.integer)) or (isinstance(s, str) and s.strip().lstrip("-").isdigit()):
-            ranks.append(graph.rank_of(int(s), "before"))
-        else:
-            ranks.append(graph.rank_of(str(s), "before"))
+    from splitinfer.common.split.cut import parse_cut
+
+    ranks = [graph.rank_of(parse_cut(s), "before") for s in specs]
     return list(dict.fromkeys(ranks))
 
 
