@@ -10,6 +10,9 @@ Chains (`chain.py`): `float16+zstd:3`, `fq:6+blosc2` -- a value-changing first s
 then lossless byte stages (zstd, blosc2) -- are one codec with one spec string. They are spec-only:
 every chain reports id 9, which names no codec by itself; the wire's set-up carries the spec.
 
+`encode_many(codec, arrays)` encodes the tensors of one frame together: a loop by default, all at once
+where the codec has workers to spread them over (nnc).
+
 Conventions every codec keeps, so the wire metadata (dtype, shape) is all a decoder needs:
 - payloads hold little-endian data (the wire's byte order);
 - `decode(payload, dtype, shape)` returns exactly that dtype and shape, possibly as a read-only view
@@ -59,6 +62,11 @@ class Codec:
     def decode(self, payload, dtype, shape, *, trusted: bool = False) -> np.ndarray:
         """Rebuild the tensor. `trusted` marks payloads this process made itself (see the nnc codec)."""
         raise NotImplementedError
+
+    def encode_many(self, arrays) -> list[bytes]:
+        """Payloads of several tensors (one frame's), in order: a loop over `encode`. A codec that can code
+        tensors concurrently (nnc: its helper processes) overrides it; the payloads stay those of `encode`."""
+        return [self.encode(a) for a in arrays]
 
     def warm_up(self) -> None:
         """Pay one-time start-up costs now (imports, helper processes) instead of on the first frame."""
@@ -201,6 +209,12 @@ def get_codec(spec) -> Codec:
         if len(_cache) < 1024:
             _cache[key] = codec
     return codec
+
+
+def encode_many(codec, arrays) -> list[bytes]:
+    """Encode one frame's tensors with `codec` (a Codec or a spec), in order, concurrently where the codec
+    can (see `Codec.encode_many`); each payload decodes with `codec.decode` as if made by `codec.encode`."""
+    return get_codec(codec).encode_many(list(arrays))
 
 
 def _parse(key: str, original) -> Codec:

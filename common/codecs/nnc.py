@@ -90,22 +90,30 @@ class NncCodec(Codec):
         self.qp = int(qp)
 
     def encode(self, arr) -> bytes:
-        arr = np.asarray(arr)
-        if arr.size == 0 or not is_float(arr.dtype):
-            return _pack(_MODE_RAW, raw_bytes(arr))
-        x = le_contiguous(arr).astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
-            return _pack(_MODE_RAW, raw_bytes(arr))
-        x = x.reshape(1, -1) if x.ndim < 2 else x
+        return self.encode_many([arr])[0]
+
+    def encode_many(self, arrays) -> list[bytes]:
+        """Payloads of several tensors (one frame's), in order, byte for byte those `encode` makes one by one.
+
+        Every bitstream to make (a whole tensor, or one slab of a large one) goes to the helper pool at
+        once, largest first, so the helpers stay busy across the tensors of a frame instead of idling while
+        the small tensors are coded here one after the other. One bitstream in all (or one helper) is
+        coded in this process, with no pipe round trip."""
+        arrays = [np.asarray(a) for a in arrays]
         pool = _pool()
-        axis = _block_axis(x.shape, pool.size) if x.size >= PARALLEL_MIN and pool.size > 1 else None
-        if axis is None:
-            body, mode = encode_nnr(x, self.qp), _MODE_NNR
+        plans = [_coding_plan(a, pool.size) for a in arrays]
+        jobs = [(i, j, slab) for i, plan in enumerate(plans) if plan is not None for j, slab in enumerate(plan[2])]
+        if len(jobs) <= 1 or pool.size < 2:
+            streams = {(i, j): encode_nnr(slab, self.qp) for i, j, slab in jobs}
         else:
-            body, mode = _encode_blocks(pool, x, axis, self.qp), _MODE_BLOCKS
-        if len(body) >= arr.nbytes:
-            return _pack(_MODE_RAW, raw_bytes(arr))
-        return _pack(mode, body)
+            import concurrent.futures as cf
+
+            jobs.sort(key=lambda job: -job[2].size)  # largest first: the helpers finish close together
+            with cf.ThreadPoolExecutor(min(pool.size, len(jobs))) as ex:  # each thread waits on its helper's pipe
+                futures = {(i, j): ex.submit(pool.encode, slab, self.qp) for i, j, slab in jobs}
+                streams = {key: f.result() for key, f in futures.items()}
+        return [_payload(a, plan, [streams[(i, j)] for j in range(len(plan[2]))] if plan else None)
+                for i, (a, plan) in enumerate(zip(arrays, plans))]
 
     def decode(self, payload, dtype, shape, *, trusted: bool = False):
         dt, dims = norm_dtype(dtype), norm_shape(shape)
@@ -140,6 +148,39 @@ def _pack(mode: bytes, body) -> bytes:
     return _HEADER.pack(_MAGIC, mode, zlib.crc32(body)) + body
 
 
+def _coding_plan(arr: np.ndarray, helpers: int):
+    """How a tensor is coded: None (sent raw), or (float32 2+-dim view, slab axis or None, bitstream inputs).
+
+    Raw: empty, integer/bool or non-finite tensors. Slabs: tensors of PARALLEL_MIN+ values when there are
+    2+ helpers, cut into one slab per helper; otherwise the whole tensor is one bitstream."""
+    if arr.size == 0 or not is_float(arr.dtype):
+        return None
+    x = le_contiguous(arr).astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        return None
+    x = x.reshape(1, -1) if x.ndim < 2 else x
+    axis = _block_axis(x.shape, helpers) if x.size >= PARALLEL_MIN and helpers > 1 else None
+    if axis is None:
+        return x, None, [x]
+    return x, axis, [np.ascontiguousarray(a) for a in np.array_split(x, helpers, axis=axis)]
+
+
+def _payload(arr: np.ndarray, plan, streams) -> bytes:
+    """The payload of one tensor from its plan and coded bitstreams (raw when NNC would not save bytes)."""
+    if plan is None:
+        return _pack(_MODE_RAW, raw_bytes(arr))
+    _, axis, slabs = plan
+    if axis is None:
+        body, mode = streams[0], _MODE_NNR
+    else:
+        head = _BLOCKS_HEAD.pack(axis, len(slabs))
+        index = b"".join(_BLOCK.pack(a.shape[axis], len(b)) for a, b in zip(slabs, streams))
+        body, mode = head + index + b"".join(streams), _MODE_BLOCKS
+    if len(body) >= arr.nbytes:
+        return _pack(_MODE_RAW, raw_bytes(arr))
+    return _pack(mode, body)
+
+
 # -- blocks: one large tensor coded by several helper processes at once -------------------------------
 
 
@@ -149,17 +190,6 @@ def _block_axis(shape: tuple[int, ...], k: int) -> int | None:
         if axis < len(shape) and shape[axis] >= k:
             return axis
     return None
-
-
-def _encode_blocks(pool: "_Pool", x: np.ndarray, axis: int, qp: int) -> bytes:
-    import concurrent.futures as cf
-
-    slabs = np.array_split(x, pool.size, axis=axis)
-    with cf.ThreadPoolExecutor(len(slabs)) as ex:  # each thread waits on its own helper's pipe
-        streams = list(ex.map(lambda a: pool.encode(np.ascontiguousarray(a), qp), slabs))
-    head = _BLOCKS_HEAD.pack(axis, len(slabs))
-    index = b"".join(_BLOCK.pack(a.shape[axis], len(b)) for a, b in zip(slabs, streams))
-    return head + index + b"".join(streams)
 
 
 def _decode_blocks(body, dims: tuple[int, ...], trusted: bool) -> np.ndarray:

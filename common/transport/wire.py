@@ -129,12 +129,22 @@ def raw_view(arr: np.ndarray) -> memoryview:
 def encode_tensor(name: str, arr: np.ndarray, codec) -> EncodedTensor:
     """Encode one tensor. The identity codec (id 0) sends the array's own memory: the same bytes as
     `codec.encode` (little-endian, C order; tests check it) without its copy, so framing is the one copy."""
-    arr = np.asarray(arr)
-    if arr.dtype.name not in ALLOWED_DTYPES:
-        raise WireError(f"tensor {name!r}: dtype {arr.dtype} cannot be sent (allowed: {sorted(ALLOWED_DTYPES)})")
-    payload = raw_view(arr) if codec.codec_id == 0 else codec.encode(arr)
-    return EncodedTensor(name, arr.dtype.name, tuple(int(d) for d in arr.shape), int(codec.codec_id),
-                         codec_params_of(codec), payload, int(arr.nbytes))
+    return encode_tensors([name], [arr], codec)[0]
+
+
+def encode_tensors(names, arrays, codec) -> list[EncodedTensor]:
+    """Encode one frame's tensors, in order, as `encode_tensor` does each; the codec codes them together
+    (`codecs.encode_many`: nnc spreads them over its helper processes at once)."""
+    from splitinfer.common.codecs import encode_many
+
+    arrays = [np.asarray(a) for a in arrays]
+    for name, arr in zip(names, arrays):
+        if arr.dtype.name not in ALLOWED_DTYPES:
+            raise WireError(f"tensor {name!r}: dtype {arr.dtype} cannot be sent (allowed: {sorted(ALLOWED_DTYPES)})")
+    payloads = [raw_view(a) for a in arrays] if codec.codec_id == 0 else encode_many(codec, arrays)
+    params = codec_params_of(codec)
+    return [EncodedTensor(name, arr.dtype.name, tuple(int(d) for d in arr.shape), int(codec.codec_id), params,
+                          payload, int(arr.nbytes)) for name, arr, payload in zip(names, arrays, payloads)]
 
 
 def decode_tensor(t: ReceivedTensor, codec, max_raw_bytes: int = DEFAULT_MAX_FRAME_BYTES * 4) -> np.ndarray:

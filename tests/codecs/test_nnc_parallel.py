@@ -115,3 +115,56 @@ def test_helper_memory_cap_follows_the_announced_shape(two_helpers):
         c.decode(_with_crc(stream, b"N"), "float32", (1, 16, 128, 129))
     small = relu((1, 8, 20, 20))
     assert c.decode(c.encode(small), "float32", small.shape).shape == small.shape
+
+
+def _frame(seed=3):
+    """A multi-branch frame like NanoDet's split 74: two tensors cut into slabs, three small ones, and the
+    tensors NNC sends raw (integers, non-finite values, empty)."""
+    rng = np.random.default_rng(seed)
+    inf = relu((1, 4, 10, 10), seed + 5)
+    inf[0, 1, 2, 3] = np.inf
+    return [relu((1, 64, 40, 40), seed), relu((1, 48, 40, 40), seed + 1), relu((1, 16, 20, 20), seed + 2),
+            relu((1, 8, 15, 15), seed + 3), rng.integers(0, 9, (3, 5)).astype(np.int64), inf,
+            np.zeros((0, 4), np.float32), relu((300,), seed + 4).astype(np.float16)]
+
+
+def test_encode_many_makes_what_encode_makes_and_decodes_alike(two_helpers):
+    from splitinfer.common.codecs import encode_many
+
+    frame = _frame()
+    c = get_codec("nnc:-24")
+    many = encode_many(c, frame)
+    one_by_one = [c.encode(a) for a in frame]
+    assert [p[3:4] for p in many] == [b"P", b"P", b"N", b"N", b"R", b"R", b"R", b"N"]
+    assert many == one_by_one  # byte for byte: the same standard NNR bitstreams, only coded at once
+    for a, p in zip(frame, many):
+        y = c.decode(p, a.dtype, a.shape)  # through the helpers, as the network process decodes
+        assert y.dtype == a.dtype and y.shape == a.shape
+        assert np.array_equal(y, c.decode(p, a.dtype, a.shape, trusted=True))
+        if a.dtype.kind != "f" or not a.size or not np.isfinite(a).all():
+            assert np.array_equal(y, a)  # sent raw: exact
+        else:
+            assert 0 < np.abs(y.astype(np.float32) - a).max() < 0.5  # lossy, yet the same tensor
+    # the slabs of each large tensor are plain NNR bitstreams nncodec's decoder reads
+    _, index, streams = _blocks(many[0])
+    slabs = [nnc.decode_nnr(s, e * 40 * 40) for (e, _), s in zip(index, streams)]
+    assert np.array_equal(np.concatenate(slabs), c.decode(many[0], "float32", frame[0].shape).reshape(-1))
+
+
+def test_encode_many_with_one_helper_is_the_in_process_loop(two_helpers, monkeypatch):
+    from splitinfer.common.codecs import encode_many
+
+    frame = _frame(seed=4)[:4]
+    monkeypatch.setattr(nnc._pool(), "size", 1)
+    monkeypatch.setattr(nnc._Pool, "encode", lambda *a: pytest.fail("a helper was used"))
+    many = encode_many("nnc:-24", frame)
+    assert [p[3:4] for p in many] == [b"N"] * 4
+    assert many == [nnc._pack(b"N", nnc.encode_nnr(a, -24)) for a in frame]
+
+
+def test_other_codecs_encode_many_is_their_encode():
+    from splitinfer.common.codecs import encode_many
+
+    frame = _frame(seed=5)
+    for spec in ("none", "float16+zstd:3", "fq:4"):
+        assert encode_many(spec, frame) == [get_codec(spec).encode(a) for a in frame]
