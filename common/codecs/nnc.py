@@ -570,8 +570,11 @@ def _worker_main() -> None:
 
     def send(data) -> None:
         view = memoryview(data).cast("B")
-        while view.nbytes:
-            view = view[os.write(out, view):]
+        try:
+            while view.nbytes:
+                view = view[os.write(out, view):]
+        except BrokenPipeError:  # the parent went away: nobody is left to answer, so no traceback either
+            os._exit(0)
 
     try:
         import resource

@@ -168,3 +168,22 @@ def test_other_codecs_encode_many_is_their_encode():
     frame = _frame(seed=5)
     for spec in ("none", "float16+zstd:3", "fq:4"):
         assert encode_many(spec, frame) == [get_codec(spec).encode(a) for a in frame]
+
+
+def test_helper_exits_quietly_when_its_parent_went_away():
+    """A helper whose reply pipe is closed (the parent died or gave up on it) exits 0 without a traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "from splitinfer.common.codecs.nnc import _worker_main; "
+                             "_worker_main()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(1) == nnc._READY
+        proc.stdout.close()  # nobody reads the reply any more
+        x = relu((1, 8, 20, 20))
+        proc.stdin.write(nnc._REQ.pack(1, x.nbytes, 1, x.size, -30) + struct.pack("<B4Q", 4, *x.shape) + x.tobytes())
+        proc.stdin.flush()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err
