@@ -7,8 +7,9 @@ and decodes every tensor of every frame; times are medians over --repeat runs of
 raw float32 bytes. Codecs run one after the other in this one process, so their figures are comparable
 with each other (the machine's load moves them all alike).
 
-Also measured side by side: NNC on a multi-tensor frame with its slabs coded by 2 helper processes
-(parallel) against the same tensors coded one bitstream after the other in this process (serial).
+Also measured side by side: NNC on a multi-tensor frame coded by 2 helper processes (`encode_many`: every
+tensor and slab at once) against the same tensors coded one bitstream after the other in this process
+(serial). bench/bench_nnc_parallel.py compares those two and the per-tensor loop on split 74's 5 tensors.
 
 Relative mAP is not measured here (that needs Part II and the anchor): run
 `splitinfer sweep nanodet --splits 46 69 95 --codecs fq:3 fq:4 ...` for it.
@@ -113,7 +114,7 @@ def nnc_parallel_vs_serial(frames: list[list[np.ndarray]], qp: int, repeat: int)
     Wall times depend on how many cores are free; CPU seconds do not: `critical_path_s` is the busiest
     helper's CPU time per run, i.e. the wall time of the parallel run with one free core per helper, and
     `speedup_free_cores` = serial CPU / critical path is the speed-up on an otherwise idle machine."""
-    from splitinfer.common.codecs import get_codec, nnc
+    from splitinfer.common.codecs import encode_many, get_codec, nnc
 
     codec = get_codec(f"nnc:{qp}")
     tensors = [t for f in frames for t in f]
@@ -131,7 +132,7 @@ def nnc_parallel_vs_serial(frames: list[list[np.ndarray]], qp: int, repeat: int)
             with pool.cv:
                 pids = [w.proc.pid for w in pool.idle]
             before = {p: _cpu_s(p) for p in pids}
-            parallel.append(timed(lambda: [codec.encode(t) for t in tensors], 1)[0])
+            parallel.append(timed(lambda: encode_many(codec, tensors), 1)[0])
             critical.append(max(_cpu_s(p) - before[p] for p in pids))
     finally:
         nnc.PARALLEL_MIN, pool.size = saved_min, saved_size
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
               f"{r['encode_MBps']:9.1f} {r['decode_MBps']:9.1f} {r['encode_ms_per_frame']:9.1f} "
               f"{r['decode_ms_per_frame']:9.1f} {r['rel_l2_error']:10.2e}")
     print(f"\nNNC QP {par['qp']} encode of split {multi}'s frame ({len(data[multi][0])} tensors): serial in-process "
-          f"{par['serial_s'] * 1e3:.0f} ms, {par['helpers']} helper processes (slabs) {par['parallel_s'] * 1e3:.0f} ms: "
+          f"{par['serial_s'] * 1e3:.0f} ms, {par['helpers']} helper processes (encode_many) {par['parallel_s'] * 1e3:.0f} ms: "
           f"{par['speedup']:.2f}x at load average {par['load_average']:.1f}; with a free core per helper "
           f"(CPU seconds: serial {par['serial_cpu_s'] * 1e3:.0f} ms, busiest helper {par['critical_path_s'] * 1e3:.0f} "
           f"ms): {par['speedup_free_cores']:.2f}x")
