@@ -211,13 +211,15 @@ class SplitGraph:
             save_part(part, path)
 
 
-def split_model(model_path, rank=None, name=None, flag="before", out_dir=None, graph: SplitGraph | None = None):
-    """Split a model file; write both parts and the manifest. Returns (part1, part2, manifest, plan)."""
+def split_model(model_path, rank=None, name=None, flag="before", out_dir=None, graph: SplitGraph | None = None,
+                paths: tuple | None = None):
+    """Split a model file; write both parts and the manifest. Returns (part1, part2, manifest, plan).
+    `paths`: (part1, part2, manifest) file paths instead of `part_paths`' names."""
     model_path = Path(model_path)
     if graph is None:
         graph = SplitGraph(load_model(model_path), source_sha256=file_sha256(model_path))
     plan = graph.plan(rank=rank, name=name, flag=flag)
-    p1, p2, mf = part_paths(model_path, plan.rank, out_dir)
+    p1, p2, mf = (Path(p) for p in paths) if paths else part_paths(model_path, plan.rank, out_dir)
     try:
         graph.write_parts(plan, p1, p2)
     except OSError as exc:

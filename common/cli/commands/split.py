@@ -1,8 +1,16 @@
 """Cut an ONNX model at a node into Part I (UE) and Part II (network), write both and a JSON manifest.
 
-Compatible with the field's split_onnx_multi.py: -a MODEL, -r RANK or -n NAME, --flag before|after (the
-field's `-f before|after` works too; elsewhere `-f` is the model family).
+Compatible with the field's scripts (TR 26.847 Annex B.3):
+  split_onnx_multi.py (B.3.4): -a/--anchor MODEL, -r RANK or -n NAME, -f/--flag before|after; parts
+    `<model>_part_I_node_<rank>.onnx` and `_part_II_` beside the model (or in -o DIR)
+  split_onnx.py (B.3.3):       MODEL NODE_NAME [before|after]; parts `<model>_Part_I_<node>.onnx` and
+    `<model>_Part_II_<node>.onnx` beside the model, '/' in the node name written as '_'
 Prints the split node, Part I/II inputs and outputs and the intermediate data that crosses the cut.
+
+examples:
+  splitinfer split -a nanodet -r 60 --verify
+  splitinfer split --anchor models/ssd_resnet.onnx -n /feature_extractor/Relu -f after
+  splitinfer split models/ssd_resnet.onnx /feature_extractor/feature_extractor.4/Relu before
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ HELP = "split an ONNX model at a node into Part I and Part II (+ JSON manifest)"
 
 
 def add_arguments(p):
-    p.add_argument("-a", "--model", required=True, metavar="MODEL",
-                   help="ONNX model file, model folder or bundled model id")
-    which = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("field", nargs="*", metavar="MODEL NODE [before|after]",
+                   help="split_onnx.py's form: model file, split node name, flag (default before)")
+    p.add_argument("-a", "--model", "--anchor", dest="model", metavar="MODEL",
+                   help="ONNX model file, model folder or bundled model id (--anchor: the field's name)")
+    which = p.add_mutually_exclusive_group()
     which.add_argument("-r", "--rank", type=int, help="index of the split node in topological order "
                        "(0..N; N with 'before' = everything in Part I)")
     which.add_argument("-n", "--name", help="name of the split node")
@@ -35,6 +45,40 @@ def _fmt(info) -> str:
     return f"{info.name}  {info.dtype or '?'}{shape}"
 
 
+def _field_form(args) -> bool:
+    """split_onnx.py's positional form (MODEL NODE [before|after]) into the options; True when it was used."""
+    from splitinfer.common.core.errors import UserError
+
+    if not args.field:
+        if not args.model:
+            raise UserError("give the model (-a MODEL) and the split point (-r RANK or -n NAME), "
+                            "or split_onnx.py's form: MODEL NODE [before|after]")
+        if args.rank is None and args.name is None:
+            raise UserError("give the split point: -r RANK or -n NAME")
+        return False
+    if args.model or args.rank is not None or args.name is not None:
+        raise UserError("give either MODEL NODE [before|after] or -a MODEL -r RANK/-n NAME, not both")
+    if len(args.field) not in (2, 3):
+        raise UserError(f"split_onnx.py's form is MODEL NODE [before|after], got {len(args.field)} values")
+    args.model, args.name = args.field[0], args.field[1]
+    if len(args.field) == 3:
+        if args.field[2] not in ("before", "after"):
+            raise UserError(f"split flag must be 'before' or 'after', got {args.field[2]!r}")
+        args.flag = args.field[2]
+    return True
+
+
+def field_part_paths(model_path, node_name: str, out_dir=None):
+    """split_onnx.py's names: `<stem>_Part_I_<node>.onnx`, `_Part_II_`, '/' written as '_' (+ our manifest)."""
+    from pathlib import Path
+
+    model_path = Path(model_path)
+    d = Path(out_dir) if out_dir else model_path.parent
+    safe = node_name.replace("/", "_")
+    return (d / f"{model_path.stem}_Part_I_{safe}.onnx", d / f"{model_path.stem}_Part_II_{safe}.onnx",
+            d / f"{model_path.stem}_split_{safe}.json")
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -43,6 +87,7 @@ def run(args) -> int:
     from splitinfer.common.split.graph import SplitGraph, file_sha256, load_feeds, split_model, verify_split
     from splitinfer.common.core.onnx_io import load_model
 
+    single_branch = _field_form(args)
     model_path = find_model(args.model)
     model = load_model(model_path)
     graph = SplitGraph(model, source_sha256=file_sha256(model_path))
@@ -50,8 +95,9 @@ def run(args) -> int:
         out = Path(args.out_dir)
         if out.exists() and not out.is_dir():
             raise UserError(f"output directory is a file: {out}")
+    paths = field_part_paths(model_path, args.name, args.out_dir) if single_branch else None
     p1, p2, manifest, plan = split_model(model_path, rank=args.rank, name=args.name, flag=args.flag,
-                                         out_dir=args.out_dir, graph=graph)
+                                         out_dir=args.out_dir, graph=graph, paths=paths)
     n = graph.num_nodes
     where = "Part II" if plan.flag == "before" else "Part I"
     node = plan.node_name if plan.node_name is not None else "(end of graph)"
