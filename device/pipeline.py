@@ -108,6 +108,7 @@ class FramePipeline:
         self.keep_intermediate = keep_intermediate
         self.tolerate_failures = tolerate_failures
         self.codec_label = str(codec.spec)
+        codec.warm_up()  # one-time costs (nnc: its helper processes) here, not in the first frame's encode time
         self.labels = labels_for(model_id, part1.plan.rank, self.codec_label)
         if metrics is not None:
             metrics.open_session(self.labels)  # the session's series exist at 0 from set-up on
