@@ -118,3 +118,40 @@ def test_abandon_ends_every_frame_in_flight(images, part1):
     for r in rest:  # answered meanwhile (ok) or failed with the reason; none left pending
         assert r.ok or (r.error == reason and r.attempts == 1)
     assert not pipeline.pending
+
+
+def test_a_multi_branch_frame_coded_by_encode_many_is_what_the_server_decodes(images):
+    """Split 74 sends 5 tensors; the UE codes them together (nnc's helpers, `encode_many`). The server's
+    detections are those of Part II run here on the same payloads decoded by nncodec in this process."""
+    import numpy as np
+
+    from splitinfer.common.split.verify import consolidated_outputs
+    from splitinfer.device.part1 import Part1
+
+    part1 = Part1(default_model_path(), rank=74, threads=1)
+    family, codec = get_family("nanodet"), get_codec("nnc:-18")
+    server = start_server()
+    try:
+        from splitinfer.device.client import UEClient
+        from splitinfer.device.pipeline import FramePipeline
+
+        client = UEClient(server.address)
+        client.wait_ready(60)
+        pipeline = FramePipeline(client, part1, family, codec, DEFAULT_MODEL_ID, keep_intermediate=True)
+        try:
+            (rec,) = pipeline.run([("dog", 0, images[0][1])])
+        finally:
+            pipeline.close()
+            client.close()
+    finally:
+        assert server.stop() == 0
+    assert rec.ok and rec.tensors == 5 and rec.detections
+    sent = [np.asarray(rec.intermediate[n]) for n in part1.plan.part1_outputs]
+    payloads = [codec.encode(a) for a in sent]  # one by one: the very bytes encode_many sent
+    assert rec.encoded_bytes == sum(len(p) for p in payloads) < rec.raw_bytes / 5
+    decoded = {n: codec.decode(p, a.dtype, a.shape, trusted=True)
+               for n, p, a in zip(part1.plan.part1_outputs, payloads, sent)}
+    part2 = part1.part2_session(threads=1)
+    out2 = dict(zip(part2.output_names, part2.run({n: decoded[n] for n in part1.plan.part2_inputs})))
+    _, meta = family.preprocess(images[0][1])
+    assert family.postprocess(consolidated_outputs(part1.plan, decoded, out2), meta) == rec.detections
