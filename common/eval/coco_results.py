@@ -5,8 +5,9 @@ JSON list of `{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`; `dete
 `map --coco-results` write it, and `map RESULTS.json` scores one. Image ids come from the ground truth's
 COCO JSON when there is one (images matched by file-name stem); otherwise they are numbered 1.. over the
 sorted image names, and each entry also carries `file_name` (the stem), which is how a results file without
-a COCO ground truth is matched back to images. Category ids are COCO's (1..90) for COCO names; a name
-outside COCO gets an id from 1000 up, recorded in the same way as `file_name` (`category_name`).
+a COCO ground truth is matched back to images. Category ids are the ground truth's (matched by name) or,
+without one, COCO's (1..90); any other name gets an id from 1000 up that nothing else uses, recorded in the
+same way as `file_name` (`category_name`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def to_results(predictions: dict[str, list[Detection]], coco: dict | None = None
     """COCO results entries of per-image detections scored at or above `threshold`."""
     ids = image_ids(list(predictions), coco)
     cat_of = dict(NAME_TO_CATEGORY_ID)
-    if coco is not None:
-        cat_of.update({canonical_label(c["name"]): int(c["id"]) for c in coco.get("categories", [])})
+    first_extra = 1000
+    if coco is not None:  # the ground truth's own ids (they need not be COCO's); other names get unused ids
+        cat_of = {canonical_label(c["name"]): int(c["id"]) for c in coco.get("categories", [])}
+        first_extra = max([1000, *(i + 1 for i in cat_of.values())])
     extra: dict[str, int] = {}
     out = []
     for key in sorted(predictions, key=str):
@@ -48,7 +51,7 @@ def to_results(predictions: dict[str, list[Detection]], coco: dict | None = None
             if d.score < threshold:
                 continue
             name = canonical_label(d.label)
-            entry = {"image_id": ids[key], "category_id": cat_of.get(name) or extra.setdefault(name, 1000 + len(extra)),
+            entry = {"image_id": ids[key], "category_id": cat_of.get(name) or extra.setdefault(name, first_extra + len(extra)),
                      "bbox": [round(float(d.x1), 4), round(float(d.y1), 4), round(float(d.x2 - d.x1), 4),
                               round(float(d.y2 - d.y1), 4)],
                      "score": round(float(d.score), 6)}
@@ -118,3 +121,7 @@ def to_predictions(entries: list[dict], coco: dict | None = None, source: str = 
         out.setdefault(Path(str(key)).stem, []).append(Detection(canonical_label(name), x, y, x + w, y + h,
                                                                  float(e.get("score", 1.0))))
     return out
+
+# COCO's evaluation convention: keep detections down to this score (the PR curve needs the low ones);
+# `sweep` uses it, `map` points at it when predictions were cut at a display threshold.
+COCO_SCORE_THRESHOLD = 0.05

@@ -38,11 +38,20 @@ class MapResult:
     ap75: float
     per_class: dict[str, float] = field(default_factory=dict)
     per_class_ap50: dict[str, float] = field(default_factory=dict)
+    per_class_ap75: dict[str, float] = field(default_factory=dict)
     per_class_gt: dict[str, int] = field(default_factory=dict)  # non-crowd ground-truth boxes
     stats: tuple[float, ...] = ()  # COCOeval.stats: the 12 numbers summarize() prints
     num_images: int = 0
     num_gt: int = 0
     num_predictions: int = 0
+
+    # COCOeval.stats in order: AP, AP50, AP75, APs, APm, APl (area small/medium/large), AR1, AR10, AR100
+    # (recall at 1, 10, 100 detections per image), ARs, ARm, ARl.
+    STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+    def summary(self) -> dict[str, float]:
+        """The 12 COCO summary numbers by name (NaN where undefined or not computed)."""
+        return {n: (self.stats[i] if i < len(self.stats) else math.nan) for i, n in enumerate(self.STAT_NAMES)}
 
     def as_row(self) -> dict[str, float | int]:
         return {"AP": self.ap, "AP50": self.ap50, "AP75": self.ap75, "images": self.num_images,
@@ -92,19 +101,21 @@ def run_cocoeval(gt_dataset: dict, dt_annotations: list[dict]) -> MapResult:
     for a in gt_dataset.get("annotations", []):
         gt_count[a["category_id"]] = gt_count.get(a["category_id"], 0) + (0 if a.get("iscrowd", 0) else 1)
     gt_cats = set(gt_count)
-    per_class, per_class50, per_class_gt = {}, {}, {}
+    per_class, per_class50, per_class75, per_class_gt = {}, {}, {}, {}
     for k, cat_id in enumerate(ev.params.catIds):
         if cat_id not in gt_cats:
             continue
         name = names.get(cat_id, str(cat_id))
         p = precision[:, :, k, 0, -1]  # all areas, maxDets=100: what stats[0] averages
         p50 = precision[0, :, k, 0, -1]
+        p75 = precision[5, :, k, 0, -1]  # IoU thresholds .50:.05:.95: index 5 is .75
         per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else math.nan
         per_class50[name] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else math.nan
+        per_class75[name] = float(p75[p75 > -1].mean()) if (p75 > -1).any() else math.nan
         per_class_gt[name] = gt_count[cat_id]
     n_gt = sum(1 for a in gt_dataset.get("annotations", []) if not a.get("iscrowd", 0))
     return MapResult(ap=stats[0], ap50=stats[1], ap75=stats[2], per_class=per_class,
-                     per_class_ap50=per_class50, per_class_gt=per_class_gt, stats=stats,
+                     per_class_ap50=per_class50, per_class_ap75=per_class75, per_class_gt=per_class_gt, stats=stats,
                      num_images=len(gt_dataset.get("images", [])), num_gt=n_gt,
                      num_predictions=len(dt_annotations))
 

@@ -3,9 +3,16 @@
 Writes, per image or video frame, a predictions file `<name>.txt` (`label x1 y1 x2 y2 score` lines, pixels
 of the original image) and an overlay `<name>.overlay.jpg` into the output folder. Video frames are named
 `<video>_<index>`. This is the reference every split configuration is compared against.
+`--coco-results FILE.json` also writes all the detections as COCO results JSON (image ids from `--gt`'s
+COCO JSON when given, else numbered, with each image's name in `file_name`).
+
+The default threshold is the family's display threshold: right for pictures, too high for COCO AP, which
+counts low-score detections too (`map` scores such predictions well below `sweep`'s numbers); write
+predictions for `map` with `--threshold 0.05`.
 
   splitinfer detect dog.jpg
   splitinfer detect --model ssd.onnx --family ssd_resnet clip.mp4 -o out/
+  splitinfer detect coco50/images --threshold 0.05 --coco-results dets.json --gt coco50/instances.json
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--no-overlay", action="store_true", help="write predictions files only")
+    p.add_argument("--coco-results", metavar="JSON", help="also write every detection as COCO results JSON")
+    p.add_argument("--gt", metavar="COCO_JSON", help="with --coco-results: take image ids from this COCO "
+                                                     "instances file (images matched by file name)")
 
 
 def run(args) -> int:
@@ -34,9 +44,8 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from splitinfer.common.core.detections import write_predictions
+    from splitinfer.common.core.progress import bar as tqdm
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.families import resolve_model
     from splitinfer.common.core.images import frame_count, iter_frames, write_image
@@ -59,6 +68,16 @@ def run(args) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"output exists and is not a folder: {out}")
+    if args.gt and not args.coco_results:
+        raise UserError("--gt only names image ids for --coco-results FILE.json")
+    if args.coco_results and Path(args.coco_results).suffix.lower() != ".json":
+        raise UserError(f"{args.coco_results}: a COCO results file must end in .json")
+    coco_gt = None
+    if args.gt:
+        from splitinfer.common.eval.evaluation import load_coco_json
+
+        coco_gt = load_coco_json(args.gt)
+    collected = {} if args.coco_results else None
     out.mkdir(parents=True, exist_ok=True)
 
     total = frame_count(source)
@@ -78,6 +97,8 @@ def run(args) -> int:
             infer_s += time.perf_counter() - t0
             dets = family.postprocess(outputs, meta, args.threshold)
             write_predictions(out / f"{name}.txt", dets)
+            if collected is not None:
+                collected[name] = dets
             if not args.no_overlay:
                 write_image(out / f"{name}.overlay.jpg", draw_detections(frame, dets, title=family.name))
             frames += 1
@@ -90,4 +111,14 @@ def run(args) -> int:
             print(f"  {d.line()}")
     print(f"{frames} frame(s), {n_dets} detections; {family.name} model {model_path} on {sess.provider}, "
           f"mean inference {1e3 * infer_s / max(frames, 1):.1f} ms; wrote {out}/")
+    if collected is not None:
+        from splitinfer.common.eval.coco_results import to_results, write_results
+
+        entries = to_results(collected, coco_gt)
+        print(f"COCO results: {write_results(args.coco_results, entries)} ({len(entries)} detections)")
+    if args.threshold is None:
+        from splitinfer.common.eval.coco_results import COCO_SCORE_THRESHOLD
+
+        print(f"note: detections at {family.name}'s display threshold {family.score_threshold}; for mAP "
+              f"(`splitinfer map`) write them with --threshold {COCO_SCORE_THRESHOLD}")
     return 0
