@@ -5,6 +5,10 @@ result next to each other, each titled with its mAP over the whole source (again
 truth when there is one, else the compared run relative to the anchor), so what compression
 costs is visible at a glance. Box drawing is `overlay.draw_detections`; frames come from
 `images.iter_frames`, so names match the predictions files `detect`/`device` write.
+
+Videos are written so that a browser plays them: H.264 (`avc1`) in .mp4 where this OpenCV can encode it,
+else VP8 in .webm (OpenCV's pip wheels carry no H.264 encoder; VP8 they do). An explicit .mp4 without
+H.264 falls back to MPEG-4 Part 2 (`mp4v`), which desktop players play and browsers do not (said once).
 """
 
 from __future__ import annotations
@@ -23,7 +27,57 @@ from splitinfer.common.eval.evaluation import DEFAULT_ANCHOR_THRESHOLD
 
 GT_COLOR = (255, 255, 255)  # ground truth: thin white boxes under the predictions
 TITLE_BG = (32, 32, 32)
-VIDEO_FOURCC = "mp4v"
+VIDEO_FOURCC = {".mp4": "avc1", ".m4v": "avc1", ".mov": "avc1", ".webm": "VP80", ".avi": "MJPG"}
+VIDEO_SUFFIXES = tuple(VIDEO_FOURCC)
+
+
+def can_encode(fourcc: str, suffix: str) -> bool:
+    """Whether this OpenCV build writes `fourcc` video into a `suffix` container (probed once per pair)."""
+    return _probe(fourcc, suffix)
+
+
+def open_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]):
+    """cv2.VideoWriter without FFmpeg's notes on stderr (e.g. "tag 'VP80' is not supported ... falling back",
+    printed even when the codec then works)."""
+    import cv2
+
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # silent
+    try:
+        return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    finally:
+        cv2.setLogLevel(level)
+
+
+def _probe(fourcc: str, suffix: str, _seen: dict = {}) -> bool:  # noqa: B006 (a per-process cache)
+    key = (fourcc, suffix)
+    if key not in _seen:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            w = open_writer(Path(d) / f"probe{suffix}", fourcc, 10, (64, 64))
+            ok = w.isOpened()
+            if ok:
+                w.write(np.zeros((64, 64, 3), np.uint8))
+            w.release()
+        _seen[key] = ok
+    return _seen[key]
+
+
+def default_video_suffix() -> str:
+    """.mp4 where H.264 can be written here, else .webm (VP8): both play in browsers."""
+    return ".mp4" if can_encode("avc1", ".mp4") else ".webm"
+
+
+def video_fourcc(path: Path) -> str:
+    """The codec a video output gets: its container's browser-playable one, mp4v for .mp4 without H.264."""
+    suffix = path.suffix.lower()
+    fourcc = VIDEO_FOURCC.get(suffix, "mp4v")
+    if fourcc == "avc1" and not can_encode(fourcc, suffix):
+        print(f"splitinfer visualize: note: this OpenCV cannot write H.264, so {path.name} is MPEG-4 Part 2 "
+              "(mp4v), which browsers do not play; write a .webm (VP8) for a browser", file=sys.stderr)
+        return "mp4v"
+    return fourcc
 
 
 @dataclass
@@ -177,7 +231,7 @@ def map_titles(runs: list[Run], frame_keys: list[str], gt: dict[str, list[Detect
 
 
 class _Sink:
-    """Where composed frames go: one PNG, a folder of PNGs, or an MP4 (OpenCV, mp4v)."""
+    """Where composed frames go: one PNG, a folder of PNGs, or a video (see `video_fourcc`)."""
 
     def __init__(self, out: Path, kind: str, fps: float):
         self.out, self.kind, self.fps = out, kind, fps
@@ -186,8 +240,6 @@ class _Sink:
         self.count = 0
 
     def write(self, key: str, frame: np.ndarray) -> None:
-        import cv2
-
         from splitinfer.common.core.images import write_image
 
         if self.kind == "video":
@@ -195,10 +247,10 @@ class _Sink:
                 self.out.parent.mkdir(parents=True, exist_ok=True)
                 h, w = frame.shape[:2]
                 self.size = (w + w % 2, h + h % 2)  # even sizes keep every MPEG-4 decoder happy
-                self.writer = cv2.VideoWriter(str(self.out), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), self.fps,
-                                              self.size)
+                fourcc = video_fourcc(self.out)
+                self.writer = open_writer(self.out, fourcc, self.fps, self.size)
                 if not self.writer.isOpened():
-                    raise UserError(f"{self.out}: OpenCV cannot write an {VIDEO_FOURCC} video here")
+                    raise UserError(f"{self.out}: OpenCV cannot write a {fourcc} video here")
             if (frame.shape[1], frame.shape[0]) != self.size:
                 frame = _fit(frame, self.size)
             self.writer.write(frame)
@@ -226,14 +278,14 @@ def _output(source: Path, out: str | Path | None, video_source: bool, n_frames: 
     suffix = Path(out).suffix.lower() if out else ""
     if out is None:
         if video_source:
-            return Path(f"{source.stem}_vis.mp4"), "video"
+            return Path(f"{source.stem}_vis{default_video_suffix()}"), "video"
         return (Path(f"{source.stem}_vis.png"), "image") if source.is_file() else (Path(f"{source.name}_vis"), "dir")
     out = Path(out)
-    if suffix in (".mp4", ".avi", ".mov", ".m4v"):
+    if suffix in VIDEO_SUFFIXES:
         return out, "video"
     if suffix in (".png", ".jpg", ".jpeg"):
         if n_frames != 1:
-            raise UserError(f"{out}: one picture cannot hold {n_frames} frames; give a folder or an .mp4")
+            raise UserError(f"{out}: one picture cannot hold {n_frames} frames; give a folder or a video (.webm, .mp4)")
         return out, "image"
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -269,10 +321,12 @@ class VisualizeResult:
 def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | None = None,
               compare: str | Path | None = None, out: str | Path | None = None, show: bool = False,
               threshold: float = 0.3, names: tuple[str, str] | None = None, max_frames: int | None = None,
-              fps: float | None = None, anchor_threshold: float = DEFAULT_ANCHOR_THRESHOLD) -> VisualizeResult:
+              fps: float | None = None, anchor_threshold: float = DEFAULT_ANCHOR_THRESHOLD,
+              wait_ms: int | None = None) -> VisualizeResult:
     """Draw `predictions` (and `compare` beside them, and `gt` under both) on every frame of
-    `source`; write a PNG, a folder of PNGs or an MP4; optionally show them on screen."""
-    from tqdm import tqdm
+    `source`; write a PNG, a folder of PNGs or a video; optionally show them on screen, `wait_ms` apart
+    (default: 1 ms for a video, until a key for pictures)."""
+    from splitinfer.common.core.progress import bar as tqdm
 
     from splitinfer.common.core.images import is_video, iter_frames
 
@@ -312,7 +366,7 @@ def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | N
 
     out_path, kind = _output(source, out, video_source, len(keys))
     if video_source and kind == "image":
-        raise UserError(f"{out_path}: a video's overlays go to an .mp4 or a folder")
+        raise UserError(f"{out_path}: a video's overlays go to a video (.webm, .mp4) or a folder")
     if kind == "video" and fps is None:
         fps = _video_fps(source) if video_source else 10.0
     sink = _Sink(out_path, kind, fps or 10.0)
@@ -322,7 +376,8 @@ def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | N
             truth = gt_boxes.get(key, []) if gt_boxes is not None else None
             composed = compose(frame, [(run.for_frame(key), run.title) for run in runs], truth, threshold)
             sink.write(key, composed)
-            if show and not _show(composed, "splitinfer visualize", 1 if video_source else 0):
+            wait = wait_ms if wait_ms is not None else (1 if video_source else 0)
+            if show and not _show(composed, "splitinfer visualize", wait):
                 break
     finally:
         sink.close()
