@@ -49,7 +49,7 @@ def coco_annotations_member(split: str = "val2017") -> str:
 
 def download(url: str, dest: Path, desc: str | None = None) -> Path:
     """Fetch `url` into `dest` (atomically, with a progress bar); a clear UserError offline."""
-    from tqdm import tqdm
+    from splitinfer.common.core.progress import bar as tqdm
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ def make_coco_subset(out_dir: str | Path, *, annotations: str | Path | None = No
     Without `download_missing`, images are copied from `images_dir`; with it, the annotation
     archive (when `annotations` is not given) and the chosen images are fetched from `base_url`.
     """
-    from tqdm import tqdm
+    from splitinfer.common.core.progress import bar as tqdm
 
     from splitinfer.common.eval.evaluation import load_coco_json
 
@@ -329,7 +329,7 @@ def video_size(video: str | Path) -> tuple[int, int]:
 def extract_frames(video: str | Path, out_dir: str | Path, every: int = 1, max_frames: int | None = None,
                    ext: str = ".png") -> list[Path]:
     """Write every K-th frame (at most N) as lossless images named by their frame index."""
-    from tqdm import tqdm
+    from splitinfer.common.core.progress import bar as tqdm
 
     from splitinfer.common.core.images import write_image
 

@@ -233,8 +233,10 @@ def test_sfu_with_video_frames_and_count_mismatch(tmp_path, capsys):
 def test_frames_every_and_max(tmp_path, capsys):
     video = _video(tmp_path / "v.mp4", 7)
     assert main(["dataset", "frames", str(video), "--every", "3", "-o", str(tmp_path / "a")]) == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["v_000000.png", "v_000003.png", "v_000006.png"]
-    g = [cv2.imread(str(tmp_path / "a" / f"v_{i:06d}.png"))[:, :, 1].mean() for i in (0, 3, 6)]
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["images"]  # OUT/images/, as the help says
+    assert sorted(p.name for p in (tmp_path / "a" / "images").iterdir()) == ["v_000000.png", "v_000003.png",
+                                                                             "v_000006.png"]
+    g = [cv2.imread(str(tmp_path / "a" / "images" / f"v_{i:06d}.png"))[:, :, 1].mean() for i in (0, 3, 6)]
     assert g == pytest.approx([0, 75, 150], abs=8)  # the right frames, not the first three
     paths = datasets.extract_frames(video, tmp_path / "b", every=2, max_frames=2)
     assert [p.name for p in paths] == ["v_000000.png", "v_000002.png"]

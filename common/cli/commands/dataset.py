@@ -15,6 +15,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "dataset"
 HELP = "make datasets: COCO subsets (local or --download), SFU-HW-Objects labels, video frames"
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("video")
     f.add_argument("--every", type=int, default=1, help="keep every K-th frame (default 1)")
     f.add_argument("--max", type=int, default=None, help="keep at most N frames")
-    f.add_argument("-o", "--out", required=True, help="output folder")
+    f.add_argument("-o", "--out", required=True, help="output folder: the frames go to OUT/images/")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  images: {res.images_dir}")
         return 0
     if action == "frames":
-        paths = datasets.extract_frames(args.video, args.out, args.every, args.max)
-        print(f"{len(paths)} frames written to {args.out}")
+        images = Path(args.out) / "images"  # the layout every action writes (see the module docstring)
+        paths = datasets.extract_frames(args.video, images, args.every, args.max)
+        print(f"{len(paths)} frames written to {images}")
         return 0
     args._parser.print_help()
     return 2
