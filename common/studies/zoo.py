@@ -41,7 +41,8 @@ CLASSIFIERS = {
         ZooModel("inception_v3", (299, 299), dynamic=True),
     )
 }
-DETECTORS = ("ssd_resnet", "retinanet")  # exported by splitinfer.common.studies.exporters
+# exported by splitinfer.common.studies.exporters; retinanet_tr = the TR's RetinaNet (`--variant tr`)
+DETECTORS = ("ssd_resnet", "retinanet", "retinanet_tr")
 BUNDLED = ("nanodet",)  # shipped in common/assets/models
 ALL = tuple(CLASSIFIERS) + DETECTORS + BUNDLED
 
@@ -115,7 +116,10 @@ def _export_detector(name: str, out: Path) -> Path:
 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
     try:
-        exporters.export(name, tmp)
+        if name == "retinanet_tr":
+            exporters.export("retinanet", tmp, variant="tr")
+        else:
+            exporters.export(name, tmp)
         os.replace(tmp, out)
     finally:
         if tmp.exists():

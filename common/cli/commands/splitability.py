@@ -7,7 +7,8 @@ Prints the table as Markdown; with -o DIR also writes DIR/splitability.md and DI
 
 MODEL_OR_DIR: .onnx files, or folders searched for .onnx files. --zoo adds the survey models
 (torchvision's vgg16, resnet18, resnet152, resnext50_32x4d, squeezenet1_0, mobilenet_v3_large,
-efficientnet_b0, inception_v3 with random weights, plus ssd_resnet, retinanet and the bundled nanodet),
+efficientnet_b0, inception_v3 with random weights, plus ssd_resnet, retinanet, the TR's retinanet_tr and
+the bundled nanodet),
 exported once into the cache (or --zoo-dir).
 
 examples:
