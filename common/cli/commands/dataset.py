@@ -3,6 +3,9 @@
 Every action writes the layout the other tools read: OUT/images/ (pictures or frames) and
 OUT/labels/ (one `label x1 y1 x2 y2` ground-truth file per image, named after it); `coco`
 also writes OUT/instances.json (the subset as COCO JSON, for `splitinfer map --gt`).
+The field's tool_for_dataset scripts (TR 26.847 B.3.2; the TR names them without their options):
+get_cocodataset_annotations.sh + get_cocodataset_selection.sh = `dataset coco --download --list FILE`
+(annotations, the listed images, and labels in the calc_map layout in one step).
 
 examples:
   splitinfer dataset coco --annotations instances_val2017.json --images val2017/ --first 50 -o coco50
