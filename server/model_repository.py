@@ -6,7 +6,9 @@ only ever a dictionary key and can never reach the file system. Part II is built
 the first time a (model, split rank) is asked for, warmed up once, and kept in an LRU cache bounded by count
 (`cache_size`) and by estimated memory (`cache_mb`; `Part2.nbytes`: 3 x Part II's ONNX bytes, what an
 onnxruntime session holds with its weights, + 4 x the largest frame's raw bytes for activations + 4 MiB;
-measured on NanoDet: 41-50 MB for ranks 20-60 where this gives 45-60).
+measured on NanoDet: 41-50 MB for ranks 20-60 where this gives 45-60). After a build, the build's own
+scratch memory (graph copies, the reference run) and the evicted sessions' are trimmed from the allocator's
+heaps, which the process otherwise keeps (server/memory.py).
 
 Each Part II carries its `SplitBounds` (server/limits.py): open dimensions of the tensors it takes are
 bounded by their shapes in one run of the whole model at its input size (done once per model and tensor),
@@ -27,6 +29,7 @@ import numpy as np
 from splitinfer.common.core.errors import UserError
 from splitinfer.server.errors import exhausted, invalid, not_found
 from splitinfer.server.limits import is_open, reference_shapes, split_bounds
+from splitinfer.server.memory import release_free_memory
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -167,19 +170,25 @@ class ModelRepository:
         with lock:  # one build per key; other keys build in parallel
             with self._lock:
                 hit = self._cache.get(key)
-            if hit is None:
+            built = hit is None
+            if built:
                 hit = self._build(model_id, r)
             with self._lock:
                 self._cache[key] = hit
                 self._cache.move_to_end(key)
-                self._evict()
+                evicted = self._evict()
                 self._building.pop(key, None)
+        if built:
+            del evicted  # the sessions evicted go now, then the build's and their memory leaves the process
+            release_free_memory()
         return hit
 
-    def _evict(self) -> None:
+    def _evict(self) -> list:
         """Drop least recently used Part IIs past the count or memory budget (the newest always stays)."""
+        evicted = []
         while len(self._cache) > 1 and (len(self._cache) > self.cache_size or self.cached_bytes() > self.cache_bytes):
-            self._cache.popitem(last=False)
+            evicted.append(self._cache.popitem(last=False)[1])
+        return evicted
 
     def cached_bytes(self) -> int:
         return sum(p.nbytes for p in self._cache.values())

@@ -14,7 +14,7 @@ Memory of failed calls: a refused, cancelled or timed-out call keeps no buffer. 
 dropped in `finally`, the refusal is raised only after that (outside the `except` block, so the abort does
 not chain the caught exception), and the caught exception's traceback is cut: grpcio keeps the exception
 of a cancelled stream (`state.rpc_errors`), and its traceback would keep the handler's frame and locals.
-A dropped half frame of 1 MiB or more is then trimmed from the allocator's heaps (`wire.release_free_memory`),
+A dropped half frame of 1 MiB or more is then trimmed from the allocator's heaps (server/memory.py),
 so the process's resident memory falls back at once.
 """
 
@@ -33,6 +33,7 @@ from splitinfer.common.transport.proto import splitinfer_pb2 as pb
 from splitinfer.server.admission import Admission
 from splitinfer.server.errors import RequestError, invalid, precondition
 from splitinfer.server.idle import IdleWatch
+from splitinfer.server.memory import release_free_memory
 from splitinfer.server.session import Codecs, open_session, process_frame
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
@@ -223,4 +224,4 @@ class _StreamState:
         self.assembler = None
         self.sess = None
         if dropped >= RELEASE_BYTES:
-            wire.release_free_memory()  # the half frame's buffers leave the process now, not at some later reuse
+            release_free_memory()  # the half frame's buffers leave the process now, not at some later reuse

@@ -46,9 +46,11 @@ class Codecs:
             return codec
         if len(spec) > MAX_CODEC_SPEC:
             raise invalid(f"codec spec of {len(spec)} characters is too long")
+        if not spec.isascii() or not spec.isprintable():
+            raise invalid(f"codec spec {spec[:64]!r} is not printable ASCII")
         try:
             codec = get_codec(spec)
-        except UserError as exc:
+        except (UserError, ValueError, TypeError) as exc:  # a registry that trips on odd specs is still a refusal
             raise invalid(f"codec {spec!r}: {exc}") from None
         codec.warm_up()  # e.g. NNC's decoder helper processes, before the first frame waits on them
         with self._lock:

@@ -311,24 +311,6 @@ def tune_allocator() -> bool:
         return False
 
 
-def release_free_memory() -> bool:
-    """Give memory freed inside the allocator's heaps back to the system now (glibc `malloc_trim`).
-
-    `tune_allocator` keeps freed multi-MB buffers mapped for the next frame, and each thread's arena keeps its
-    own; after a half-received frame was abandoned that memory would stay resident although nothing uses it.
-    The server calls this when it drops such a frame. Returns False where not glibc."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
 # ----------------------------------------------------------------------------------------------
 # receiving
 
@@ -508,7 +490,7 @@ class FrameAssembler:
     `check_header(frame_part)`, when given, sees part 0's tensor headers before any reassembly buffer is
     allocated and raises to refuse them (the server checks names, dtypes and announced shapes against what
     the session's split can need there). `discard()` drops a half-received frame's buffers at once and says
-    how many bytes they held (a caller may then `release_free_memory()`).
+    how many bytes they held (the server then trims them from the heaps, server/memory.py).
     """
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, check_header=None):
