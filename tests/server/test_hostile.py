@@ -494,7 +494,7 @@ def test_many_set_ups_without_frames_stay_within_the_part2_cache_budget(frames):
             page = r.read()
         print(f"16 set-ups at ranks 5..80 with --cache-mb 100: server RSS {before:.0f} MB, peak +{peak - before:.0f} MB; "
               f"/metrics {len(page) / 1e3:.0f} kB after 116 sessions")
-        assert peak - before < 250, f"+{peak - before:.0f} MB"
+        assert peak - before < 150, f"+{peak - before:.0f} MB"  # measured +64 MB; +551 MB without the budget
         assert len(page) < 2_000_000
     finally:
         stubs.close()
