@@ -14,8 +14,8 @@ The third row runs the N UEs again while --hostile client threads attack the sam
 (issue 14), cycling through: a zstd decompression bomb at an open-shape split (a 33 kB payload whose header
 claims 1 GiB), poisoned meta (negative width), a half-sent chunked frame then cancelled, and calls without
 the bearer token. Every good frame must still be answered; the hostile calls' statuses are counted
-(measured, 2 cores, 8 UEs x 6 frames at split 120: 14.8 frames/s alone, 12.2 with 4 hostile clients, 48/48
-good frames answered; ~100 of each attack refused with its status; peak server RSS 273 -> 361 MB).
+(measured, 2 cores, 8 UEs x 6 frames at split 120: 28.4 frames/s alone, 28.5 with 4 hostile clients, 48/48
+good frames answered; ~60 of each attack refused with its status; peak server RSS 252 -> 319 MB).
 
   .venv/bin/python bench/bench_load.py --ues 8 --frames 6 --split 120 --hostile 4
 """
