@@ -224,7 +224,9 @@ def _parse(key: str, original) -> Codec:
             raise UserError(f"codec chain {original!r}: give 2 to 4 non-empty stages joined by '+'; "
                             f"known codecs: {codecs_help()}")
         return _module("chain").build([_parse(p, original) for p in parts], original)
-    if key.lstrip("+-").isdigit():
+    if not key.isascii() or not key.isprintable():
+        raise UserError(f"codec {original!r}: a codec spec is printable ASCII; known codecs: {codecs_help()}")
+    if key.lstrip("+-").isdecimal():
         number = int(key)
         if number == 9:
             raise UserError(f"codec id 9 is a chain, which is named by its spec only (e.g. 'float16+zstd'); "

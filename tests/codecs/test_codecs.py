@@ -69,7 +69,8 @@ def test_names():
 
 
 @pytest.mark.parametrize("spec", ["gzip", "3", 7, 900, "nnc:5", "nnc:-100", "nnc:abc", "zstd:0", "zstd:23",
-                                  "zstd:x", "none:1", "float16:2", "", None, True, 3.5, "8xx"])
+                                  "zstd:x", "none:1", "float16:2", "", None, True, 3.5, "8xx",
+                                  "\u00b2", "8\u00b2", "zstd:\u00b3", "nnc:\x00"])
 def test_unknown_specs_are_user_errors(spec):
     with pytest.raises(UserError) as info:
         get_codec(spec)

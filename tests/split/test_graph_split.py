@@ -322,7 +322,7 @@ def test_external_data_model_every_rank(tmp_path):
 @pytest.fixture(scope="session")
 def ssdlite(tmp_path_factory):
     """SSDlite320-MobileNetV3 with random weights, exported by the TorchScript exporter (opset 17)."""
-    torch = pytest.importorskip("torch")
+    import torch  # a listed dependency: a broken install must fail here, not skip
     import torchvision
 
     torch.manual_seed(0)
