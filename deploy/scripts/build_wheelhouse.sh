@@ -51,7 +51,7 @@ echo "wheelhouse: $OUT (extras: $EXTRAS, $(wc -l <"$SRC/constraints.txt") pins f
 # Built from a clean copy of the sources: no stale build/ folder can leak old modules into it.
 APP="$HERE/app-wheel"
 mkdir -p "$SRC/src"
-tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude=./deploy \
+tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./.venv-oip --exclude=./build --exclude=./dist --exclude=./deploy \
     --exclude=./tests --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$SRC/src" -xf -
 rm -rf "$APP"; mkdir -p "$APP"
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$APP" "$SRC/src" >"$SRC/build.log" 2>&1 \
