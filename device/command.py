@@ -56,6 +56,9 @@ def add_arguments(p):
                    help="coco_labels.csv (id,name) naming classes in the predictions")
     s = p.add_argument_group("split system")
     s.add_argument("--server", default="127.0.0.1:50051", help="network process host:port (default 127.0.0.1:50051)")
+    s.add_argument("--protocol", choices=("grpc", "oip"), default="grpc",
+                   help="grpc: our own stream (default); oip: Open Inference Protocol ModelInfer calls to any OIP "
+                        "server (the network process, KServe, Triton...; codecs none or float16)")
     s.add_argument("--model-id", default=None, help="model id in the server's repository (default: model folder name)")
     s.add_argument("--split", default=None, help="split rank (integer) or node name")
     s.add_argument("--flag", choices=("before", "after"), default="before",
@@ -92,6 +95,10 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    if args.protocol == "oip":
+        from splitinfer.device.oip_client import run_oip_device
+
+        return run_oip_device(args)
     from splitinfer.device.main import run_device
 
     return run_device(args)
