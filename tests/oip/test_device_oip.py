@@ -1,4 +1,4 @@
-"""`splitinfer device` over the Open Inference Protocol (device/oip_client.run_oip_device) against the network
+"""`splitinfer device --protocol oip` (device/oip_client.run_oip_device) against the network
 process's OIP endpoint and against a KServe ModelServer: the same results CSV as over our own protocol
 (detections, agreement with the anchor, bytes, tensors; times measured and filled in)."""
 
@@ -28,14 +28,13 @@ def images(tmp_path_factory):
 
 
 def _device(server: str, images, out, codec: str = "none", oip: bool = True) -> list[dict]:
-    from splitinfer.common.cli import build_parser
-    from splitinfer.device.main import run_device
-    from splitinfer.device.oip_client import run_oip_device
+    """`splitinfer device ... --protocol oip|grpc` (the CLI, in this process); the results CSV's rows."""
+    from splitinfer.common.cli import main
 
-    args = build_parser().parse_args(["device", "--server", server, "--split", "60", "-s", str(images),
-                                      "-results_dir", str(out), "-no_GPU_anchor", "--threads", "1",
-                                      "--no-overlay", "-encode_algo", codec])
-    assert (run_oip_device if oip else run_device)(args) == 0
+    code = main(["device", "--server", server, "--protocol", "oip" if oip else "grpc", "--split", "60",
+                 "-s", str(images), "-results_dir", str(out), "-no_GPU_anchor", "--threads", "1", "--no-overlay",
+                 "-encode_algo", codec])
+    assert code == 0
     with open(out / "results.csv") as f:
         return list(csv.DictReader(f))
 
@@ -57,8 +56,9 @@ def test_same_results_csv_over_oip_as_over_our_protocol(images, tmp_path):
     assert all(r["Anchor_agreement"] == own[i]["Anchor_agreement"] for i, r in enumerate(half))
 
 
-def test_codecs_an_oip_server_cannot_read_are_refused(images, tmp_path):
-    from splitinfer.common.core.errors import UserError
+def test_codecs_an_oip_server_cannot_read_are_refused(images, tmp_path, capsys):
+    from splitinfer.common.cli import main
 
-    with pytest.raises(UserError, match="raw contents only"):
-        _device("127.0.0.1:1", images, tmp_path / "x", codec="zstd:3")
+    assert main(["device", "--protocol", "oip", "--server", "127.0.0.1:1", "--split", "60", "-s", str(images),
+                 "-results_dir", str(tmp_path / "x"), "-encode_algo", "zstd:3"]) == 2
+    assert "raw contents only" in capsys.readouterr().err
