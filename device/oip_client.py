@@ -223,7 +223,7 @@ class OIPFramePipeline:
 
     def __init__(self, client: OIPClient, part1, family, codec, model_id: str, *, anchors: dict | None = None,
                  metrics=None, keep_intermediate: bool = False, tolerate_failures: bool = False,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, expect_server_provider: str | None = None):
         from splitinfer.common.transport.metrics import labels_for
 
         spec = str(getattr(codec, "spec", codec))
@@ -238,6 +238,7 @@ class OIPFramePipeline:
         self.labels = labels_for(model_id, part1.plan.rank, f"oip-{spec}")
         if metrics is not None:
             metrics.open_session(self.labels)
+        self.expect_server_provider = expect_server_provider
         self.info: OIPSessionInfo | None = None
         self.reconnects = 0
         self._next_id = 1
@@ -308,6 +309,9 @@ class OIPFramePipeline:
         rec.server = {k[:-3]: v / 1e3 for k, v in server_ms.items() if k.endswith("_ms")}
         rec.server_provider = params["provider"].string_param if "provider" in params else ""
         self.info.provider = self.info.provider or rec.server_provider
+        want = self.expect_server_provider
+        if want and rec.server_provider and rec.server_provider not in (want, "none"):
+            raise UserError(f"OIP server runs Part II on {rec.server_provider}, {want} was asked (-PU_partII)")
         rec.round_trip_s = t_end - t_sent
         rec.transfer_s = max(0.0, rec.round_trip_s - rec.server.get("total", 0.0))
         rec.end_to_end_s = t_end - t_start
@@ -357,7 +361,8 @@ def run_oip_device(args) -> int:
             pipeline = OIPFramePipeline(client, self.part1, self.family, self.codec, self.model_id,
                                         anchors=M.make_anchors(a, self.model_path, self.family), metrics=metrics,
                                         keep_intermediate=a.save_intermediate or a.ref_split is not None,
-                                        tolerate_failures=True, max_attempts=a.max_attempts)
+                                        tolerate_failures=True, max_attempts=a.max_attempts,
+                                        expect_server_provider={"gpu": "cuda", "cpu": "cpu"}.get(a.pu_part2 or ""))
             pipeline.open()
             return pipeline
 

@@ -62,3 +62,12 @@ def test_codecs_an_oip_server_cannot_read_are_refused(images, tmp_path, capsys):
     assert main(["device", "--protocol", "oip", "--server", "127.0.0.1:1", "--split", "60", "-s", str(images),
                  "-results_dir", str(tmp_path / "x"), "-encode_algo", "zstd:3"]) == 2
     assert "raw contents only" in capsys.readouterr().err
+
+
+def test_part2_provider_asked_for_is_checked(images, tmp_path, capsys):
+    from splitinfer.common.cli import main
+
+    with ServerProcess(threads=1) as srv:  # Part II on the CPU here; -PU_partII GPU must be refused
+        code = main(["device", "--protocol", "oip", "--server", srv.address, "--split", "60", "-s", str(images),
+                     "-results_dir", str(tmp_path / "x"), "-no_GPU_anchor", "-no_CPU_anchor", "-PU_partII", "GPU"])
+    assert code == 2 and "-PU_partII" in capsys.readouterr().err
