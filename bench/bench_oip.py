@@ -19,10 +19,11 @@ time is the same on every path, so the differences are the protocols' (and serve
 
   .venv/bin/python bench/bench_oip.py [--splits 60 9] [--frames 20] [--kserve]
 
-Measured on the 2-core development machine shared with other jobs (load average ~5), 20 frames, --kserve:
-split 60 (2.1 MB): stream 54.4 ms, unary 0.98x, oip 1.03x, oip-fp16 1.11x, kserve 1.03x, triton-cl 0.66x;
-split 9 (5.5 MB): stream 107 ms, unary 1.01x, oip 0.78x, oip-fp16 0.85x, kserve 1.04x, triton-cl 1.11x.
-Part II (~45 ms at split 60) dominates; the protocols' differences are within this machine's noise.
+Measured on the 2-core development machine shared with other jobs (load average ~3), 30 frames, --kserve:
+split 60 (2.1 MB): stream 31.2 ms median; unary 1.02x, oip 0.97x, oip-fp16 1.01x, kserve 1.01x, triton-cl 1.20x;
+split 9 (5.5 MB):  stream 50.3 ms median; unary 1.04x, oip 1.02x, oip-fp16 1.09x, kserve 1.05x, triton-cl 1.21x.
+Part II dominates; OIP through our client costs within 5% of our stream (noise level here); FP16 halves the
+bytes but its cast costs about what loopback saves; tritonclient (its own process, a separate phase) ~1.2x.
 """
 
 from __future__ import annotations
