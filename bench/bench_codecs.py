@@ -32,7 +32,7 @@ import numpy as np
 SPLITS = (46, 69, 95)
 DEFAULT_CODECS = ("none,float16,zstd:1,zstd,blosc2:lz4:5:bitshuffle,blosc2,float16+zstd:1,float16+blosc2,"
                   "fq:2,fq:3,fq:3.5,fq:4,fq:5,fq:6,fq:8,fq:4.5:t,fq:6:t,fq:4:c,fq:3.5:x,fq:4:x,fq:4.5:tx,"
-                  "fq:5.5:tx,fq:4+zstd:19,nnc:-26,nnc:-18,nnc:-14")
+                  "fq:5.5:tx,fq:-22:x,fq:-18:x,fq:-14:x,fq:-10:x,fq:-6:x,fq:-14:tx,fq:4+zstd:19,nnc:-26,nnc:-18,nnc:-14")
 VIDEOS = (Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),  # Debian's opencv-doc
           Path(__file__).resolve().parents[1] / "docs" / "study" / "vtest_clip.avi")  # the study's clip, if there
 

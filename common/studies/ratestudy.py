@@ -37,7 +37,7 @@ from splitinfer.common.core.errors import UserError
 from splitinfer.common.studies.sweep import SweepConfig, SweepResult, SweepRow, run_sweep, write_outputs
 
 NNC_LADDER = ("nnc:-38", "nnc:-28", "nnc:-18", "nnc:-8")
-FQ_LADDER = ("fq:2..8",)
+FQ_LADDER = ("fq:-26..-2/4:x",)  # the step mode; beats fq:2..8 on BD-rate (docs/study/)
 ANCHOR_FAMILY = "nnc"
 QUALITIES = {  # row attribute -> (label, higher is better)
     "rel_map": "relative mAP@[.5:.95] (%)",
@@ -53,8 +53,8 @@ _RANGE = re.compile(rf"^({_NUM})\.\.({_NUM})(?:/(\d+(?:\.\d+)?))?$")
 
 
 def default_ladders() -> list[str]:
-    """NNC's QP ladder and the fast quantiser's bit-depth ladder once `fq` is registered (else the
-    lossless and float16 codecs as single reference points)."""
+    """NNC's QP ladder and the fast quantiser's step ladder (fq:-26 ... fq:-2 with contexts) once `fq` is
+    registered (else the lossless and float16 codecs as single reference points)."""
     from splitinfer.common.codecs import codec_names
 
     other = list(FQ_LADDER) if "fq" in codec_names() else ["float16", "zstd"]

@@ -1,9 +1,9 @@
 """Rate-accuracy study: quality against bits per element and kB per frame for codec ladders, with BD-rates.
 
 For a model, a few splits, a frame source (folder of images, one image or a video) and codec ladders
-(default: NNC's QP ladder nnc:-38 nnc:-28 nnc:-18 nnc:-8, and the fast quantiser fq:2..8 once it is
-registered), prints and plots relative mAP (and mAP against --gt where given) against bits per element
-and kB per frame, plus encode/decode MB/s, one curve per codec family per split, and the Bjontegaard
+(default: NNC's QP ladder nnc:-38 nnc:-28 nnc:-18 nnc:-8, and the fast quantiser's step ladder
+fq:-26..-2/4:x once it is registered), prints and plots relative mAP (and mAP against --gt where given)
+against bits per element and kB per frame, plus encode/decode MB/s, one curve per codec family per split, and the Bjontegaard
 delta rate of each family against NNC. A model without a family (or --family raw) is studied on the
 fidelity of its outputs (NMSE, PSNR, cosine, top-1/top-5 agreement) instead of mAP.
 
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", nargs="+", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")
     p.add_argument("--codecs", nargs="+", metavar="LADDER",
                    help="codec specs and ladders NAME:A..B[/STEP] (default: nnc:-38 nnc:-28 nnc:-18 nnc:-8 and "
-                        "fq:2..8 when the fq codec is installed, else float16 zstd)")
+                        "fq:-26..-2/4:x when the fq codec is installed, else float16 zstd)")
     p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
     p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")
     p.add_argument("--quality", choices=sorted(QUALITIES),
