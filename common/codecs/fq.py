@@ -1,14 +1,22 @@
-"""`fq[:BITS[:OPTS]]` (id 30000 + 1000*flags + 10*BITS): fast lossy feature codec (quantiser + entropy coder).
+"""`fq[:BITS[:OPTS]]` / `fq:QP[:OPTS]`: fast lossy feature codec (quantiser + entropy coder).
 
-Why: NNC compresses activations well but at 4-17 MB/s; a per-channel uniform quantiser followed by an
-entropy coder fitted to each tensor gets within reach of its ratio at hundreds of MB/s (numpy passes,
-zstd's Huffman stage, constriction's ANS), or closer to it with a spatial context coder (option `x`).
-Measured on NanoDet (bench/bench_codecs.py and `splitinfer sweep`, 2 shared cores): `fq:4` 13-15x at
-97-100% relative mAP, encoding at 300-1100 MB/s and decoding at 1-2.4 GB/s (NNC: 8-17 MB/s encode);
-with contexts (100-160 MB/s) `fq:4:x` 15-16x, `fq:5.5:tx` 15-19x, `fq:4.5:tx` 21-30x. At >= 99%
-relative mAP on the 30-frame vtest clip (195 boxes), splits 46/69/95: fq 19.4x/14.8x/15.7x (fq:5.5:tx,
-fq:6:tx) against NNC's best 13.0x/12.9x/14.1x (nnc:-22); on the 11 bundled photos (21 boxes, noisier)
-NNC stays ahead: 17.7x/26.4x/29.4x against 15.6x/21.3x/23.2x.
+Why: NNC compresses activations well but at 4-25 MB/s; a uniform quantiser followed by an entropy coder
+fitted to each tensor matches or beats its rate at 100-700 MB/s (numpy passes, zstd's Huffman stage,
+constriction's ANS, a spatial context coder with option `x`). Two ways to pick the quantiser:
+- *bit depth* `fq:BITS` (id 30000 + 1000*flags + 10*BITS): round(2**BITS) levels between each channel's
+  min and max. Fastest (`fq:4`: 13-15x on NanoDet, 700+ MB/s encode, 2+ GB/s decode), but a channel
+  with a small range gets needlessly fine steps.
+- *step* `fq:QP` (QP <= 0, id 50000 + 1000*flags - QP): one step 2**(QP/4) for the whole tensor, NNC's
+  QP scale (QP density 2), so the entropy coder pays only for what occurs; each channel's offset
+  carries the mean of its rounding errors (no per-channel bias). Use it with `x`: `fq:-14:x`.
+Measured (bench/bench_codecs.py, 8 frames, 2 shared cores): `fq:-14:x` 19x (1.7 bits per element) at
+a lower error than `fq:4:x` (15-16x), encoding at 130-155 MB/s and decoding at 100-170 MB/s; `fq:4`
+14x at 710-740 MB/s / 2.1-2.4 GB/s; NNC 11-25 MB/s. Rate-accuracy study on the vtest clip
+(docs/study/, splits 46/74/95, step ladder fq:-26..-2/4:x against nnc:-38..-8/10): BD-rate against
+NNC -14 % / +2 % / -4 % on the PSNR of the model outputs and +22 % / +20 % / -40 % on relative mAP (10
+frames: noisy); the bit-depth ladder fq:2..8: +54 % / +47 % / +41 % and +146 % / +134 % / +48 %. At >= 99 %
+relative mAP: 19.1x / 13.7x / 21.0x (fq:-14:x, fq:-18:x, fq:-14:x) against NNC's 8.5x / 9.1x / 9.1x
+(nnc:-28; its ladder steps 10 QPs) and fq:2..8's 10.2x / 14.3x / 14.2x.
 
 Terms:
 - *layout*: per channel (axis 1 of a tensor of 3+ dims: one [lo, step] per channel, over batch and
@@ -19,26 +27,34 @@ Terms:
   step**2/12 plus the clipping error, read off a per-channel histogram of every value) over a ladder of
   shrunken ranges. Measured on NanoDet (see bench/bench_codecs.py): clipping lowers the MSE but costs
   relative mAP and bits (a finer step over the bulk), so min/max is the default.
-- *constant channel*: all its values equal; sent as its value alone (no symbols) unless `k` is given.
+- *step mode* (`fq:QP`): step = 2**(QP/4) rounded up to a float16 value, widened only when the tensor
+  would need more than STEP_MAX_LEVELS (256) symbols; q = round(x / step) (no dead zone: rounding toward
+  zero cost output PSNR, see `step_quantise`), symbols q - min(q) over the tensor; channel c comes back
+  as lo_c + s * step with lo_c = min(q) * step + mean_c(x - q * step) (see `unbiased_offsets`), so the
+  error is under one step. One step is sent for all channels (layout flag ONE_STEP).
+- *constant channel*: all its values equal (step mode: all its symbols equal); sent as its value alone
+  (no symbols; step mode: the channel's mean) unless `k` is given.
 - *entropy mode* (one byte), the smallest of:
   Z: the symbols (uint8 up to 256 levels, else uint16) through zstd level 1 (GB/s);
   P: up to 16 levels, symbols packed 2 or 4 to a byte first, so zstd's Huffman stage codes pairs (quads)
      of neighbours jointly (measured on NanoDet: ~10% below the order-0 entropy at 4 bits, GB/s);
   A: constriction's ANS under one categorical model fitted to the tensor (its table is side
      information); used only when ANS_GAIN smaller than Z/P, since it decodes at ~100-200 MB/s;
-  C: option `x`, 4-D tensors, up to 64 levels: ANS under spatial contexts (see `ctx_plan`; 5-20% fewer
-     bits than P, ~50-130 MB/s).
+  C: option `x`, 4-D tensors, up to 256 levels: ANS under spatial contexts (see `ctx_plan`; 5-20% fewer
+     bits than P, 100-170 MB/s).
   A and C are estimated from their tables' entropy first, coded only when they would win, then measured.
 
 Spec: BITS in 2..12 with at most one decimal (default 4; `fq:3.5` = 11 levels); OPTS letters t, c, k, x in
 any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=4, x=8: `fq:4` = 30040,
-`fq:6:t` = 31060, `fq:3.5:x` = 38035.
+`fq:6:t` = 31060, `fq:3.5:x` = 38035. Step mode: an integer QP in -64..0 instead of BITS, options t, k, x
+(the clip search does not apply); id = 50000 + 1000 * flags - QP: `fq:-18` = 50018, `fq:-14:x` = 58014.
 
 Payload (little-endian), every byte of side information included:
     b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"C" context ANS) | levels u16 | layout u8
-    (0 tensor, 1 channel; + 0x80: lo and step are float16) | C u32 | ceil(C/8) bytes: constant-channel
-    mask (bit c set: channel c is constant) | lo x C | step x C (float16 when they fit: lo rounded down,
-    step up, constant values exact; else float32)
+    (0 tensor, 1 channel; + 0x80: lo and step are float16; + 0x40 ONE_STEP: one step for every channel)
+    | C u32 | ceil(C/8) bytes: constant-channel mask (bit c set: channel c is constant) | lo x C | step x C
+    (x 1 with ONE_STEP) (float16 when they fit: bit depth: lo rounded down, step up, constant values
+    exact; step mode: step exact, every lo within step/64; else float32)
     | Z/P: one zstd frame of the (packed) symbols | A: T u16, T counts u32, the ANS words (u32)
     | C: see ctx_encode
 Raw mode (b"FQ" b"R" + the tensor's bytes) keeps integer/bool tensors, tensors holding NaN/inf and
@@ -66,7 +82,9 @@ MIN_LEVELS, MAX_LEVELS = 4, 4096
 OPT_FLAGS = {"t": 1, "c": 2, "k": 4, "x": 8}  # canonical order of the option letters
 HELP = (f"fq[:BITS[:OPTS]] (id 30000 + 1000*flags + 10*BITS; BITS {MIN_BITS}..{MAX_BITS}, one decimal "
         f"allowed (levels = round(2**BITS)), default {DEFAULT_BITS}; OPTS t=per tensor (flag 1), "
-        "c=clip search (2), k=keep constant channels (4), x=spatial context coder (8); lossy)")
+        "c=clip search (2), k=keep constant channels (4), x=spatial context coder (8); lossy) or "
+        "fq:QP[:OPTS] (step mode: one step 2**(QP/4) per tensor, QP -64..0, id 50000 + 1000*flags - QP; "
+        "e.g. fq:-14:x)")
 
 MIN_CHANNEL_VALUES = 64  # per channel only when each channel has this many values (side info <= 1 bit/value)
 ZSTD_LEVEL = 1
