@@ -553,3 +553,16 @@ def test_step_mode_payloads_are_ordinary_fq_payloads():
     finally:
         tracemalloc.stop()
     assert peak <= 6 * x.nbytes + (1 << 20)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 26, 26), (2, 8, 30, 30), (4000,), (50, 80), (1, 2704, 80), (3, 1, 70, 70)])
+@pytest.mark.parametrize("spec", ["fq:-12", "fq:-12:x", "fq:-12:tk"])
+def test_step_mode_layouts(shape, spec):
+    """Every shape (per channel where each channel has 64+ values, else per tensor; batches > 1) decodes
+    from the payload alone within one step, through a fresh codec made from the numeric id."""
+    x = leaky(shape, seed=len(shape))
+    c = get_codec(spec)
+    p = c.encode(x)
+    y = get_codec(c.codec_id).decode(bytearray(p), "float32", list(shape))
+    assert y.shape == x.shape and np.abs(y - x).max() <= 2 ** (-12 / 4) * 1.001
+    assert len(p) < x.nbytes / 3
