@@ -3,8 +3,9 @@
 One small module per codec (`none`, `float16`, `zstd`, `blosc2`, `fq`, `nnc`); each owns its name, its
 numeric ids and its parameter syntax. `get_codec(spec)` accepts a name (`zstd:5`, `fq:6`, `nnc:-38`) or a
 numeric id compatible with the field's script (`0` none, `1` float16, `8xx` NNC with QP = -xx). Ours:
-`2` zstd at level 3, `2LL` zstd at level LL; 30000 + 1000 x flags + 10 x BITS fq (30040 = `fq:4`,
-30035 = `fq:3.5`); `5CFL` blosc2 with codec C, filter F, level L (5311 = `blosc2`); `9` a chain.
+`2` zstd at level 3, `2LL` zstd at level LL; fq by bit depth, 30000 + 1000 x flags + 10 x BITS
+(30040 = `fq:4`, 30035 = `fq:3.5`), and fq by one step per tensor on NNC's QP scale, 50000 + 1000 x flags
+- QP (50014 = `fq:-14`, 58014 = `fq:-14:x`); `5CFL` blosc2 with codec C, filter F, level L (5311 = `blosc2`); `9` a chain.
 
 Chains (`chain.py`): `float16+zstd:3`, `fq:6+blosc2` -- a value-changing first stage (none, float16, fq)
 then lossless byte stages (zstd, blosc2) -- are one codec with one spec string. They are spec-only:
