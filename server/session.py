@@ -84,6 +84,23 @@ class Session:
         return wire.FrameAssembler(self.max_frame_bytes, check_header=self.check_header)
 
 
+def check_codec_profile(profile: pb.CodecProfile, codec) -> None:
+    """The set-up's codec id and parameters, where sent, must say what its spec resolves to."""
+    if profile.spec and profile.codec_id and profile.codec_id != codec.codec_id:
+        raise invalid(f"set-up codec: spec {profile.spec[:40]!r} is codec id {codec.codec_id}, "
+                      f"the set-up says id {profile.codec_id}")
+    if profile.params and dict(profile.params) != wire.codec_params_of(codec):
+        raise invalid(f"set-up codec: spec {codec.spec!r} has parameters {wire.codec_params_of(codec)}, "
+                      f"the set-up says {dict(list(profile.params.items())[:8])}")
+
+
+def check_tensor_params(t, codec, frame_id) -> None:
+    """A tensor's codec parameters, where sent, must be its codec's (a header that lies is refused)."""
+    if t.codec_params and dict(t.codec_params) != wire.codec_params_of(codec):
+        raise invalid(f"frame {frame_id}, tensor {t.name!r}: codec parameters {dict(list(t.codec_params.items())[:8])} "
+                      f"are not those of codec {codec.spec!r} ({wire.codec_params_of(codec)})")
+
+
 def open_session(repo, codecs: Codecs, setup: pb.SessionSetup, max_message_bytes: int,
                  max_frame_bytes: int) -> Session:
     """The Session a set-up asks for: NOT_FOUND for an unknown model, INVALID_ARGUMENT for a bad split/codec."""
@@ -98,6 +115,7 @@ def open_session(repo, codecs: Codecs, setup: pb.SessionSetup, max_message_bytes
         raise invalid(f"split flag {flag[:40]!r} is neither 'before' nor 'after'")
     spec = setup.codec.spec or str(setup.codec.codec_id)
     codec = codecs.get(spec)  # a bad codec is refused before a Part II is built
+    check_codec_profile(setup.codec, codec)
     if point == "rank":
         part2 = repo.part2(setup.model_id, rank=int(setup.split.rank), flag=flag)
     else:
@@ -113,6 +131,7 @@ def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
             codec = sess.codec if t.codec_id == sess.codec.codec_id else codecs.get(str(t.codec_id))
         except RequestError as exc:
             raise RequestError(exc.code, f"frame {frame.frame_id}, tensor {t.name!r}: {exc}") from None
+        check_tensor_params(t, codec, frame.frame_id)
         bound = sess.bounds.tensors[t.name]
         try:
             arrays[t.name] = wire.decode_tensor(t, codec, max_raw_bytes=bound.max_raw_bytes)
