@@ -142,41 +142,70 @@ def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
 
 def process_frame(sess: Session, frame: wire.Frame, codecs: Codecs, metrics, deserialize_s: float) -> pb.FrameResult:
     """Decode, Part II, consolidation and post-processing of one complete frame, timed and counted."""
+    clock = _Clock()
+    meta = clean_meta(frame.meta_json, frame.frame_id)
+    arrays = clock.step("decode", decode_frame, sess, frame, codecs)
+    out2 = clock.step("part2", run_part2, sess.part2, arrays, frame.frame_id)
+    outputs = clock.step("consolidate", consolidate_outputs, sess.part2.plan, arrays, out2)
+    dets = clock.step("postprocess", postprocess, sess.part2.family, outputs, meta, frame.frame_id)
+    raw = sum(int(np.asarray(a).nbytes) for a in arrays.values())
+    metrics.observe(sess.labels, deserialize=deserialize_s, **clock.seconds)
+    metrics.count_frame(sess.labels, raw, frame.encoded_bytes)
+    return frame_result(frame, sess.part2.provider, dets, raw, clock.timings(deserialize_s))
+
+
+class _Clock:
+    """Seconds spent in each named step of one frame."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def step(self, name: str, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds[name] = time.perf_counter() - t0
+
+    def timings(self, deserialize_s: float) -> pb.ServerTimings:
+        s = self.seconds
+        return pb.ServerTimings(deserialize_ms=_ms(deserialize_s), decode_ms=_ms(s["decode"]),
+                                part2_ms=_ms(s["part2"]), consolidate_ms=_ms(s["consolidate"]),
+                                postprocess_ms=_ms(s["postprocess"]), total_ms=_ms(deserialize_s + sum(s.values())))
+
+
+def run_part2(p2, arrays: dict, frame_id: int) -> dict:
+    """Part II on the frame's decoded tensors (no session: Part I already made every output)."""
+    if p2.session is None:
+        return {}
+    try:
+        values = p2.session.run({n: arrays[n] for n in p2.plan.part2_inputs})
+    except Exception as exc:  # onnxruntime errors: the frame's values broke Part II
+        raise invalid(f"frame {frame_id}: Part II failed on the frame's tensors ({type(exc).__name__}: "
+                      f"{str(exc)[:300]})") from None
+    return dict(zip(p2.session.output_names, values))
+
+
+def consolidate_outputs(plan, arrays: dict, out2: dict) -> dict:
+    """The whole model's outputs, from what crossed and what Part II made (split engine's consolidation)."""
     from splitinfer.common.split.verify import consolidated_outputs
 
-    p2 = sess.part2
-    plan = p2.plan
-    meta = clean_meta(frame.meta_json, frame.frame_id)
-    t0 = time.perf_counter()
-    arrays = decode_frame(sess, frame, codecs)
-    t1 = time.perf_counter()
-    out2 = {}
-    if p2.session is not None:
-        try:
-            values = p2.session.run({n: arrays[n] for n in plan.part2_inputs})
-        except Exception as exc:  # onnxruntime errors: the frame's values broke Part II
-            raise invalid(f"frame {frame.frame_id}: Part II failed on the frame's tensors ({type(exc).__name__}: "
-                          f"{str(exc)[:300]})") from None
-        out2 = dict(zip(p2.session.output_names, values))
-    t2 = time.perf_counter()
-    outputs = consolidated_outputs(plan, arrays, out2)
-    t3 = time.perf_counter()
+    return consolidated_outputs(plan, arrays, out2)
+
+
+def postprocess(family, outputs: dict, meta: dict, frame_id: int) -> list:
+    """The family's post-processing; a failure caused by the frame's values is the client's INVALID_ARGUMENT."""
     try:
-        dets = p2.family.postprocess(outputs, meta)
+        return family.postprocess(outputs, meta)
     except (UserError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
-        raise invalid(f"frame {frame.frame_id}: post-processing failed on the frame's tensors: "
+        raise invalid(f"frame {frame_id}: post-processing failed on the frame's tensors: "
                       f"{type(exc).__name__}: {str(exc)[:300]}") from None
-    t4 = time.perf_counter()
-    raw = sum(int(np.asarray(a).nbytes) for a in arrays.values())
-    enc = frame.encoded_bytes
-    timings = pb.ServerTimings(deserialize_ms=_ms(deserialize_s), decode_ms=_ms(t1 - t0), part2_ms=_ms(t2 - t1),
-                               consolidate_ms=_ms(t3 - t2), postprocess_ms=_ms(t4 - t3),
-                               total_ms=_ms(deserialize_s + t4 - t0))
-    metrics.observe(sess.labels, deserialize=deserialize_s, decode=t1 - t0, part2=t2 - t1,
-                    consolidate=t3 - t2, postprocess=t4 - t3)
-    metrics.count_frame(sess.labels, raw, enc)
+
+
+def frame_result(frame: wire.Frame, provider: str, dets, raw: int, timings: pb.ServerTimings) -> pb.FrameResult:
+    """The reply to one frame: detections, the server's timings and the provider that really ran Part II."""
     return pb.FrameResult(
-        frame_id=frame.frame_id, timestamp_ns=frame.timestamp_ns, timings=timings, provider=p2.provider,
-        encoded_bytes=enc, raw_bytes=raw,
+        frame_id=frame.frame_id, timestamp_ns=frame.timestamp_ns, timings=timings, provider=provider,
+        encoded_bytes=frame.encoded_bytes, raw_bytes=raw,
         detections=[pb.Detection(label=d.label, x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2, score=d.score) for d in dets],
     )
