@@ -124,6 +124,7 @@ def _plot_curves(result: SweepResult, path, xattr: str, xlabel: str, title: str)
     metrics = _metrics(result)
     fig, axes = plt.subplots(1, len(metrics), figsize=(7.5 * len(metrics), 5), squeeze=False)
     cmap = plt.get_cmap("tab10")
+    labels = {ax: [] for ax in axes[0]}
     for ax, (attr, label) in zip(axes[0], metrics):
         value = dict(zip([(x.rank, x.codec) for x in result.rows], _plotted(attr, [getattr(x, attr)
                                                                                     for x in result.rows])))
@@ -132,10 +133,7 @@ def _plot_curves(result: SweepResult, path, xattr: str, xlabel: str, title: str)
             xs = [getattr(r, xattr) for r in rows]
             ys = [value[(r.rank, r.codec)] for r in rows]
             ax.plot(xs, ys, "o-", color=cmap(i % 10), ms=4, label=_split_label(s))
-            for r, x, y in zip(rows, xs, ys):
-                short = r.codec.split(":")[-1] if r.codec.startswith("nnc:") else r.codec.replace("float16", "f16")
-                ax.annotate(short, (x, y), fontsize=6, xytext=(2, -8), textcoords="offset points",
-                            color=cmap(i % 10))
+            labels[ax] += [(x, y, _codec_short(r.codec), cmap(i % 10)) for r, x, y in zip(rows, xs, ys)]
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
@@ -144,9 +142,34 @@ def _plot_curves(result: SweepResult, path, xattr: str, xlabel: str, title: str)
     axes[0, -1].legend(fontsize="small", title="split")
     fig.suptitle(title)
     fig.tight_layout()
+    for ax, points in labels.items():  # after the layout: labels are placed in final screen positions
+        _label_apart(ax, points)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def _codec_short(codec: str) -> str:
+    """Point label: the QP of an NNC codec (e.g. -26), f16, or the codec name."""
+    return codec.split(":")[-1] if codec.startswith("nnc:") else codec.replace("float16", "f16")
+
+
+def _label_apart(ax, points) -> int:
+    """Annotate (x, y, text, colour) points in order, dropping a label whose box would overlap one already
+    drawn: where a curve is dense (many QPs at one mAP, the lossless codecs at the top) a readable subset
+    stays instead of a smear. Returns the number of labels drawn."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    for x, y, text, colour in points:
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        ann = ax.annotate(text, (x, y), fontsize=6, xytext=(2, -8), textcoords="offset points", color=colour)
+        box = ann.get_window_extent(renderer).expanded(1.15, 1.2)
+        if any(box.overlaps(b) for b in placed):
+            ann.remove()
+            continue
+        placed.append(box)
+    return len(placed)
 
 
 def plot_map_vs_size(result: SweepResult, path) -> Path:
