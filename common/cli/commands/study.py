@@ -31,14 +31,15 @@ HELP = "rate-accuracy study: quality vs bits/element and kB/frame per codec ladd
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli.options import add_list_option
     from splitinfer.common.studies.ratestudy import ANCHOR_FAMILY, QUALITIES
 
     p.add_argument("model", help="bundled model id (nanodet), model folder, .onnx file, or zoo:NAME (a torchvision "
                                  "model of the splitability zoo, exported on first use)")
     p.add_argument("--family", help="model family; 'raw' = any image model, fidelity metrics only "
                                     "(default: from the model's metadata, else raw)")
-    p.add_argument("--splits", nargs="+", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")
-    p.add_argument("--codecs", nargs="+", metavar="LADDER",
+    add_list_option(p, "--splits", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")
+    add_list_option(p, "--codecs", metavar="LADDER",
                    help="codec specs and ladders NAME:A..B[/STEP] (default: nnc:-38 nnc:-28 nnc:-18 nnc:-8 and "
                         "fq:-26..-2/4:x when the fq codec is installed, else float16 zstd)")
     p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
