@@ -200,6 +200,31 @@ def _prom(port: int, query: str) -> list:
     return body["data"]["result"]
 
 
+def _screenshot_dashboard(url: str, tmp_path: Path) -> None:
+    """The stack's dashboard as a browser draws it: graphs drawn, tables filled; the PNG is kept where
+    SPLITINFER_DASHBOARD_SCREENSHOT says (docs/dashboard.png is made this way)."""
+    from test_dashboard import CHROMIUM_FLAGS, _chromium, _Tables
+
+    chromium = _chromium()
+    if chromium is None:
+        print("stack test: no chromium, dashboard not rendered (scripts/ci_system_deps.sh installs it)")
+        return
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chrome-dom'}",
+                          "--virtual-time-budget=8000", "--dump-dom", url], capture_output=True, text=True,
+                         timeout=90).stdout
+    assert re.search(r'class="num si-frames">[1-9]', dom), "the rendered dashboard lists no frames"
+    page = _Tables()
+    page.feed(dom)
+    assert page.paths >= 4, "the rendered dashboard drew fewer than 4 graph lines with data"
+    shot = tmp_path / "dashboard.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chrome-shot'}",
+                    "--virtual-time-budget=8000", "--window-size=1500,1250", f"--screenshot={shot}", url],
+                   capture_output=True, text=True, timeout=90)
+    assert shot.exists() and shot.stat().st_size > 20_000, "no screenshot of the dashboard"
+    if os.environ.get("SPLITINFER_DASHBOARD_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SPLITINFER_DASHBOARD_SCREENSHOT"])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_compose_stack_up(tmp_path):
@@ -256,6 +281,7 @@ def test_compose_stack_up(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{pport}/consoles/splitinfer.html", timeout=10) as resp:
             console = resp.read().decode()  # the dashboard the stack ships: its UE table lists the run
         assert re.search(r'class="num si-frames">[1-9]', console), console[-3000:]
+        _screenshot_dashboard(f"http://127.0.0.1:{pport}/consoles/splitinfer.html", tmp_path)
         print(f"stack test: {time.monotonic() - t_start:.0f} s; frames seen by Prometheus: {seen}")
     finally:
         subprocess.run(dc + ["down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=DEPLOY,
