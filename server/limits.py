@@ -142,28 +142,9 @@ def is_open(info) -> bool:
 def probe_feeds(model, input_hw=None, seed: int = 0) -> dict:
     """Random inputs for the model's graph inputs: static dims as they are; open ones 1 for the batch, 3 for
     channels and `input_hw` (height, width) for the last two."""
-    from onnx import helper
+    from splitinfer.common.split.types import random_feeds
 
-    rng = np.random.default_rng(seed)
-    h, w = input_hw or DEFAULT_PROBE_HW
-    inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        n = len(dims)
-        fill = {n - 1: w, n - 2: h, n - 3: 3, n - 4: 1}
-        shape = [d if d is not None else fill.get(k, 1) for k, d in enumerate(dims)]
-        if dtype == np.bool_:
-            feeds[vi.name] = rng.random(shape) < 0.5
-        elif np.issubdtype(dtype, np.integer):
-            feeds[vi.name] = rng.integers(0, 10, size=shape).astype(dtype)
-        else:
-            feeds[vi.name] = rng.random(shape).astype(dtype)
-    return feeds
+    return random_feeds(model, seed=seed, image_hw=input_hw or DEFAULT_PROBE_HW)
 
 
 def reference_shapes(model, names: list[str], input_hw=None) -> dict[str, tuple]:

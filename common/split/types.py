@@ -157,8 +157,9 @@ def resolve_types(model: onnx.ModelProto, nodes, inputs, wanted) -> dict[str, on
     return types
 
 
-def random_feeds(model: onnx.ModelProto, seed: int = 0, free_dim: int = 64) -> dict:
-    """Random inputs for every graph input; unknown dims are 1 for the first axis, `free_dim` elsewhere."""
+def random_feeds(model: onnx.ModelProto, seed: int = 0, free_dim: int = 64, image_hw=None) -> dict:
+    """Random inputs for every graph input. Unknown dims: 1 for the first axis and `free_dim` elsewhere; with
+    `image_hw` = (height, width), an image layout instead: batch 1, 3 channels, that height and width last."""
     rng = np.random.default_rng(seed)
     inits = {t.name for t in model.graph.initializer}
     feeds = {}
@@ -167,8 +168,8 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0, free_dim: int = 64) -> d
             continue
         tt = vi.type.tensor_type
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        shape = [d.dim_value if d.HasField("dim_value") else (1 if j == 0 else free_dim)
-                 for j, d in enumerate(tt.shape.dim)]
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        shape = _open_dims_filled(dims, free_dim, image_hw)
         if dtype == np.bool_:
             arr = rng.random(shape) < 0.5
         elif np.issubdtype(dtype, np.integer):
@@ -177,3 +178,12 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0, free_dim: int = 64) -> d
             arr = rng.random(shape).astype(dtype)
         feeds[vi.name] = arr
     return feeds
+
+
+def _open_dims_filled(dims: list, free_dim: int, image_hw) -> list[int]:
+    n = len(dims)
+    if image_hw is None:
+        fill = {k: (1 if k == 0 else free_dim) for k in range(n)}
+    else:
+        fill = {n - 1: image_hw[1], n - 2: image_hw[0], n - 3: 3}
+    return [d if d is not None else fill.get(k, 1) for k, d in enumerate(dims)]
