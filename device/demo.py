@@ -13,7 +13,7 @@ HELP = "start the network process and run the UE on the bundled photos at a few 
 # Rank 9, not 10: rank 10's tensor is the -inf padding before a MaxPool, which NNC cannot code
 # (the codec then sends it raw), so it would show nothing about compression.
 DEFAULT_SPLITS = "9,60,120"
-DEFAULT_CODECS = "none,float16,zstd,fq:4,fq:-14:x,nnc:-38"
+DEFAULT_CODECS = "none,float16,zstd,fq:6,fq:-22,nnc:-38"  # fq at points of about NNC -38's agreement
 
 
 def add_arguments(p):
