@@ -11,20 +11,10 @@ import pytest
 from splitinfer.common.codecs import CodecError, codecs_help, get_codec
 from splitinfer.common.core.errors import UserError
 
-DTYPES = ["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "uint16", "bool"]
-
-
-def sample(dtype: str, shape, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(np.prod(shape, dtype=np.int64))
-    dt = np.dtype(dtype)
-    if dt == np.bool_:
-        return (rng.integers(0, 2, n) == 1).reshape(shape)
-    return np.frombuffer(rng.integers(0, 256, n * dt.itemsize, dtype=np.uint8).tobytes(), dt).reshape(shape).copy()
-
+from codec_samples import DTYPES, relu_activation, sample
 
 def relu(shape=(1, 32, 26, 26), seed: int = 0) -> np.ndarray:
-    return np.maximum(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), 0)
+    return relu_activation(shape, seed)
 
 
 # -- specs and ids ----------------------------------------------------------------------------------------
@@ -73,7 +63,7 @@ def test_help_names_every_codec_and_chains():
 # -- bit-exact lossless paths -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["blosc2", "blosc2:lz4:5:bitshuffle", "blosc2:blosclz:9:noshuffle",
+@pytest.mark.parametrize("spec", ["none", "zstd", "zstd:1", "zstd:19", "blosc2", "blosc2:lz4:5:bitshuffle", "blosc2:blosclz:9:noshuffle",
                                   "none+zstd", "none+blosc2", "none+blosc2:lz4+zstd:1"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lossless_bit_exact(spec, dtype):

@@ -13,9 +13,7 @@ import pytest
 from splitinfer.common.codecs import CodecError, get_codec
 from splitinfer.common.codecs import nnc
 
-
-def relu(shape, seed=0):
-    return np.maximum(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), 0)
+from codec_samples import relu_activation as relu
 
 
 @pytest.fixture
