@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.files import make_output_dir
 from splitinfer.common.studies.sweep import SweepConfig, SweepResult, SweepRow, run_sweep, write_outputs
 
 NNC_LADDER = ("nnc:-38", "nnc:-28", "nnc:-18", "nnc:-8")
@@ -428,11 +429,7 @@ def write_study_report(result: StudyResult, out_dir, plots: list[tuple[str, str]
 
 def write_study_outputs(result: StudyResult, out_dir, plots: bool = True) -> dict[str, Path]:
     """study.csv, bd_rate.csv, the plots and report.md in `out_dir`; the sweep's own outputs in `out_dir/sweep`."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {out_dir}: {exc}") from None
+    out_dir = make_output_dir(out_dir)
     paths = {"csv": write_study_csv(result, out_dir / "study.csv"), "bd": write_bd_csv(result, out_dir / "bd_rate.csv")}
     made = []
     if plots and result.sweep.rows:

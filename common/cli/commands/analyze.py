@@ -65,10 +65,9 @@ def resolve_model_arg(spec: str):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from splitinfer.common.studies import analysis as A
     from splitinfer.common.core.errors import UserError
+    from splitinfer.common.core.files import make_output_dir
     from splitinfer.common.core.rates import parse_rate
     from splitinfer.common.split.graph import SplitGraph
     from splitinfer.common.core.onnx_io import load_model
@@ -82,11 +81,7 @@ def run(args) -> int:
     model = load_model(path)
     graph = SplitGraph(model)
     label = model_label(path)
-    out = Path(args.output)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {out}: {exc}") from None
+    out = make_output_dir(args.output)
     image = None
     if not args.static_only:
         image, image_label = A.load_image(args.image)  # read once, and fail early on a bad file

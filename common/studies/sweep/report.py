@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.files import make_output_dir
 from splitinfer.common.studies.sweep.config import SweepResult
 
 
@@ -277,11 +277,7 @@ def write_report(result: SweepResult, out_dir, plots: list[tuple[str, str]]) -> 
 
 def write_outputs(result: SweepResult, out_dir, plots: bool = True) -> dict[str, Path]:
     """results.csv, results.json, the three plots and report.md/.html in `out_dir`."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {out_dir}: {exc}") from None
+    out_dir = make_output_dir(out_dir)
     paths = {"csv": write_csv(result, out_dir / "results.csv")}
     paths["json"] = out_dir / "results.json"
     paths["json"].write_text(json.dumps(result.to_dict(), indent=1))
