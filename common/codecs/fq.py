@@ -776,10 +776,9 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
 
 
 def _bits(text: str) -> float:
-    try:
-        bits = float(text)
-    except ValueError:
-        raise UserError(f"fq bits {text!r} is not a number") from None
+    from splitinfer.common.codecs.params import parse_decimal
+
+    bits = parse_decimal(text, "fq bits")
     if not MIN_BITS <= bits <= MAX_BITS or abs(bits * 10 - round(bits * 10)) > 1e-9:
         raise UserError(f"fq bits {text} is outside {MIN_BITS}..{MAX_BITS} or has more than one decimal")
     return round(bits * 10) / 10
@@ -816,10 +815,9 @@ def from_param(param):
 
 
 def _qp(text: str) -> int:
-    try:
-        qp = int(text)
-    except ValueError:
-        raise UserError(f"fq QP {text!r} is not an integer") from None
+    from splitinfer.common.codecs.params import parse_int
+
+    qp = parse_int(text, "fq QP")
     if not MIN_QP <= qp <= MAX_QP:
         raise UserError(f"fq QP {qp} is outside {MIN_QP}..{MAX_QP}")
     return qp

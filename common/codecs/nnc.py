@@ -53,6 +53,7 @@ from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import (
     Codec, CodecError, from_raw, is_float, le_contiguous, norm_dtype, norm_shape, numel, raw_bytes,
 )
+from splitinfer.common.codecs.params import parse_int
 
 NAME = "nnc"
 DEFAULT_QP = -38
@@ -638,10 +639,7 @@ def _vm_bytes() -> int:
 
 
 def _qp(text: str) -> int:
-    try:
-        qp = int(text)
-    except ValueError:
-        raise UserError(f"NNC QP {text!r} is not an integer") from None
+    qp = parse_int(text, "NNC QP")
     if not MIN_QP <= qp <= MAX_QP:
         raise UserError(f"NNC QP {qp} is outside {MIN_QP}..{MAX_QP}")
     return qp

@@ -13,6 +13,7 @@ import numpy as np
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import Codec, CodecError, from_raw, le_contiguous, norm_dtype, norm_shape, numel
+from splitinfer.common.codecs.params import parse_int
 
 NAME = "zstd"
 DEFAULT_LEVEL = 3
@@ -78,10 +79,7 @@ class ZstdCodec(Codec):
 
 
 def _level(text: str) -> int:
-    try:
-        level = int(text)
-    except ValueError:
-        raise UserError(f"zstd level {text!r} is not an integer") from None
+    level = parse_int(text, "zstd level")
     if not MIN_LEVEL <= level <= MAX_LEVEL:
         raise UserError(f"zstd level {level} is outside {MIN_LEVEL}..{MAX_LEVEL}")
     return level
