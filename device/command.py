@@ -11,15 +11,18 @@ $SPLITINFER_TOKEN; the TLS files default to $SPLITINFER_TLS_CA, $SPLITINFER_TLS_
 
 NAME = "device"
 HELP = "run the UE process against a network process (Part I + codec + gRPC)"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"results_dir": "dir", "results_filename": "file"}
 
 
 def add_arguments(p):
+    from splitinfer.common.cli import options as opt
     from splitinfer.common.codecs import codecs_help
 
     g = p.add_argument_group("field options (infer_onnx_multi.py)")
     g.add_argument("-s", "--input_source", dest="source", default=None,
                    help="image, video or folder of images (default: bundled photos)")
-    g.add_argument("-loop", dest="loop", type=int, default=1, help="inferences per image/frame (default 1)")
+    g.add_argument("-loop", dest="loop", type=opt.POSITIVE_INT, default=1, help="inferences per image/frame (default 1)")
     g.add_argument("-partI", dest="part1", default=None,
                    help="Part I ONNX file (default: cut from -anchor); without --split the cut is read off it "
                         "(its split manifest, else its outputs)")
@@ -43,7 +46,7 @@ def add_arguments(p):
     g.add_argument("-no_check_model", dest="no_check_model", action="store_true", help="skip the ONNX checker")
     g.add_argument("-save_intermediate_data", dest="save_intermediate", action="store_true",
                    help="save each frame's Part I outputs as .npz under -results_dir/intermediate")
-    g.add_argument("-nb_frames", dest="nb_frames", type=int, default=None, help="process at most N frames")
+    g.add_argument("-nb_frames", dest="nb_frames", type=opt.POSITIVE_INT, default=None, help="process at most N frames")
     g.add_argument("-encode_algo", "--codec", dest="codec", default="none",
                    help=f"codec spec or numeric id (default none); every registered codec: {codecs_help()}")
     g.add_argument("-PU_partI", dest="pu_part1", type=str.lower, choices=("cpu", "gpu"), default="cpu",
@@ -63,25 +66,25 @@ def add_arguments(p):
     s.add_argument("--split", default=None, help="split rank (integer) or node name")
     s.add_argument("--flag", choices=("before", "after"), default="before",
                    help="with a node: it starts Part II (before) or ends Part I (after)")
-    s.add_argument("--in-flight", type=int, default=1, help="frames in flight on the stream (1: wait for each reply)")
+    s.add_argument("--in-flight", type=opt.POSITIVE_INT, default=1, help="frames in flight on the stream (1: wait for each reply)")
     s.add_argument("--unary", action="store_true", help="one unary call per frame instead of the stream")
-    s.add_argument("--max-message-mb", type=float, default=4.0, help="gRPC message limit in MiB (default 4)")
-    s.add_argument("--threads", type=int, default=None, help="intra-op threads of Part I and the anchors")
-    s.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port (0: free)")
+    s.add_argument("--max-message-mb", type=opt.POSITIVE_FLOAT, default=4.0, help="gRPC message limit in MiB (default 4)")
+    s.add_argument("--threads", type=opt.THREADS, default=None, help="intra-op threads of Part I and the anchors")
+    s.add_argument("--metrics-port", type=opt.PORT, default=None, help="serve Prometheus metrics on this port (0: free)")
     s.add_argument("--no-overlay", action="store_true", help="do not write overlay images")
     s.add_argument("--shape-rate", default=None, metavar="RATE",
                    help="emulate an uplink of this rate in-process (e.g. 50mbit), where tc is not allowed")
     s.add_argument("--shape-delay", default=None, metavar="DELAY",
                    help="emulated one-way uplink delay in-process (e.g. 20ms)")
-    s.add_argument("--metrics-linger", type=float, default=0.0, metavar="S",
+    s.add_argument("--metrics-linger", type=opt.SECONDS, default=0.0, metavar="S",
                    help="keep serving metrics S seconds after the run, so Prometheus scrapes the final counts")
     r = p.add_argument_group("reliability and security")
-    r.add_argument("--timeout", type=float, default=120.0, metavar="S",
+    r.add_argument("--timeout", type=opt.POSITIVE_FLOAT, default=120.0, metavar="S",
                    help="deadline of each frame's reply in seconds (default 120)")
-    r.add_argument("--reconnect-s", type=float, default=60.0, metavar="S",
+    r.add_argument("--reconnect-s", type=opt.SECONDS, default=60.0, metavar="S",
                    help="wait this long for an absent server at start, and keep reconnecting to a vanished one "
                         "this long before its frames fail (default 60)")
-    r.add_argument("--max-attempts", type=int, default=3,
+    r.add_argument("--max-attempts", type=opt.POSITIVE_INT, default=3,
                    help="transient failures (server lost, deadline) one frame may meet before it fails (default 3)")
     r.add_argument("--tls-ca", metavar="PEM", default=None,
                    help="connect with TLS, trusting this CA for the server certificate ($SPLITINFER_TLS_CA)")

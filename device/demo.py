@@ -17,17 +17,19 @@ DEFAULT_CODECS = "none,float16,zstd,fq:6,fq:-22,nnc:-38"  # fq at points of abou
 
 
 def add_arguments(p):
+    from splitinfer.common.cli import options as opt
     from splitinfer.common.cli.options import add_list_option
 
     add_list_option(p, "--splits", default=DEFAULT_SPLITS, metavar="SPLIT",
                     help=f"split ranks or node names, comma- or space-separated (default {DEFAULT_SPLITS})")
     add_list_option(p, "--codecs", default=DEFAULT_CODECS, metavar="CODEC",
                     help=f"codec specs, comma- or space-separated (default {DEFAULT_CODECS})")
-    p.add_argument("--images", type=int, default=0, help="use only the first N bundled images (0: all)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--images", type=opt.COUNT, default=0, help="use only the first N bundled images (0: all)")
+    p.add_argument("--threads", type=opt.THREADS, default=1,
                    help="intra-op threads of each process's sessions (default 1: the two processes share the cores)")
-    p.add_argument("--in-flight", type=int, default=1, help="frames in flight on the stream (default 1)")
-    p.add_argument("--max-message-mb", type=float, default=4.0, help="gRPC message limit in MiB (default 4)")
+    p.add_argument("--in-flight", type=opt.POSITIVE_INT, default=1, help="frames in flight on the stream (default 1)")
+    p.add_argument("--max-message-mb", type=opt.POSITIVE_FLOAT, default=4.0,
+                   help="gRPC message limit in MiB (default 4)")
 
 
 def run(args) -> int:

@@ -17,31 +17,33 @@ HELP = "run the network process (gRPC server for Part II)"
 
 
 def add_arguments(p):
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("--models", default=None, metavar="DIR",
                    help="model repository folder (default: the bundled one)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=50051, help="gRPC port (0: a free port; default 50051)")
-    p.add_argument("--metrics-port", type=int, default=9101,
+    p.add_argument("--port", type=opt.PORT, default=50051, help="gRPC port (0: a free port; default 50051)")
+    p.add_argument("--metrics-port", type=opt.PORT, default=9101,
                    help="Prometheus metrics port (0: a free port; default 9101, clear of node_exporter's 9100)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where Part II runs (auto: CUDA when really usable)")
     p.add_argument("--require-gpu", action="store_true", help="fail unless CUDA really runs Part II")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=opt.THREADS, default=None,
                    help="intra-op threads of Part II (default: onnxruntime's; pin it when the UE shares the cores)")
-    p.add_argument("--max-message-mb", type=float, default=4.0,
+    p.add_argument("--max-message-mb", type=opt.POSITIVE_FLOAT, default=4.0,
                    help="largest gRPC message in MiB; bigger tensors arrive in chunks (default 4)")
-    p.add_argument("--max-streams", type=int, default=16,
+    p.add_argument("--max-streams", type=opt.POSITIVE_INT, default=16,
                    help="concurrent streams (UE sessions); more get RESOURCE_EXHAUSTED (default 16)")
-    p.add_argument("--max-workers", type=int, default=None,
+    p.add_argument("--max-workers", type=opt.POSITIVE_INT, default=None,
                    help="threads for all calls at once, streams included (default: max-streams + 64)")
-    p.add_argument("--work-slots", type=int, default=None,
+    p.add_argument("--work-slots", type=opt.POSITIVE_INT, default=None,
                    help="calls that decode / run Part II at once (default: the CPUs this process may use, >= 2)")
-    p.add_argument("--queue", type=int, default=None,
+    p.add_argument("--queue", type=opt.COUNT, default=None,
                    help="calls that may wait for a work slot; more get UNAVAILABLE at once "
                         "(default: max-streams + 4 x work slots)")
-    p.add_argument("--queue-wait-s", type=float, default=5.0,
+    p.add_argument("--queue-wait-s", type=opt.SECONDS, default=5.0,
                    help="longest wait for a work slot before UNAVAILABLE (default 5)")
-    p.add_argument("--stream-idle-s", type=float, default=600.0,
+    p.add_argument("--stream-idle-s", type=opt.SECONDS, default=600.0,
                    help="cancel a stream that sent nothing for this many seconds (0: never; default 600)")
     p.add_argument("--tls-cert", metavar="PEM", default=None, help="server certificate (chain): serve TLS")
     p.add_argument("--tls-key", metavar="PEM", default=None, help="private key of --tls-cert")
@@ -49,8 +51,8 @@ def add_arguments(p):
                    help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--token", default=None,
                    help="require this bearer token on every call (default: $SPLITINFER_TOKEN when set)")
-    p.add_argument("--cache-size", type=int, default=16, help="Part II models kept, at most (one per model and split)")
-    p.add_argument("--cache-mb", type=float, default=512.0,
+    p.add_argument("--cache-size", type=opt.POSITIVE_INT, default=16, help="Part II models kept, at most (one per model and split)")
+    p.add_argument("--cache-mb", type=opt.POSITIVE_FLOAT, default=512.0,
                    help="estimated memory the kept Part II models may hold (default 512)")
 
 

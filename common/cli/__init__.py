@@ -16,7 +16,9 @@ import sys
 from importlib.metadata import entry_points
 
 from splitinfer.common.cli import commands as _commands_pkg
+from splitinfer.common.cli.options import OneLineParser
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.files import prepare_outputs
 
 
 ENTRY_POINT_GROUP = "splitinfer.commands"
@@ -46,7 +48,7 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="splitinfer",
         description="Split inference of ONNX object detectors between a UE (device) and the network.",
     )
@@ -58,8 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _parser=p)
+        p.set_defaults(_run=module.run, _parser=p, _outputs=getattr(module, "OUTPUTS", {}))
     return parser
+
+
+def output_items(args) -> list[tuple]:
+    """(path, kind, option name) of every output option the command declares in `OUTPUTS` (dest -> "file" or
+    "dir"; a callable `OUTPUTS(args)` returns that dict for the options it was given)."""
+    declared = args._outputs(args) if callable(args._outputs) else args._outputs
+    actions = list(args._parser._actions)
+    for a in args._parser._actions:  # a command's own sub-commands (`models export -o`)
+        for sub in (getattr(a, "choices", None) or {}).values() if isinstance(a, argparse._SubParsersAction) else ():
+            actions += sub._actions
+    names = {a.dest: max(a.option_strings, key=len) for a in actions if a.option_strings}
+    items = []
+    for dest, kind in declared.items():
+        value = getattr(args, dest, None)
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            items.append((path, kind, names.get(dest, dest)))
+    return items
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        prepare_outputs(output_items(args))
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"splitinfer {args.command}: error: {exc}", file=sys.stderr)

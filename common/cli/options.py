@@ -46,3 +46,49 @@ def add_flag_option(p):
     help_text = "'before': the split node goes to Part II (default); 'after': it goes to Part I"
     p.add_argument("--flag", choices=("before", "after"), default="before", help=help_text)
     p.add_argument("-f", dest="flag", choices=("before", "after"), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+# ---------------------------------------------------------------------------------------------- numbers in range
+# `--port 70000` used to listen on 4464 (the OS keeps the low 16 bits) and `--in-flight 0` hung; every number
+# option now goes through one of these argparse types, so an out-of-range value is refused in one line naming
+# the option and its range before anything runs.
+
+
+def number(kind=int, lo=None, hi=None, what: str = ""):
+    """An argparse `type`: `kind(text)` within [lo, hi] (None: unbounded), else ArgumentTypeError."""
+    import math
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = (f"{lo}..{hi}" if hi is not None else f">= {lo}") if lo is not None else f"<= {hi}"
+            raise argparse.ArgumentTypeError(f"must be {span}{what}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+PORT = number(int, 0, 65535, " (0: a free port)")
+POSITIVE_INT = number(int, 1)
+COUNT = number(int, 0)  # a count where 0 means none / all / in this process, as each option says
+THREADS = number(int, 0, 1024, " (0: onnxruntime's default)")
+POSITIVE_FLOAT = number(float, 1e-9)
+NONNEG = number(float, 0.0)
+SECONDS = NONNEG
+SCORE = number(float, 0.0, 1.0)
+PERCENT = number(float, 0.0, 100.0)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (`splitinfer serve: error: argument --port: must be ...`) and
+    exit code 2, like every other error of the command; the usage stays in `--help`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -28,9 +28,13 @@ from splitinfer.common.cli.options import add_list_option
 
 NAME = "analyze"
 HELP = "per split point: crossing tensors, static and measured sizes, transfer times (CSV, JSON, plots)"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"output": "dir"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("model", help="ONNX file, model folder, bundled model id or survey model name")
     add_list_option(p, "--input-size", metavar="HxW",
                    help="input height x width (several for a dynamic-input model; default: the family's "
@@ -44,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="processing unit for the measuring inference (default: cpu)")
     p.add_argument("--static-only", action="store_true", help="skip the inference (no measured sizes)")
     p.add_argument("--no-plots", action="store_true", help="write CSV and JSON only")
-    p.add_argument("--max-exposed-gb", type=float, default=6.0,
+    p.add_argument("--max-exposed-gb", type=opt.POSITIVE_FLOAT, default=6.0,
                    help="measure in chunks when the exposed tensors would hold more than this (default 6 GB)")
 
 

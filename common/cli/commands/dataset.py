@@ -22,9 +22,13 @@ from pathlib import Path
 
 NAME = "dataset"
 HELP = "make datasets: COCO subsets (local or --download), SFU-HW-Objects labels, video frames"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"out": "dir"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
+
     sub = p.add_subparsers(dest="dataset_action", metavar="ACTION")
 
     c = sub.add_parser("coco", help="select a COCO subset; write its JSON, labels and images")
@@ -32,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--images", help="folder holding the COCO images")
     pick = c.add_mutually_exclusive_group()
     pick.add_argument("--list", help="file of image names (file name, stem or id), one a line")
-    pick.add_argument("--first", type=int, help="the first N images by file name")
+    pick.add_argument("--first", type=opt.POSITIVE_INT, help="the first N images by file name")
     c.add_argument("--download", action="store_true",
                    help="fetch the annotation archive (without --annotations) and the chosen images")
     c.add_argument("--split", default="val2017", help="COCO split for --download (default val2017)")
@@ -48,14 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "COCO-80, 0-based")
     s.add_argument("--name", help="frame names are NAME_<frame:06d> (default: the video's stem, else the "
                                   "sequence name of the annotation files, as `detect` names a video's frames)")
-    s.add_argument("--every", type=int, default=1, help="keep every K-th frame (default 1)")
-    s.add_argument("--max", type=int, default=None, help="keep at most N frames")
+    s.add_argument("--every", type=opt.POSITIVE_INT, default=1, help="keep every K-th frame (default 1)")
+    s.add_argument("--max", type=opt.POSITIVE_INT, default=None, help="keep at most N frames")
     s.add_argument("-o", "--out", required=True, help="output folder")
 
     f = sub.add_parser("frames", help="extract frames of a video as PNG images")
     f.add_argument("video")
-    f.add_argument("--every", type=int, default=1, help="keep every K-th frame (default 1)")
-    f.add_argument("--max", type=int, default=None, help="keep at most N frames")
+    f.add_argument("--every", type=opt.POSITIVE_INT, default=1, help="keep every K-th frame (default 1)")
+    f.add_argument("--max", type=opt.POSITIVE_INT, default=None, help="keep at most N frames")
     f.add_argument("-o", "--out", required=True, help="output folder: the frames go to OUT/images/")
 
 

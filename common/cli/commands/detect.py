@@ -21,18 +21,22 @@ from splitinfer.common.cli.options import add_family_option
 
 NAME = "detect"
 HELP = "run a whole model on an image, video or folder; write predictions and overlays"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"output": "dir", "coco_results": "file"}
 
 
 def add_arguments(p) -> None:
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("source", help="image file, folder of images, or video file")
     p.add_argument("--model", default="nanodet",
                    help="bundled model id (common/assets/models/<id>), model folder, or .onnx file (default: nanodet)")
     add_family_option(p, "model family of an .onnx file without recorded family")
     p.add_argument("-o", "--output", default="detections", help="output folder (default: ./detections)")
-    p.add_argument("--threshold", type=float, help="minimum score (default: the family's)")
+    p.add_argument("--threshold", type=opt.SCORE, help="minimum score (default: the family's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="processing unit")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--threads", type=opt.THREADS, help="onnxruntime intra-op threads")
+    p.add_argument("--max-frames", type=opt.POSITIVE_INT, help="stop after this many frames")
     p.add_argument("--no-overlay", action="store_true", help="write predictions files only")
     p.add_argument("--coco-results", metavar="JSON", help="also write every detection as COCO results JSON")
     p.add_argument("--gt", metavar="COCO_JSON", help="with --coco-results: take image ids from this COCO "

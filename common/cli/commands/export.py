@@ -8,17 +8,21 @@ from __future__ import annotations
 
 NAME = "export"
 HELP = "export split models for a serving engine (triton: Triton model repository, onnxruntime backend)"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"out": "dir"}
 
 
 def add_arguments(p):
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("target", choices=["triton"], help="serving engine layout to write")
     p.add_argument("-a", "--model", default="nanodet", metavar="MODEL",
                    help="ONNX model file, model folder or bundled model id (default: nanodet)")
-    p.add_argument("-r", "--split", type=int, nargs="+", required=True, metavar="RANK",
+    p.add_argument("-r", "--split", type=opt.COUNT, nargs="+", required=True, metavar="RANK",
                    help="split ranks to export (e.g. 9 60)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="the model repository folder to write")
     p.add_argument("--name", help="model name prefix in the repository (default: the model's folder or file name)")
-    p.add_argument("--instances", type=int, default=1, help="instance_group count per part (default 1)")
+    p.add_argument("--instances", type=opt.POSITIVE_INT, default=1, help="instance_group count per part (default 1)")
     p.add_argument("--gpu", action="store_true", help="instance_group kind KIND_GPU (default KIND_CPU)")
     p.add_argument("--no-ensemble", action="store_true", help="write only the parts, no ensemble")
 

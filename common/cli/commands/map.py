@@ -40,20 +40,25 @@ from splitinfer.common.eval.evaluation import DEFAULT_ANCHOR_THRESHOLD
 
 NAME = "map"
 HELP = "COCO mAP of predictions (one image, a video's frames, a dataset, many split folders)"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"plot": "file", "csv": "file", "coco_results": "file", "results_filename": "file",
+           "plot_out": "file"}
 # Lowest prediction score that looks like a display threshold rather than an evaluation one.
 CUT_SCORE = 0.2
 FIELD_DATASET = "SFU-HW-Objects"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("predictions", nargs="?", help="predictions file or folder, or a COCO results .json "
                                                   "(omit with --splits-root); with --ds: the video name")
     p.add_argument("--gt", help="ground truth: COCO JSON, folder of 'label x1 y1 x2 y2' files, or one file")
     p.add_argument("--anchor", help="relative mode: the anchor's predictions (file, folder, or a subfolder "
                                     "name of --splits-root)")
     p.add_argument("--splits-root", metavar="DIR", help="score every predictions folder under DIR")
-    p.add_argument("--threshold", type=float, default=0.0, help="drop predictions scored below this (default 0)")
-    p.add_argument("--anchor-threshold", type=float, default=DEFAULT_ANCHOR_THRESHOLD,
+    p.add_argument("--threshold", type=opt.SCORE, default=0.0, help="drop predictions scored below this (default 0)")
+    p.add_argument("--anchor-threshold", type=opt.SCORE, default=DEFAULT_ANCHOR_THRESHOLD,
                    help="relative mode: anchor detections at or above this score are the truth (default %(default)s)")
     p.add_argument("--alias", action="append", metavar="SRC=DST",
                    help="count label SRC as DST on both sides (repeatable), e.g. --alias truck=car")

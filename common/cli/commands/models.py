@@ -20,6 +20,11 @@ HELP = "export ssd_resnet/retinanet to ONNX; list families and bundled models"
 EXPORTABLE = ("ssd_resnet", "retinanet")
 
 
+def OUTPUTS(args) -> dict:
+    """Output options checked and prepared by the CLI before run(): `export -o`."""
+    return {"output": "file"} if getattr(args, "action", None) == "export" else {}
+
+
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     ex = sub.add_parser("export", help="export a reference detector to ONNX with torch")

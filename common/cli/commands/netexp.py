@@ -10,6 +10,8 @@ netexp.png. Needs root (namespaces and tc).
 
 NAME = "netexp"
 HELP = "transfer time over tbf-shaped veth links between namespaces vs bytes x 8 / rate"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"out": "dir"}
 
 from splitinfer.common.cli.options import add_list_option
 
@@ -18,6 +20,8 @@ DEFAULT_SPLITS = "9,22,100"
 
 
 def add_arguments(p):
+    from splitinfer.common.cli import options as opt
+
     add_list_option(p, "--rates", default=DEFAULT_RATES, metavar="RATE",
                     help=f"uplink rates, tc's units (20mbit 1gbit, 10mbps = bytes/s; default {DEFAULT_RATES})")
     add_list_option(p, "--splits", default=DEFAULT_SPLITS, metavar="RANK",
@@ -26,7 +30,7 @@ def add_arguments(p):
     p.add_argument("--model-id", default="nanodet", help="model id in the repository (default nanodet)")
     p.add_argument("--image", default=None, help="image the UE sends (default: the first bundled photo)")
     p.add_argument("--codec", default="none", help="codec of the crossing tensors (default none)")
-    p.add_argument("--frames", type=int, default=3, help="frames per run (default 3)")
+    p.add_argument("--frames", type=opt.POSITIVE_INT, default=3, help="frames per run (default 3)")
     p.add_argument("-o", "--out", default="netexp_out", help="output folder (default netexp_out)")
 
 

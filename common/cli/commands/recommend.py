@@ -27,9 +27,13 @@ from splitinfer.common.cli.options import add_family_option, add_list_option
 
 NAME = "recommend"
 HELP = "pick the split and codec with the least estimated latency (profiles + sweep results); Pareto front"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"save_profiles": "dir", "json": "file"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("model", help="bundled model id (nanodet), model folder or .onnx file")
     add_family_option(p)
     p.add_argument("--results", required=True, help="sweep results.json, or the sweep's output folder")
@@ -37,17 +41,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="uplink rate(s), tc's units: 100mbit 1gbit, 10mbps (= bytes/s); 1G = 1gbit (default 1G)")
     p.add_argument("--metric", default="rel_map", choices=("rel_map", "rel_map50", "map", "map50"),
                    help="accuracy measure (default rel_map: relative to the whole model)")
-    p.add_argument("--min-map", type=float, metavar="PCT", help="minimum accuracy in percent on --metric")
-    p.add_argument("--keep-first", type=int, default=0, metavar="K",
+    p.add_argument("--min-map", type=opt.PERCENT, metavar="PCT", help="minimum accuracy in percent on --metric")
+    p.add_argument("--keep-first", type=opt.COUNT, default=0, metavar="K",
                    help="privacy: the first K nodes run on the device (splits at rank >= K only)")
-    p.add_argument("--server-speedup", type=float, default=1.0, help="divide server Part II time by this (default 1)")
+    p.add_argument("--server-speedup", type=opt.POSITIVE_FLOAT, default=1.0, help="divide server Part II time by this (default 1)")
     p.add_argument("--device-profile", metavar="JSON", help="per-node device times (skip device profiling)")
     p.add_argument("--server-profile", metavar="JSON", help="per-node server times (skip server profiling)")
     p.add_argument("--save-profiles", metavar="DIR", help="write device_profile.json / server_profile.json here")
     p.add_argument("--image", help="image to profile with (default: a bundled photo)")
-    p.add_argument("--runs", type=int, default=10, help="profiled runs per side, after one warm-up (default 10)")
-    p.add_argument("--device-threads", type=int, default=1, help="onnxruntime threads of the device (default 1)")
-    p.add_argument("--server-threads", type=int, default=0, help="onnxruntime threads of the server (0: all cores)")
+    p.add_argument("--runs", type=opt.POSITIVE_INT, default=10, help="profiled runs per side, after one warm-up (default 10)")
+    p.add_argument("--device-threads", type=opt.THREADS, default=1, help="onnxruntime threads of the device (default 1)")
+    p.add_argument("--server-threads", type=opt.THREADS, default=0, help="onnxruntime threads of the server (0: all cores)")
     p.add_argument("--all", action="store_true", help="print every feasible candidate, not only the Pareto front")
     p.add_argument("--json", metavar="FILE", help="write the candidates, front and choice as JSON")
 

@@ -19,15 +19,19 @@ from splitinfer.common.cli.options import add_flag_option
 
 NAME = "split"
 HELP = "split an ONNX model at a node into Part I and Part II (+ JSON manifest)"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"out_dir": "dir"}
 
 
 def add_arguments(p):
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("field", nargs="*", metavar="MODEL NODE [before|after]",
                    help="split_onnx.py's form: model file, split node name, flag (default before)")
     p.add_argument("-a", "--model", "--anchor", dest="model", metavar="MODEL",
                    help="ONNX model file, model folder or bundled model id (--anchor: the field's name)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("-r", "--rank", type=int, help="index of the split node in topological order "
+    which.add_argument("-r", "--rank", type=opt.COUNT, help="index of the split node in topological order "
                        "(0..N; N with 'before' = everything in Part I)")
     which.add_argument("-n", "--name", help="name of the split node")
     add_flag_option(p)
@@ -35,9 +39,9 @@ def add_arguments(p):
     p.add_argument("--verify", action="store_true",
                    help="run the whole model and Part II(Part I(x)) in onnxruntime and compare every output")
     p.add_argument("--input", metavar="NPZ", help="with --verify: .npz of model inputs (default: random)")
-    p.add_argument("--seed", type=int, default=0, help="with --verify: seed of the random inputs")
-    p.add_argument("--rtol", type=float, default=0.0, help="with --verify: relative tolerance (default exact)")
-    p.add_argument("--atol", type=float, default=0.0, help="with --verify: absolute tolerance (default exact)")
+    p.add_argument("--seed", type=opt.COUNT, default=0, help="with --verify: seed of the random inputs")
+    p.add_argument("--rtol", type=opt.NONNEG, default=0.0, help="with --verify: relative tolerance (default exact)")
+    p.add_argument("--atol", type=opt.NONNEG, default=0.0, help="with --verify: absolute tolerance (default exact)")
 
 
 def _fmt(info) -> str:

@@ -23,14 +23,18 @@ import argparse
 
 NAME = "splitability"
 HELP = "which models can be split (verified by inference), multi-branch cuts, max branches; Markdown + CSV"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"output": "dir"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("models", nargs="*", metavar="MODEL_OR_DIR", help=".onnx files or folders of them")
     p.add_argument("--zoo", nargs="*", metavar="NAME",
                    help="add the survey models (all when no NAME is given)")
     p.add_argument("--zoo-dir", metavar="DIR", help="where survey exports are kept (default: the user cache)")
-    p.add_argument("--samples", type=int, default=4,
+    p.add_argument("--samples", type=opt.POSITIVE_INT, default=4,
                    help="evenly spaced ranks verified per model, plus the max-branch rank (default 4)")
     p.add_argument("--image", metavar="FILE", help="photo the verification runs on (default: a bundled one)")
     p.add_argument("-o", "--output", metavar="DIR", help="write splitability.md and splitability.csv here")

@@ -28,9 +28,12 @@ import argparse
 
 NAME = "study"
 HELP = "rate-accuracy study: quality vs bits/element and kB/frame per codec ladder and split, BD-rate vs NNC"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"out_dir": "dir", "cache_dir": "dir"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
     from splitinfer.common.cli.options import add_list_option
     from splitinfer.common.studies.ratestudy import ANCHOR_FAMILY, QUALITIES
 
@@ -50,10 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"codec family the BD-rates are against (default {ANCHOR_FAMILY})")
     p.add_argument("-o", "--out-dir", default="study_out", help="output folder (default: study_out)")
     p.add_argument("--cache-dir", help="activations and finished rows (default: OUT/cache)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in this process)")
+    p.add_argument("--workers", type=opt.COUNT, help="local worker processes (default: one per core; 0: in this process)")
     p.add_argument("--ray-address", metavar="ADDR", help="run tasks on Ray ('auto', 'HOST:PORT', 'local')")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per task (default 16)")
-    p.add_argument("--max-images", type=int, help="use only the first N images/frames")
+    p.add_argument("--batch-size", type=opt.POSITIVE_INT, default=16, help="frames per task (default 16)")
+    p.add_argument("--max-images", type=opt.POSITIVE_INT, help="use only the first N images/frames")
     p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -35,9 +35,12 @@ import argparse
 
 NAME = "sweep"
 HELP = "split-point x codec sweep: bytes, codec times, mAP; plots and report (resumable, parallel, Ray)"
+# output options (argparse dest -> "file" or "dir"), checked and prepared by the CLI before run()
+OUTPUTS = {"out_dir": "dir", "cache_dir": "dir"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
     from splitinfer.common.cli.options import add_list_option
     from splitinfer.common.studies.sweep import DEFAULT_ANCHOR_THRESHOLD, DEFAULT_BATCH, DEFAULT_SCORE_THRESHOLD
 
@@ -55,15 +58,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")
     p.add_argument("-o", "--out-dir", default="sweep_out", help="output folder (default: sweep_out)")
     p.add_argument("--cache-dir", help="activations and finished rows (default: OUT/cache)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in this process)")
+    p.add_argument("--workers", type=opt.COUNT, help="local worker processes (default: one per core; 0: in this process)")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="run tasks on Ray: 'auto', 'HOST:PORT', 'ray://HOST:10001', or 'local' (start one here)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+    p.add_argument("--batch-size", type=opt.POSITIVE_INT, default=DEFAULT_BATCH,
                    help=f"images per task (default {DEFAULT_BATCH})")
-    p.add_argument("--max-images", type=int, help="use only the first N images/frames")
-    p.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
+    p.add_argument("--max-images", type=opt.POSITIVE_INT, help="use only the first N images/frames")
+    p.add_argument("--score-threshold", type=opt.SCORE, default=DEFAULT_SCORE_THRESHOLD,
                    help=f"keep detections scored at or above this (default {DEFAULT_SCORE_THRESHOLD})")
-    p.add_argument("--anchor-threshold", type=float, default=DEFAULT_ANCHOR_THRESHOLD,
+    p.add_argument("--anchor-threshold", type=opt.SCORE, default=DEFAULT_ANCHOR_THRESHOLD,
                    help=f"relative mAP: anchor detections at or above this are the truth "
                         f"(default {DEFAULT_ANCHOR_THRESHOLD})")
     p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")

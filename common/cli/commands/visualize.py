@@ -27,7 +27,16 @@ NAME = "visualize"
 HELP = "draw predictions/ground truth on an image, folder or video; --compare two runs side by side"
 
 
+def OUTPUTS(args) -> dict:
+    """Output options checked and prepared by the CLI before run(): `-o` is a file with a suffix, else a folder."""
+    from pathlib import Path
+
+    return {"out": "file" if args.out and Path(args.out).suffix else "dir"}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitinfer.common.cli import options as opt
+
     p.add_argument("source", help="image, folder of images, or video")
     p.add_argument("predictions", help="predictions file or folder (e.g. the anchor's)")
     p.add_argument("--gt", help="ground truth: COCO JSON, folder of 'label x1 y1 x2 y2' files, or one file")
@@ -35,13 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", nargs=2, metavar=("LEFT", "RIGHT"), help="panel names (default: folder names)")
     p.add_argument("-o", "--out", help="output .png, .webm, .mp4 or folder (default: <source>_vis.png, "
                                        "_vis.webm (or .mp4 with H.264) or _vis/)")
-    p.add_argument("--threshold", type=float, default=0.3,
+    p.add_argument("--threshold", type=opt.SCORE, default=0.3,
                    help="draw predictions scored at or above this (default 0.3; mAP uses all)")
-    p.add_argument("--anchor-threshold", type=float, default=DEFAULT_ANCHOR_THRESHOLD,
+    p.add_argument("--anchor-threshold", type=opt.SCORE, default=DEFAULT_ANCHOR_THRESHOLD,
                    help="without --gt: anchor boxes at or above this score are the truth (default %(default)s)")
-    p.add_argument("--max-frames", type=int, help="only the first N frames")
-    p.add_argument("--fps", type=float, help="frame rate of a video output (default: the source's, or 10)")
-    p.add_argument("--sleep_time", type=float, metavar="S", help="visualize.py's option: S seconds between two "
+    p.add_argument("--max-frames", type=opt.POSITIVE_INT, help="only the first N frames")
+    p.add_argument("--fps", type=opt.POSITIVE_FLOAT, help="frame rate of a video output (default: the source's, or 10)")
+    p.add_argument("--sleep_time", type=opt.SECONDS, metavar="S", help="visualize.py's option: S seconds between two "
                    "frames (a video output at 1/S frames per second; the pause between frames with --show)")
     p.add_argument("--show", action="store_true", help="also display on screen (needs a desktop)")
 
