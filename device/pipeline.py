@@ -61,6 +61,7 @@ class FrameRecord:
     status: str = "ok"  # "ok": answered; "failed": see `error`
     error: str = ""
     attempts: int = 0  # times the frame was sent (0: never sent)
+    keyframe: bool = True  # coded alone (every frame of a per-frame codec); False: predicted (sequential codec)
 
     @property
     def ok(self) -> bool:
@@ -77,6 +78,8 @@ class _Pending:
     reply: object = None
     t_reply: float = 0.0
     messages: list | None = None  # kept until answered: sent again after a reconnect
+    outs: list | None = None  # a sequential codec's Part I outputs, kept until answered: coded again after one
+    frame_kwargs: dict | None = None  # timestamp and meta of the frame's messages
     faults: int = 0  # transient failures met while in flight
     failed: bool = False
 
@@ -109,6 +112,7 @@ class FramePipeline:
         self.tolerate_failures = tolerate_failures
         self.codec_label = str(codec.spec)
         codec.warm_up()  # one-time costs (nnc: its helper processes) here, not in the first frame's encode time
+        self.encoder = codec.sequence_encoder()  # a sequential codec's state across this stream's frames
         self.labels = labels_for(model_id, part1.plan.rank, self.codec_label)
         if metrics is not None:
             metrics.open_session(self.labels)  # the session's series exist at 0 from set-up on
@@ -158,23 +162,38 @@ class FramePipeline:
         outs = self.part1.run(feeds)
         t1 = time.perf_counter()
         names = self.part1.plan.part1_outputs
-        tensors = wire.encode_tensors(names, [outs[n] for n in names], self.codec)  # together: nnc in parallel
-        t2 = time.perf_counter()
-        kwargs = dict(timestamp_ns=ts, meta_json=wire.meta_to_json(meta))
-        if self.unary:
-            msgs = wire.frame_messages(rec.frame_id, tensors, setup=self.setup,
-                                       max_message_bytes=self.client.max_message_bytes, **kwargs)
-        else:
-            limit = self._stream.max_message_bytes if self._stream is not None else self.client.max_message_bytes
-            msgs = wire.frame_messages(rec.frame_id, tensors, max_message_bytes=limit, **kwargs)
-        t3 = time.perf_counter()
-        rec.preprocess_s, rec.part1_s, rec.encode_s, rec.serialize_s = t0 - t_start, t1 - t0, t2 - t1, t3 - t2
-        rec.raw_bytes = sum(int(np.asarray(outs[n]).nbytes) for n in names)
-        rec.encoded_bytes = sum(len(t.payload) for t in tensors)
-        rec.tensors, rec.messages = len(tensors), len(msgs)
+        pend.outs = [outs[n] for n in names]
+        pend.frame_kwargs = dict(timestamp_ns=ts, meta_json=wire.meta_to_json(meta))
+        rec.preprocess_s, rec.part1_s = t0 - t_start, t1 - t0
+        rec.raw_bytes = sum(int(np.asarray(a).nbytes) for a in pend.outs)
         if self.keep_intermediate:
             rec.intermediate = {n: outs[n] for n in names}
-        pend.feeds, pend.meta, pend.messages = (feeds if self.anchors else None), meta, msgs
+        pend.feeds, pend.meta = (feeds if self.anchors else None), meta
+        self._encode(pend)
+        if not self.encoder.sequential:
+            pend.outs = None  # the messages are all a resend needs
+
+    def _encode(self, pend: _Pending) -> None:
+        """Encode the frame's crossing tensors (in stream order for a sequential codec) and frame them."""
+        rec = pend.record
+        if self.unary:
+            self.encoder.restart()  # each unary call is a session of its own: a sequential codec sends keyframes
+        t1 = time.perf_counter()
+        names = self.part1.plan.part1_outputs
+        tensors = wire.encode_tensors(names, pend.outs, self.codec, self.encoder)  # together: nnc in parallel
+        t2 = time.perf_counter()
+        if self.unary:
+            msgs = wire.frame_messages(rec.frame_id, tensors, setup=self.setup,
+                                       max_message_bytes=self.client.max_message_bytes, **pend.frame_kwargs)
+        else:
+            limit = self._stream.max_message_bytes if self._stream is not None else self.client.max_message_bytes
+            msgs = wire.frame_messages(rec.frame_id, tensors, max_message_bytes=limit, **pend.frame_kwargs)
+        t3 = time.perf_counter()
+        rec.encode_s, rec.serialize_s = t2 - t1, t3 - t2
+        rec.encoded_bytes = sum(len(t.payload) for t in tensors)
+        rec.tensors, rec.messages = len(tensors), len(msgs)
+        rec.keyframe = self.encoder.last_keyframe
+        pend.messages = msgs
 
     def _ended(self, keep: int):
         """Yield the oldest frames as they end, until at most `keep` are left in flight."""
@@ -242,6 +261,7 @@ class FramePipeline:
         if self._stream is not None:
             self._stream.close(cancel=cancel or bool(self.pending))
             self._stream = None
+        self.encoder.restart()  # frees a sequential codec's state; a later stream starts at a keyframe
 
     # -- failures ------------------------------------------------------------------------------------
 
@@ -249,7 +269,7 @@ class FramePipeline:
         if pend.failed:
             return
         pend.failed = True
-        pend.messages = None
+        pend.messages = pend.outs = None
         pend.record.status, pend.record.error = "failed", message
         pend.record.end_to_end_s = time.perf_counter() - pend.t_start
         if self.metrics is not None:
@@ -287,6 +307,11 @@ class FramePipeline:
             self._give_up(exc)
             return
         self.reconnects += 1
+        if self.encoder.sequential:  # the new session holds no reference: code the unanswered frames again,
+            self.encoder.restart()  # the first of them as a keyframe
+            for p in self.pending:
+                if not p.failed and p.reply is None and p.outs is not None:
+                    self._encode(p)
         for p in self.pending:
             if not p.failed and p.reply is None and p.messages is not None:
                 p.record.attempts += 1
@@ -374,7 +399,7 @@ class FramePipeline:
 
     def _finish(self, pend: _Pending) -> FrameRecord:
         result, t_end = pend.reply, pend.t_reply
-        pend.messages = None
+        pend.messages = pend.outs = None
         rec = pend.record
         if result.frame_id != rec.frame_id:
             raise UserError(f"server answered frame {result.frame_id} where frame {rec.frame_id} was expected")
@@ -395,5 +420,5 @@ class FramePipeline:
         if self.metrics is not None:
             self.metrics.observe(self.labels, part1=rec.part1_s, encode=rec.encode_s, serialize=rec.serialize_s,
                                  transfer=rec.transfer_s, end_to_end=rec.end_to_end_s)
-            self.metrics.count_frame(self.labels, rec.raw_bytes, rec.encoded_bytes)
+            self.metrics.count_frame(self.labels, rec.raw_bytes, rec.encoded_bytes, keyframe=rec.keyframe)
         return rec

@@ -125,8 +125,11 @@ class SplitInferenceService:
         with self.admission.slot("Infer", _time_remaining(context)):
             sess = self._open(setup)
             seen["labels"] = sess.labels
-            frame = sess.assembler().add(part)
-            result = process_frame(sess, frame, self.codecs, self.metrics, time.perf_counter() - t0)
+            try:  # one frame, one session: a sequential codec's frame must be a keyframe here
+                frame = sess.assembler().add(part)
+                result = process_frame(sess, frame, self.codecs, self.metrics, time.perf_counter() - t0)
+            finally:
+                sess.close()
         return pb.InferReply(session=sess.info, result=result)
 
     def Stream(self, request_iterator, context):
@@ -222,6 +225,8 @@ class _StreamState:
     def release(self) -> None:
         dropped = self.assembler.discard() if self.assembler is not None else 0
         self.assembler = None
+        if self.sess is not None:
+            self.sess.close()  # a sequential codec's references go with the session
         self.sess = None
         if dropped >= RELEASE_BYTES:
             release_free_memory()  # the half frame's buffers leave the process now, not at some later reuse

@@ -65,6 +65,7 @@ class Session:
     def __init__(self, part2, codec, max_message_bytes: int, max_frame_bytes: int):
         self.part2 = part2
         self.codec = codec
+        self.sequence = codec.sequence_decoder()  # this session's decoder state (sequential codecs)
         self.bounds = part2.bounds
         self.labels = labels_for(part2.model_id, part2.plan.rank, str(codec.spec))
         self.max_frame_bytes = min(int(max_frame_bytes), self.bounds.frame_bytes)
@@ -78,6 +79,10 @@ class Session:
         """Part 0 of a frame: tensor headers within this split's bounds, meta clean; before any allocation."""
         self.bounds.check(fp)
         clean_meta(fp.meta_json, fp.frame_id)
+
+    def close(self) -> None:
+        """Free the session's decoder state (a sequential codec's references and decoder contexts)."""
+        self.sequence.close()
 
     def assembler(self) -> wire.FrameAssembler:
         """A frame assembler that checks each frame's header (`check_header`) before allocating."""
@@ -128,15 +133,19 @@ def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
     arrays = {}
     for t in frame.tensors:
         try:
-            codec = sess.codec if t.codec_id == sess.codec.codec_id else codecs.get(str(t.codec_id))
+            own = t.codec_id == sess.codec.codec_id
+            codec = sess.codec if own else codecs.get(str(t.codec_id))
         except RequestError as exc:
             raise RequestError(exc.code, f"frame {frame.frame_id}, tensor {t.name!r}: {exc}") from None
         check_tensor_params(t, codec, frame.frame_id)
         bound = sess.bounds.tensors[t.name]
+        decoder = sess.sequence.bind(t.name) if own else codec  # the session's state for its own codec
         try:
-            arrays[t.name] = wire.decode_tensor(t, codec, max_raw_bytes=bound.max_raw_bytes)
+            arrays[t.name] = wire.decode_tensor(t, decoder, max_raw_bytes=bound.max_raw_bytes)
         except wire.WireError as exc:
-            raise type(exc)(f"frame {frame.frame_id}: {exc}") from None
+            error = type(exc)(f"frame {frame.frame_id}: {exc}")
+            error.code = exc.code
+            raise error from None
     return arrays
 
 
@@ -150,7 +159,7 @@ def process_frame(sess: Session, frame: wire.Frame, codecs: Codecs, metrics, des
     dets = clock.step("postprocess", postprocess, sess.part2.family, outputs, meta, frame.frame_id)
     raw = sum(int(np.asarray(a).nbytes) for a in arrays.values())
     metrics.observe(sess.labels, deserialize=deserialize_s, **clock.seconds)
-    metrics.count_frame(sess.labels, raw, frame.encoded_bytes)
+    metrics.count_frame(sess.labels, raw, frame.encoded_bytes, keyframe=sess.sequence.last_keyframe)
     return frame_result(frame, sess.part2.provider, dets, raw, clock.timings(deserialize_s))
 
 

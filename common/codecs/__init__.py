@@ -11,6 +11,10 @@ Chains (`chain.py`): `float16+zstd:3`, `fq:6+blosc2` -- a value-changing first s
 then lossless byte stages (zstd, blosc2) -- are one codec with one spec string. They are spec-only:
 every chain reports id 9, which names no codec by itself; the wire's set-up carries the spec.
 
+Sequential codecs (`sequence.py`) code the frames of one stream in order, each predicted from the one
+before; every codec gives the UE a `sequence_encoder()` and the network process a `sequence_decoder()`
+(for a per-frame codec, plain loops over `encode_many`/`decode`), so both processes have one code path.
+
 `encode_many(codec, arrays)` encodes the tensors of one frame together: a loop by default, all at once
 where the codec has workers to spread them over (nnc).
 
@@ -33,7 +37,7 @@ import numpy as np
 from splitinfer.common.core.errors import UserError
 
 # Registry order is the order of `codec_names()` and of the help text.
-_MODULES = ("none", "float16", "zstd", "blosc2", "fq", "nnc")
+_MODULES = ("none", "float16", "zstd", "blosc2", "fq", "nnc", "dzstd")
 
 
 class CodecError(ValueError):
@@ -45,6 +49,7 @@ class Codec:
 
     name: str = ""
     lossless: bool = True
+    sequential: bool = False  # True: frames of a stream are coded in order (sequence.py)
 
     def __init__(self, codec_id: int, params: dict | None = None):
         self.codec_id = int(codec_id)
@@ -68,6 +73,18 @@ class Codec:
         """Payloads of several tensors (one frame's), in order: a loop over `encode`. A codec that can code
         tensors concurrently (nnc: its helper processes) overrides it; the payloads stay those of `encode`."""
         return [self.encode(a) for a in arrays]
+
+    def sequence_encoder(self):
+        """The UE's coder for one stream (sequence.py); a per-frame codec's encodes each frame alone."""
+        from splitinfer.common.codecs.sequence import SequenceEncoder
+
+        return SequenceEncoder(self)
+
+    def sequence_decoder(self):
+        """The network process's decoder for one session (sequence.py); `bind(name).decode(...)`."""
+        from splitinfer.common.codecs.sequence import SequenceDecoder
+
+        return SequenceDecoder(self)
 
     def warm_up(self) -> None:
         """Pay one-time start-up costs now (imports, helper processes) instead of on the first frame."""

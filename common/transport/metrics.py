@@ -73,6 +73,10 @@ class Metrics:
                                  LABELS, registry=self.registry)
         self.encoded_bytes = Counter("splitinfer_encoded_bytes", "Bytes of the crossing tensors after encoding.",
                                      LABELS, registry=self.registry)
+        self.coded_frames = Counter("splitinfer_coded_frames", "Frames by how they were coded: kind 'key' (a "
+                                    "random access point: every frame of a per-frame codec) or 'predicted' "
+                                    "(a sequential codec's inter frame).", LABELS + ("kind",),
+                                    registry=self.registry)
         self.errors = Counter("splitinfer_errors", "Failed requests or frames, by gRPC status code.",
                               LABELS + ("code",), registry=self.registry)
         info = Gauge("splitinfer_process_info", "Constant 1; the role of this process.", ("role",),
@@ -107,9 +111,10 @@ class Metrics:
             if value is not None:
                 self.seconds[stage].labels(**labels).observe(max(0.0, float(value)))
 
-    def count_frame(self, labels: dict, raw_bytes: int, encoded_bytes: int) -> None:
+    def count_frame(self, labels: dict, raw_bytes: int, encoded_bytes: int, keyframe: bool = True) -> None:
         labels = self.bounded(labels)
         self.frames.labels(**labels).inc()
+        self.coded_frames.labels(**labels, kind="key" if keyframe else "predicted").inc()
         self.raw_bytes.labels(**labels).inc(raw_bytes)
         self.encoded_bytes.labels(**labels).inc(encoded_bytes)
 

@@ -132,16 +132,22 @@ def encode_tensor(name: str, arr: np.ndarray, codec) -> EncodedTensor:
     return encode_tensors([name], [arr], codec)[0]
 
 
-def encode_tensors(names, arrays, codec) -> list[EncodedTensor]:
+def encode_tensors(names, arrays, codec, encoder=None) -> list[EncodedTensor]:
     """Encode one frame's tensors, in order, as `encode_tensor` does each; the codec codes them together
-    (`codecs.encode_many`: nnc spreads them over its helper processes at once)."""
+    (`codecs.encode_many`: nnc spreads them over its helper processes at once). `encoder`: the stream's
+    `codec.sequence_encoder()`, which a sequential codec needs (frames in order, see codecs/sequence.py)."""
     from splitinfer.common.codecs import encode_many
 
     arrays = [np.asarray(a) for a in arrays]
     for name, arr in zip(names, arrays):
         if arr.dtype.name not in ALLOWED_DTYPES:
             raise WireError(f"tensor {name!r}: dtype {arr.dtype} cannot be sent (allowed: {sorted(ALLOWED_DTYPES)})")
-    payloads = [raw_view(a) for a in arrays] if codec.codec_id == 0 else encode_many(codec, arrays)
+    if codec.codec_id == 0:
+        payloads = [raw_view(a) for a in arrays]
+    elif encoder is not None:
+        payloads = encoder.encode_frame(names, arrays)
+    else:
+        payloads = encode_many(codec, arrays)
     params = codec_params_of(codec)
     return [EncodedTensor(name, arr.dtype.name, tuple(int(d) for d in arr.shape), int(codec.codec_id), params,
                           payload, int(arr.nbytes)) for name, arr, payload in zip(names, arrays, payloads)]
@@ -164,8 +170,10 @@ def decode_tensor(t: ReceivedTensor, codec, max_raw_bytes: int = DEFAULT_MAX_FRA
     except WireError:
         raise
     except Exception as exc:  # CodecError and whatever a codec library raises on a corrupt payload
-        raise WireError(f"tensor {t.name!r}: codec {t.codec_id} cannot decode the payload "
-                        f"({type(exc).__name__}: {exc})") from None
+        error = WireError(f"tensor {t.name!r}: codec {t.codec_id} cannot decode the payload "
+                          f"({type(exc).__name__}: {exc})")
+        error.code = getattr(exc, "code", WireError.code)  # e.g. a missing reference: FAILED_PRECONDITION
+        raise error from None
     arr = np.asarray(arr)
     if arr.dtype != dtype or tuple(arr.shape) != tuple(t.shape):
         raise WireError(f"tensor {t.name!r}: codec {t.codec_id} restored {arr.dtype}{list(arr.shape)}, "
