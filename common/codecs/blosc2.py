@@ -10,11 +10,11 @@ codec blosclz 0, lz4 1, lz4hc 2, zstd 3 and filter noshuffle 0, shuffle 1, bitsh
 (`blosc2` = `blosc2:zstd:1:shuffle` = 5311). Threads: $SPLITINFER_BLOSC2_THREADS (default min(4, CPUs)).
 
 Integrity: a blosc2 frame (`compress2`) carries no checksum of its own: a payload mutated in transit often
-decodes "fine" to wrong values (121 of 200 mutated frames did). Where that matters, add `:crc`
-(`blosc2:crc`, `blosc2:lz4::crc`, `blosc2:zstd:1:shuffle:crc`; id with filter digit F + 5, e.g. 5811): the payload is then
-the frame followed by the CRC-32 (zlib, 4 bytes little-endian) of the frame, checked before decompressing, so
-a mutated payload is a CodecError. zstd frames always carry their own checksum; over TCP/TLS the transport
-already guards the bytes, so the option is for payloads stored or relayed outside it.
+decodes "fine" to wrong values (121 of 200 mutated frames did). Where that matters, add `:crc` (`blosc2:crc`,
+`blosc2:lz4::crc`, `blosc2:zstd:1:shuffle:crc`; id with filter digit F + 5, e.g. 5361): the payload is then
+the frame followed by the CRC-32 (zlib, 4 bytes little-endian) of the frame, checked before decompressing,
+so a mutated payload is a CodecError. zstd frames always carry their own checksum; over TCP/TLS the
+transport already guards the bytes, so the option is for payloads stored or relayed outside it.
 
 Bit-exact for every dtype. The blosc2 header carries the uncompressed size: `decode` refuses a frame
 whose size is not what dtype x shape need (or, as a chain stage, more than the previous stage can
