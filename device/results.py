@@ -186,7 +186,7 @@ def write_rows(path, rows: list[dict]) -> Path:
 
 
 FRAME_COLUMNS = ["Source", "Index", "Frame_id", "Status", "Attempts", "End_to_end_ms", "Ended_unix_s", "Detections",
-                 "Error"]
+                 "Error", "Keyframe", "Encoded_bytes"]
 
 
 class FrameLog:
@@ -212,7 +212,9 @@ class FrameLog:
         self._w.writerow({"Source": rec.source, "Index": rec.index, "Frame_id": rec.frame_id,
                           "Status": "ok" if ok else "failed", "Attempts": rec.attempts,
                           "End_to_end_ms": f"{rec.end_to_end_s * 1e3:.3f}", "Ended_unix_s": f"{time.time():.3f}",
-                          "Detections": len(rec.detections) if ok else "", "Error": rec.error[:500]})
+                          "Detections": len(rec.detections) if ok else "", "Error": rec.error[:500],
+                          "Keyframe": ("yes" if rec.keyframe else "no") if rec.attempts else "",
+                          "Encoded_bytes": rec.encoded_bytes if rec.attempts else ""})
         self._fh.flush()
         if ok:
             self.ok += 1

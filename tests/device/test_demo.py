@@ -18,3 +18,17 @@ def test_demo_prints_a_row_per_split_and_codec_with_the_agreement(capsys):
     assert rows["none"].rstrip().endswith(("yes", "yes, to float rounding")), rows["none"]
     assert rows["float16"].split()[5] == "2.00"  # raw / encoded bytes
     assert "network process stopped (exit code 0)" in out
+
+
+def test_demo_runs_a_sequential_codec_over_a_pan_in_order(capsys):
+    """The sequential rows: one stream of pan frames coded in order (one keyframe, then predicted frames), lossless
+    dzstd equal to the anchor on every frame."""
+    code = main(["demo", "--images", "1", "--splits", "120", "--codecs", "none", "--sequence-codecs", "dzstd",
+                 "--pan-frames", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    seq = [line for line in out.splitlines() if line.strip().startswith("60 ") and "dzstd" in line]
+    assert len(seq) == 1, out
+    assert "(seq: 1/5 key)" in seq[0], seq[0]
+    assert seq[0].rstrip().endswith(("yes", "yes, to float rounding")), seq[0]
+    assert "5 frames of a slow pan" in out
