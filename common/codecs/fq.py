@@ -28,7 +28,7 @@ Terms:
   shrunken ranges. Measured on NanoDet (see bench/bench_codecs.py): clipping lowers the MSE but costs
   relative mAP and bits (a finer step over the bulk), so min/max is the default.
 - *step mode* (`fq:QP`): step = 2**(QP/4) rounded up to a float16 value, widened only when the tensor
-  would need more than STEP_MAX_LEVELS (256) symbols; q = round(x / step) (no dead zone: rounding toward
+  would need more than STEP_MAX_LEVELS (4096) symbols; q = round(x / step) (no dead zone: rounding toward
   zero cost output PSNR, see `step_quantise`), symbols q - min(q) over the tensor; channel c comes back
   as lo_c + s * step with lo_c = min(q) * step + mean_c(x - q * step) (see `unbiased_offsets`), so the
   error is under one step. One step is sent for all channels (layout flag ONE_STEP).
@@ -40,7 +40,9 @@ Terms:
      of neighbours jointly (measured on NanoDet: ~10% below the order-0 entropy at 4 bits, GB/s);
   A: constriction's ANS under one categorical model fitted to the tensor (its table is side
      information); used only when ANS_GAIN smaller than Z/P, since it decodes at ~100-200 MB/s;
-  C: option `x`, 4-D tensors, up to 256 levels: ANS under spatial contexts (see `ctx_plan`; 5-20% fewer
+  W: as A for 257..4096 levels (a wide-range tensor in step mode), the table being exactly `levels`
+     counts in one zstd frame (most of a wide alphabet's counts are zero);
+  C: option `x`, 4-D tensors, up to 4096 levels: ANS under spatial contexts (see `ctx_plan`; 5-20% fewer
      bits than P, 100-170 MB/s).
   A and C are estimated from their tables' entropy first, coded only when they would win, then measured.
 
@@ -50,12 +52,13 @@ any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=
 (the clip search does not apply); id = 50000 + 1000 * flags - QP: `fq:-18` = 50018, `fq:-14:x` = 58014.
 
 Payload (little-endian), every byte of side information included:
-    b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"C" context ANS) | levels u16 | layout u8
+    b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"W" wide ANS, b"C" context ANS) | levels u16 | layout u8
     (0 tensor, 1 channel; + 0x80: lo and step are float16; + 0x40 ONE_STEP: one step for every channel)
     | C u32 | ceil(C/8) bytes: constant-channel mask (bit c set: channel c is constant) | lo x C | step x C
     (x 1 with ONE_STEP) (float16 when they fit: bit depth: lo rounded down, step up, constant values
     exact; step mode: step exact, every lo within step/64; else float32)
     | Z/P: one zstd frame of the (packed) symbols | A: T u16, T counts u32, the ANS words (u32)
+    | W: table bytes u32, one zstd frame of `levels` counts (u32), the ANS words (u32)
     | C: see ctx_encode
 Raw mode (b"FQ" b"R" + the tensor's bytes) keeps integer/bool tensors, tensors holding NaN/inf and
 empty tensors exact. Decoding reads only what dtype x shape announce: every field and table is checked
@@ -95,17 +98,19 @@ LADDER = np.array([1.0, 0.85, 0.7, 0.58, 0.48, 0.4, 0.33, 0.27, 0.22, 0.18, 0.14
 
 MIN_QP, MAX_QP = -64, 0  # step mode: step = 2**(QP/4), NNC's QP scale (QP density 2)
 QP_ID_BASE = 50000  # step mode ids: 50000 + 1000*flags - QP
-STEP_MAX_LEVELS = 256  # step mode: symbols fit a byte (the step widens when a tensor would need more)
+STEP_MAX_LEVELS = MAX_LEVELS  # step mode: the step widens only when a tensor would need more symbols
+# (it was 256 until the wide modes: at NanoDet's split 9 that widened fq:-14's step on wide-range tensors)
 
 CTX_CLASSES = 8  # context classes of the checkerboard's second half (sum of the 4 neighbours)
-CTX_MAX_LEVELS = 256  # context tables up to 256 entries
+CTX_MAX_LEVELS = MAX_LEVELS  # context tables up to 4096 entries (zstd-packed: mostly zeros)
 CTX_MIN_SYMBOLS = 4096
 
 _HEAD = struct.Struct("<2ssHBI")  # magic, mode, levels, layout, channels
 _MAGIC = b"FQ"
-MODE_RAW, MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX = b"R", b"Z", b"P", b"A", b"C"
+MODE_RAW, MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX, MODE_WIDE = b"R", b"Z", b"P", b"A", b"C", b"W"
 PACK_MAX_WIDTH = 4  # symbols of 2, 3, 4 bits: 4, 2, 2 to a byte
 _TABLE = struct.Struct("<H")
+_WIDE_TABLE = struct.Struct("<I")  # W mode: bytes of the zstd-packed table
 HALF_SIDE = 0x80  # layout flag: lo and step sent as float16
 ONE_STEP = 0x40  # layout flag: one step for every channel, sent once (the step mode)
 _CTX_HEAD = struct.Struct("<BBI")  # channel groups G, context classes, bytes of the zstd-packed tables
@@ -213,12 +218,14 @@ class FqCodec(Codec):
             z, zmode = self._zstd().c.compress(pack_symbols(q, width)), MODE_PACKED
         else:
             z, zmode = self._zstd().c.compress(memoryview(q.view(np.uint8))), MODE_ZSTD
-        if levels > ANS_MAX_LEVELS or q.size == 0:
+        if q.size == 0:
             return z, zmode
-        counts = np.bincount(q, minlength=1).astype(np.uint32)
+        wide = levels > ANS_MAX_LEVELS
+        counts = np.bincount(q, minlength=levels if wide else 1).astype(np.uint32)
         # (estimated bytes, mode, bytes it must beat): ANS only when clearly smaller (it is slower);
         # the context coder, asked for with `x`, whenever smaller
-        options = [(_entropy_bytes(counts) + 4 * counts.size + 8, MODE_ANS, ANS_GAIN * len(z))]
+        table = 3 * int((counts > 0).sum()) + 32 if wide else 4 * counts.size + 8
+        options = [(_entropy_bytes(counts) + table, MODE_WIDE if wide else MODE_ANS, ANS_GAIN * len(z))]
         if self.context and grid is not None and levels <= CTX_MAX_LEVELS and q.size >= CTX_MIN_SYMBOLS:
             plan = ctx_plan(q.reshape(grid), levels)
             options.append((plan.estimate, MODE_CTX, len(z)))
@@ -227,6 +234,9 @@ class FqCodec(Codec):
             return z, zmode
         if mode == MODE_CTX:
             body = ctx_encode(plan, self._zstd().c)
+        elif mode == MODE_WIDE:
+            packed = self._zstd().c.compress(counts.astype("<u4").tobytes())
+            body = _WIDE_TABLE.pack(len(packed)) + packed + ans_encode(q, counts).astype("<u4").tobytes()
         else:
             words = ans_encode(q, counts)
             body = _TABLE.pack(counts.size) + counts.astype("<u4").tobytes() + words.astype("<u4").tobytes()
@@ -242,7 +252,7 @@ class FqCodec(Codec):
         if view.nbytes < _HEAD.size:
             raise CodecError(f"{NAME}: payload of {view.nbytes} bytes is shorter than its {_HEAD.size}-byte header")
         magic, mode, levels, layout, channels = _HEAD.unpack_from(view)
-        if magic != _MAGIC or mode not in (MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX):
+        if magic != _MAGIC or mode not in (MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX, MODE_WIDE):
             raise CodecError(f"{NAME}: payload does not start with an fq header (got {bytes(view[:3])!r})")
         if not is_float(dt):
             raise CodecError(f"{NAME}: payload is quantised but the tensor's dtype is {dt}")
@@ -295,6 +305,10 @@ class FqCodec(Codec):
                                  f"shape {list(dims)}")
             grid = (dims[0], n_sym // (dims[0] * dims[2] * dims[3]), dims[2], dims[3])
             q = ctx_decode(body, grid, levels, self._zstd().d)
+        elif mode == MODE_WIDE:
+            if levels <= ANS_MAX_LEVELS:
+                raise CodecError(f"{NAME}: wide ANS mode with {levels} levels (it is used above {ANS_MAX_LEVELS})")
+            q = wide_ans_symbols(body, n_sym, levels, self._zstd().d)
         else:
             if levels > ANS_MAX_LEVELS:
                 raise CodecError(f"{NAME}: ANS mode with {levels} levels (ANS is used up to {ANS_MAX_LEVELS})")
@@ -581,7 +595,26 @@ def ans_symbols(body, n_sym: int) -> np.ndarray:
     counts = np.frombuffer(body, "<u4", t, _TABLE.size).astype(np.int64)
     if int(counts.sum()) != n_sym or n_sym == 0:
         raise CodecError(f"{NAME}: ANS table counts {int(counts.sum())} symbols but the tensor needs {n_sym}")
-    words = body[_TABLE.size + 4 * t:]
+    return _ans_words(body[_TABLE.size + 4 * t:], counts, n_sym).astype(np.uint8 if t <= 256 else np.uint16, copy=False)
+
+
+def wide_ans_symbols(body, n_sym: int, levels: int, zstd_d) -> np.ndarray:
+    """Symbols of a W body (zstd-packed table of exactly `levels` counts + words), as uint16."""
+    view = memoryview(body)
+    if view.nbytes < _WIDE_TABLE.size:
+        raise CodecError(f"{NAME}: wide ANS body of {view.nbytes} bytes has no table")
+    (packed_len,) = _WIDE_TABLE.unpack_from(view)
+    if view.nbytes < _WIDE_TABLE.size + packed_len:
+        raise CodecError(f"{NAME}: wide ANS body ends inside its table")
+    raw = _zstd_table(view[_WIDE_TABLE.size:_WIDE_TABLE.size + packed_len], 4 * levels, zstd_d, "wide ANS table")
+    counts = np.frombuffer(raw, "<u4").astype(np.int64)
+    if int(counts.sum()) != n_sym or n_sym == 0:
+        raise CodecError(f"{NAME}: wide ANS table counts {int(counts.sum())} symbols but the tensor needs {n_sym}")
+    return _ans_words(view[_WIDE_TABLE.size + packed_len:], counts, n_sym).astype(np.uint16, copy=False)
+
+
+def _ans_words(words, counts: np.ndarray, n_sym: int) -> np.ndarray:
+    """`n_sym` symbols decoded from ANS words under the table `counts`; the stream must end exactly."""
     if len(words) % 4 or len(words) > 4 * n_sym + 64:
         raise CodecError(f"{NAME}: ANS stream of {len(words)} bytes is not a plausible word stream")
     import constriction
@@ -593,7 +626,20 @@ def ans_symbols(body, n_sym: int) -> np.ndarray:
         raise CodecError(f"{NAME}: corrupt ANS stream ({type(exc).__name__}: {str(exc)[:100]})") from None
     if not coder.is_empty():
         raise CodecError(f"{NAME}: ANS stream holds more than the announced {n_sym} symbols")
-    return q.astype(np.uint8 if t <= 256 else np.uint16, copy=False)
+    return q
+
+
+def _zstd_table(packed, need: int, zstd_d, what: str) -> bytes:
+    """A zstd frame of exactly `need` bytes (its content size checked before decompressing)."""
+    import zstandard
+
+    try:
+        size = zstandard.frame_content_size(packed)
+        if size != need:
+            raise CodecError(f"{NAME}: {what} holds {size} bytes, {need} expected")
+        return zstd_d.decompress(packed, max_output_size=need, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"{NAME}: corrupt {what} ({exc})") from None
 
 
 # -- ANS with spatial contexts ------------------------------------------------------------------------
@@ -701,7 +747,6 @@ def ctx_encode(plan: _CtxPlan, zstd_c) -> bytes:
 def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np.ndarray:
     """Flat symbols (in channel order) of a context-coded body, every table checked against the grid."""
     import constriction
-    import zstandard
 
     n, c, h, w = grid
     view = memoryview(body)
@@ -722,14 +767,7 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
     if view.nbytes < pos + packed_len:
         raise CodecError(f"{NAME}: context body ends inside its tables")
     need = groups * (1 + CTX_CLASSES) * levels * 4
-    packed = view[pos:pos + packed_len]
-    try:
-        size = zstandard.frame_content_size(packed)
-        if size != need:
-            raise CodecError(f"{NAME}: context tables hold {size} bytes, {groups} groups need {need}")
-        raw = zstd_d.decompress(packed, max_output_size=need, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
-        raise CodecError(f"{NAME}: corrupt context tables ({exc})") from None
+    raw = _zstd_table(view[pos:pos + packed_len], need, zstd_d, f"context tables of {groups} groups")
     tables = np.frombuffer(raw, "<u4").reshape(groups, 1 + CTX_CLASSES, levels).astype(np.int64)
     words = view[pos + packed_len:]
     total = n * c * h * w
@@ -738,7 +776,8 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
     order, bounds = _group_bounds(group, groups)
     anchor = _anchor_mask(h, w)
     n_anchor = int(anchor.sum())
-    qp = np.zeros((n, c, h, w), np.uint8)
+    sym = np.uint8 if levels <= 256 else np.uint16
+    qp = np.zeros((n, c, h, w), sym)
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
         for g in range(groups):
@@ -753,7 +792,7 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
         for g in range(groups):
             cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
             sizes = np.bincount(cx, minlength=CTX_CLASSES)
-            vals = np.empty(cx.size, np.uint8)
+            vals = np.empty(cx.size, sym)
             for k in range(CTX_CLASSES):
                 if int(tables[g, 1 + k].sum()) != sizes[k]:
                     raise CodecError(f"{NAME}: context table ({g}, {k}) counts {int(tables[g, 1 + k].sum())} "

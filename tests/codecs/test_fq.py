@@ -566,3 +566,73 @@ def test_step_mode_layouts(shape, spec):
     y = get_codec(c.codec_id).decode(bytearray(p), "float32", list(shape))
     assert y.shape == x.shape and np.abs(y - x).max() <= 2 ** (-12 / 4) * 1.001
     assert len(p) < x.nbytes / 3
+
+
+def _wide(shape=(1, 16, 32, 32), seed: int = 5) -> np.ndarray:
+    """A wide-range tensor as at NanoDet's split 9: a dense bulk near 0 and sparse values up to ~100."""
+    rng = np.random.default_rng(seed)
+    x = _smooth(shape, seed)
+    hot = rng.random(shape) < 0.02
+    return np.where(hot, x + 100 * rng.random(shape).astype(np.float32), x).astype(np.float32)
+
+
+@pytest.mark.parametrize("spec", ["fq:-14", "fq:-14:x", "fq:-14:t", "fq:-10:tx"])
+def test_step_mode_keeps_the_step_asked_for_on_a_wide_range_tensor(spec):
+    """More than 256 symbols: the step stays 2**(QP/4) (it widened to range/253 before the wide modes),
+    the error stays under one step, and the wide ANS (W) or the context coder with 16-bit symbols keeps
+    the rate near the entropy (well below the 16-bit zstd stream)."""
+    x = _wide()
+    c = get_codec(spec)
+    p = c.encode(x)
+    mode, levels, layout = p[2:3], fq._HEAD.unpack_from(p)[2], fq._HEAD.unpack_from(p)[3]
+    step = _step(p, 1 if layout & 1 == 0 else x.shape[1])
+    assert 256 < levels <= fq.STEP_MAX_LEVELS
+    assert 2 ** (c.qp / 4) <= step <= 2 ** (c.qp / 4) * 1.001
+    assert mode == (fq.MODE_CTX if "x" in spec else fq.MODE_WIDE), mode
+    y = get_codec(c.codec_id).decode(p, x.dtype, x.shape)
+    assert np.abs(y - x).max() <= step * 1.0001
+    import zstandard
+
+    q = np.rint(x / step).astype(np.int64)
+    z16 = zstandard.ZstdCompressor(level=fq.ZSTD_LEVEL).compress((q - q.min()).astype("<u2").tobytes())
+    assert len(p) < 0.9 * len(z16), (len(p), len(z16))
+
+
+def test_wide_payloads_refuse_hostile_changes_within_a_memory_bound():
+    import zstandard
+
+    x = _wide()
+    p = get_codec("fq:-14").encode(x)
+    assert p[2:3] == fq.MODE_WIDE
+    body = _body_at(p, x.shape[1])
+    (packed_len,) = struct.unpack_from("<I", p, body)
+    counts = np.frombuffer(zstandard.ZstdDecompressor().decompress(p[body + 4:body + 4 + packed_len]), "<u4").copy()
+    more = counts.copy()
+    more[1] += 10
+    z = zstandard.ZstdCompressor().compress(more.astype("<u4").tobytes())
+    short = zstandard.ZstdCompressor().compress(counts[:-1].astype("<u4").tobytes())
+    c = get_codec("fq:6")
+    levels = fq._HEAD.unpack_from(p)[2]
+    for bad in (_header(p, levels=levels - 1), _header(p, levels=256), _header(p, levels=4097), p[:-4], p[:-1],
+                p + b"\0" * 4, p[:body] + struct.pack("<I", 10**9) + p[body + 4:],
+                p[:body] + struct.pack("<I", len(z)) + z + p[body + 4 + packed_len:],
+                p[:body] + struct.pack("<I", len(short)) + short + p[body + 4 + packed_len:],
+                p[:body + 2], _header(p, mode=fq.MODE_ANS)):
+        with pytest.raises(CodecError):
+            c.decode(bad, "float32", x.shape)
+    rng = np.random.default_rng(13)
+    tracemalloc.start()
+    try:
+        for _ in range(200):
+            b = bytearray(p)
+            for _ in range(int(rng.integers(1, 4))):
+                b[int(rng.integers(len(b)))] ^= int(rng.integers(1, 256))
+            try:
+                y = c.decode(bytes(b), "float32", x.shape)
+            except CodecError:
+                continue
+            assert y.shape == x.shape and y.dtype == np.float32
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 6 * x.nbytes + (1 << 20)
