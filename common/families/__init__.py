@@ -3,6 +3,10 @@
 A family is what an ONNX file alone does not say: input size, colour order and normalisation, and how raw
 outputs become `Detection`s in pixels of the original image. Each module in this package defines one
 `FAMILY` object (subclass of `Family`); adding a family is adding one file, discovered like CLI commands.
+Families from outside the package are plug-ins: entry points of the group `splitinfer.families` (a module
+with `FAMILY`, or a `Family` object), found like the commands' group `splitinfer.commands`. A family set up
+for one model (`family_for_model`: its model.json and graph, e.g. YOLO anchors and labels) is `configure`'s
+copy; a model.json can also declare a detector with no Python at all (`declared.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 
 from splitinfer.common.core.errors import UserError
+
+ENTRY_POINT_GROUP = "splitinfer.families"
 
 
 class Family:
@@ -38,6 +44,10 @@ class Family:
 
     def postprocess(self, outputs: dict[str, np.ndarray], meta: dict, score_threshold: float | None = None):
         raise NotImplementedError
+
+    def configure(self, info: dict, model_path=None) -> "Family":
+        """This family set up for one model (its parsed model.json, its ONNX file); most need nothing."""
+        return self
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
@@ -80,6 +90,17 @@ def _registry() -> dict[str, Family]:
         fam = getattr(module, "FAMILY", None)
         if isinstance(fam, Family):
             found[fam.name] = fam
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise UserError(f"family plug-in {ep.name} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from None
+        fam = obj if isinstance(obj, Family) else getattr(obj, "FAMILY", None)
+        if not isinstance(fam, Family):
+            raise UserError(f"family plug-in {ep.name} ({ep.value}) is not a Family nor a module with FAMILY")
+        found.setdefault(fam.name, fam)
     return found
 
 
@@ -104,8 +125,26 @@ def resolve_model(spec: str, family: str | None = None):
 
     p = find_model(spec)
     if family:
-        return p, get_family(family)
+        return p, family_for_model(p, family)
     name = recorded_family(p)
     if name:
-        return p, get_family(name)
+        return p, family_for_model(p, name)
     raise UserError(f"{p}: model family unknown; pass --family ({', '.join(family_names())})")
+
+
+def family_for_model(model_path, name: str | None = None, info: dict | None = None) -> Family:
+    """The family of the model at `model_path` (`name`, else the one it records), set up by its model.json
+    (`info` when the caller has parsed it already). A model.json whose `family` is an object
+    (`{"name": ...}`) declares its detector: family `declared`."""
+    from splitinfer.common.core.models import recorded_family
+    from splitinfer.common.families._geometry import model_info
+
+    info = model_info(model_path) if info is None else info
+    name = name or recorded_family(model_path)
+    spec = info.get("family")
+    if isinstance(spec, dict) and name == spec.get("name") and name not in _registry():
+        name = "declared"
+    if not name:
+        raise UserError(f"{model_path}: model family unknown; pass --family ({', '.join(family_names())})")
+    fam = get_family(name)
+    return fam if type(fam).configure is Family.configure else fam.configure(info, model_path)

@@ -2,6 +2,7 @@
 
   splitinfer models export ssd_resnet [-o FILE] [--checkpoint FILE]
   splitinfer models export retinanet  [-o FILE] [--weights DEFAULT|FILE] [--variant torchvision|tr]
+  splitinfer models import darknet CFG WEIGHTS [--names coco.names] -o DIR
   splitinfer models list
 
 ssd_resnet is NVIDIA's SSD300 ResNet-50; retinanet is torchvision's retinanet_resnet50_fpn with its
@@ -14,8 +15,10 @@ tensor `input_images` [bs,3,h,w], numeric output names, opset 11 (family retinan
 
 from __future__ import annotations
 
+from splitinfer.common.cli.commands import models_import
+
 NAME = "models"
-HELP = "export ssd_resnet/retinanet to ONNX; list families and bundled models"
+HELP = "export ssd_resnet/retinanet to ONNX; import darknet YOLOs; list families and bundled models"
 
 EXPORTABLE = ("ssd_resnet", "retinanet")
 
@@ -36,12 +39,15 @@ def add_arguments(p) -> None:
     ex.add_argument("--variant", choices=("torchvision", "tr"), default="torchvision",
                     help="retinanet: torchvision = ours ([3,H,W] input `input`); tr = the TR's export "
                          "(RetinaNet v2, `input_images` [bs,3,h,w], numeric output names, opset 11)")
+    models_import.add_parser(sub)
     sub.add_parser("list", help="list model families, bundled models and exportable models")
 
 
 def run(args) -> int:
     if args.action == "export":
         return _export(args)
+    if args.action == "import":
+        return models_import.run_import(args)
     if args.action == "list":
         return _list()
     args._parser.print_help()
