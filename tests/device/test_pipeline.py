@@ -46,19 +46,22 @@ class CountingFrames:
             yield name, k, img
 
 
-def pipeline_for(server, part1, retry=None, **kw):
+def pipeline_for(server, part1, retry=None, codec="zstd", **kw):
     from splitinfer.device.client import UEClient
     from splitinfer.device.pipeline import FramePipeline
 
     client = UEClient(server.address, retry=retry)
     client.wait_ready(60)
-    return client, FramePipeline(client, part1, get_family("nanodet"), get_codec("zstd"), DEFAULT_MODEL_ID, **kw)
+    return client, FramePipeline(client, part1, get_family("nanodet"), get_codec(codec), DEFAULT_MODEL_ID, **kw)
 
 
-def test_frames_end_in_frame_order_with_frames_in_flight(images, part1):
+@pytest.mark.parametrize("codec,unary", [("zstd", False), ("dzstd", False), ("dzstd", True)])
+def test_frames_end_in_frame_order_with_frames_in_flight(images, part1, codec, unary):
+    """dzstd (sequential) on the stream: one keyframe, then predicted frames pipelined 3 deep; as unary calls
+    (each its own session) every frame is a keyframe."""
     server = start_server()
     try:
-        client, pipeline = pipeline_for(server, part1, in_flight=3)
+        client, pipeline = pipeline_for(server, part1, in_flight=3, codec=codec, unary=unary)
         frames = CountingFrames(images, 5)
         try:
             records = list(pipeline.run(frames))
@@ -71,7 +74,10 @@ def test_frames_end_in_frame_order_with_frames_in_flight(images, part1):
     assert [(r.source, r.index) for r in records] == [("dog", 0), ("horses", 1), ("dog", 2), ("horses", 3), ("dog", 4)]
     assert all(r.ok and r.attempts == 1 and r.detections for r in records)
     assert records[0].detections == records[2].detections  # the same photo, the same answer
-    assert list(pipeline.info.crossing) == part1.plan.part1_outputs
+    sequential = codec == "dzstd" and not unary
+    assert [r.keyframe for r in records] == [True] + [not sequential] * 4
+    if not unary:
+        assert list(pipeline.info.crossing) == part1.plan.part1_outputs
 
 
 def test_after_giving_up_no_frame_is_read_and_every_frame_read_has_a_record(images, part1):
