@@ -162,3 +162,30 @@ def test_sigterm_while_lingering_for_metrics_keeps_the_results(server, photo, tm
     assert "Traceback" not in stderr and "results in" in stdout
     assert only_row(out / "results.csv")["nb_inference"] == "1"
     assert [r["Status"] for r in read_csv(out / "results_frames.csv")] == ["ok"]
+
+
+def test_a_video_streamed_with_a_sequential_codec(server, tmp_path):
+    """`device -s clip.avi -encode_algo dzstd`: the clip's frames coded in order on one stream (a keyframe, then
+    predicted frames smaller than it), each frame's detections equal to the whole model's (lossless)."""
+    import cv2
+
+    from splitinfer.common.core.images import read_image
+
+    img = read_image(next(p for p in bundled_images() if p.name == "dog.jpg"))
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for k in range(6):  # a static scene with a small moving patch
+        frame = cv2.resize(img, (320, 240))
+        cv2.rectangle(frame, (10 + 8 * k, 10), (40 + 8 * k, 40), (255, 255, 255), -1)
+        w.write(frame)
+    w.release()
+    out = tmp_path / "out"
+    code = main(["device", "--server", server.address, "-s", str(clip), "-results_dir", str(out), "-no_GPU_anchor",
+                 "--no-overlay", "--threads", "1", "-encode_algo", "dzstd", "--split", "60", "--in-flight", "2"])
+    assert code == 0
+    frames = read_csv(out / "results_frames.csv")
+    assert [r["Keyframe"] for r in frames] == ["yes"] + ["no"] * 5, frames
+    sizes = [int(r["Encoded_bytes"]) for r in frames]
+    assert max(sizes[1:]) < sizes[0], sizes
+    row = only_row(out / "results.csv")
+    assert row["nb_inference"] == "6" and row["Equal_to_anchor"] in ("yes", "rounding"), row
