@@ -71,6 +71,8 @@ class Preprocess:
                 args[key] = tuple(float(v) if key != "size" else int(v) for v in args[key])
         try:
             return cls(**args)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise UserError(f"{where}: bad preprocess entry ({exc})") from None
 
