@@ -37,7 +37,7 @@ import numpy as np
 from splitinfer.common.core.errors import UserError
 
 # Registry order is the order of `codec_names()` and of the help text.
-_MODULES = ("none", "float16", "zstd", "blosc2", "fq", "nnc", "dzstd")
+_MODULES = ("none", "float16", "zstd", "blosc2", "fq", "nnc", "dzstd", "fqi", "video")
 
 
 class CodecError(ValueError):
