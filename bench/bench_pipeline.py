@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from splitinfer.common.core.allocator import tune_allocator
+
 
 def load_frames(n: int):
     import cv2
@@ -99,14 +101,13 @@ def main(argv=None) -> int:
                     help="goal: each lossy codec's end-to-end <= this x the first codec's (default 1.5)")
     args = ap.parse_args(argv)
 
-    from splitinfer.common.transport import wire
     from splitinfer.common.assets import default_model_path
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import get_family
     from splitinfer.common.core.runtime import make_session
     from splitinfer.common.transport.process import ServerProcess
 
-    wire.tune_allocator()
+    tune_allocator()
     model_path, family = default_model_path(), get_family("nanodet")
     codecs = [get_codec(c.strip()) for c in args.codecs.split(",") if c.strip()]
     for c in codecs:

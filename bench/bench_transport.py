@@ -20,6 +20,8 @@ from concurrent import futures
 
 import numpy as np
 
+from splitinfer.common.core.allocator import tune_allocator
+
 SERVICE = "bench.Sink"
 
 
@@ -29,7 +31,7 @@ def run_sink() -> int:
 
     from splitinfer.common.transport import wire
 
-    wire.tune_allocator()
+    tune_allocator()
 
     def raw(it, ctx):
         n = 0
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
     from splitinfer.common.transport import wire
     from splitinfer.common.codecs import get_codec
 
-    wire.tune_allocator()
+    tune_allocator()
     sink = subprocess.Popen([sys.executable, __file__, "--sink"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     ch = None

@@ -41,6 +41,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from splitinfer.common.core.allocator import tune_allocator
     from splitinfer.common.transport import wire
     from splitinfer.common.assets import DEFAULT_MODEL_ID, MODELS_DIR, default_model_path
     from splitinfer.common.codecs import get_codec
@@ -52,7 +53,7 @@ def run(args) -> int:
     splits = [parse_split(s) for s in args.splits]
     codecs = [get_codec(s) for s in args.codecs]
     seq_codecs = [get_codec(s) for s in args.sequence_codecs]
-    wire.tune_allocator()
+    tune_allocator()
     images = bundled_frames(args.images)
     pan = pan_frames(images[0][2], args.pan_frames) if seq_codecs and args.pan_frames else []
     family = get_family("nanodet")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from splitinfer.common.core.allocator import tune_allocator
 from splitinfer.common.core.errors import UserError
 
 PREFIX = "splitinfer device:"
@@ -91,20 +92,35 @@ def label_mapper(path):
     return label_of
 
 
-def family_for(model_path: Path, name: str | None):
-    import json
+def family_for(model, name: str | None):
+    """The Family of a resolved model (`common/core/models.py` `resolve`): -f, else the one it records."""
+    from splitinfer.common import families
 
-    from splitinfer.common.families import get_family
+    name = name or model.family_name
+    if not name:
+        raise UserError(f"{model.model_path}: model family unknown (no splitinfer.family metadata, no model.json "
+                        f"beside it): give it with -f ({', '.join(families.family_names())})")
+    for_model = getattr(families, "family_for_model", None)  # families set up by model.json, where available
+    return for_model(model.model_path, name, model.info) if for_model else families.get_family(name)
 
-    if name:
-        return get_family(name)
-    meta = model_path.parent / "model.json"
-    if meta.is_file():
-        try:
-            return get_family(json.loads(meta.read_text())["family"])
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{meta}: no \"family\" entry; give -f FAMILY") from None
-    raise UserError(f"no model.json beside {model_path}: give the family with -f")
+
+class ThresholdFamily:
+    """A family whose post-processing keeps scores at or above `device --threshold` instead of the family's
+    display threshold, here (anchors, -ref_split) and on the server: the threshold travels in each frame's
+    meta (`score_threshold`, checked by server/meta.py)."""
+
+    def __init__(self, family, threshold: float):
+        self._family, self.threshold = family, float(threshold)
+
+    def __getattr__(self, name):
+        return getattr(self._family, name)
+
+    def preprocess(self, image):
+        feeds, meta = self._family.preprocess(image)
+        return feeds, {**meta, "score_threshold": self.threshold}
+
+    def postprocess(self, outputs, meta, score_threshold=None):
+        return self._family.postprocess(outputs, meta, self.threshold if score_threshold is None else score_threshold)
 
 
 def check_family(model_path, family, input_names) -> None:
@@ -141,6 +157,7 @@ class Outputs:
         self.results = results_path(args)
         self.overlays = not args.no_overlay
         self.label_of = label_mapper(args.labels_coco) if args.labels_coco else None
+        self.warning, self.warned = getattr(args, "random_weights", None), set()
 
     def shown(self, dets):
         return dets if self.label_of is None else [type(d)(self.label_of(d.label), *d.box, d.score) for d in dets]
@@ -150,6 +167,9 @@ class Outputs:
 
         shown = self.shown(dets)
         write_predictions(self.out_dir / folder / f"{name}.txt", shown)
+        if self.warning and folder not in self.warned:  # beside the predictions, so no one takes them for results
+            (self.out_dir / folder / "WARNING.md").write_text(self.warning + "\n")
+            self.warned.add(folder)
         if self.overlays and folder == "predictions":
             from splitinfer.common.core.images import write_image
             from splitinfer.common.eval.overlay import draw_detections
@@ -213,13 +233,8 @@ def progress_bar(total):
 
 def run_device(args) -> int:
     """The UE process for parsed `splitinfer device` options; returns the exit code (see the docstring)."""
-    from splitinfer.common.assets import default_model_path
-    from splitinfer.common.core.models import find_model
-    from splitinfer.common.transport import wire
-
     check_options(args)
-    model_path = find_model(args.anchor, "-anchor") if args.anchor else default_model_path()
-    family = family_for(model_path, args.family)
+    model_path, family = resolve_anchor(args)
     source = Source(args)
     retry = None if args.no_split else retry_policy(args)  # option errors before anything slow
     codec = None
@@ -227,11 +242,31 @@ def run_device(args) -> int:
         from splitinfer.common.codecs import get_codec
 
         codec = get_codec(args.codec)
-    wire.tune_allocator()
+    tune_allocator()
     with StopSignals() as signals:
         if args.no_split:
             return AnchorOnlyRun(args, model_path, family, source, signals).run()
         return SplitRun(args, model_path, family, source, codec, retry, signals).run()
+
+
+def resolve_anchor(args):
+    """(model path, family) of -anchor through the one model resolver; sets args.model_id (--model-id, else the
+    model's own id) and says which id is used and whether the weights are random."""
+    from splitinfer.common.assets import default_model_path
+    from splitinfer.common.core.models import model_id_of, random_weights_warning, resolve
+
+    model = resolve(args.anchor or default_model_path(), None, "-anchor")
+    family = family_for(model, args.family)
+    if getattr(args, "threshold", None) is not None:
+        family = ThresholdFamily(family, args.threshold)
+    origin = "--model-id" if args.model_id else model_id_of(model.model_path, model.info)[1]
+    args.model_id = args.model_id or model.model_id
+    if not args.no_split:
+        say(f"model id {args.model_id!r} (from {origin}; the server must hold it: `serve --models DIR`)")
+    args.random_weights = random_weights_warning(model.model_path, model.info)
+    if args.random_weights:
+        say(args.random_weights, err=True)
+    return model.model_path, family
 
 
 def make_anchors(args, model_path, family) -> dict:
@@ -293,7 +328,7 @@ class AnchorOnlyRun:
     def write_results(self, anchors) -> None:
         from splitinfer.device import results as R
 
-        rows = [R.anchor_only_row(g, runs, loops=self.args.loop, model=self.model_path.parent.name,
+        rows = [R.anchor_only_row(g, runs, loops=self.args.loop, model=self.args.model_id,
                                   devices=list(anchors), label_of=self.outputs.label_of)
                 for g, runs in self.runs.items()]
         if rows:
@@ -431,7 +466,7 @@ class SplitRun:
 
     @property
     def model_id(self) -> str:
-        return self.args.model_id or self.model_path.parent.name
+        return self.args.model_id
 
     def open_frame_log(self):
         from splitinfer.device.results import FrameLog, frames_path

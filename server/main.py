@@ -13,6 +13,7 @@ import sys
 import threading
 from concurrent import futures
 
+from splitinfer.common.core.allocator import tune_allocator
 from splitinfer.common.core.errors import UserError
 
 from splitinfer.common.transport.process import READY_PREFIX
@@ -80,7 +81,7 @@ def build_server(repository, metrics, host: str, port: int, max_message_bytes: i
     from splitinfer.server.oip import add_oip_service  # the Open Inference Protocol beside our own service
 
     oip_name = add_oip_service(server, repository, metrics, max_frame_bytes or wire.DEFAULT_MAX_FRAME_BYTES,
-                               admission=admission)
+                               admission=admission, max_reply_bytes=max_message_bytes)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -133,9 +134,12 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
     if token and credentials is None:
         print("splitinfer serve: warning: bearer token without TLS: it travels in clear (add --tls-cert/--tls-key)",
               file=sys.stderr, flush=True)
-    wire.tune_allocator()
+    tune_allocator()
     repo = ModelRepository(models, device=device, threads=threads, require_gpu=require_gpu, cache_size=cache_size,
                            cache_mb=cache_mb)
+    if repo.skipped:
+        print(f"splitinfer serve: warning: not served (family unknown: no model.json \"family\", no splitinfer.family "
+              f"metadata): {', '.join(repo.skipped)}", file=sys.stderr, flush=True)
     providers = repo.check_gpu() if (require_gpu or device == "gpu") else None
     metrics = Metrics("server")
     mport = metrics.serve(metrics_port, host)

@@ -1,14 +1,15 @@
 """The network process's model repository: models found in its own folder, Part II built and cached per split.
 
 Why model ids and never paths: a client names a model by id only; ids are the names of the folders found
-when the repository was scanned (`DIR/<id>/model.onnx` + `DIR/<id>/model.json`), so a client string is
+when the repository was scanned (`DIR/<id>/model.onnx` [+ `DIR/<id>/model.json`], or `DIR/<id>.onnx`; the id
+and family come from common/core/models.py `resolve`, as in every command), so a client string is
 only ever a dictionary key and can never reach the file system. Part II is built with the split engine
 the first time a (model, split rank) is asked for, warmed up once, and kept in an LRU cache bounded by count
 (`cache_size`) and by estimated memory (`cache_mb`; `Part2.nbytes`: 3 x Part II's ONNX bytes, what an
 onnxruntime session holds with its weights, + 4 x the largest frame's raw bytes for activations + 4 MiB;
 measured on NanoDet: 41-50 MB for ranks 20-60 where this gives 45-60). After a build, the build's own
 scratch memory (graph copies, the reference run) and the evicted sessions' are trimmed from the allocator's
-heaps, which the process otherwise keeps (server/memory.py).
+heaps, which the process otherwise keeps (common/core/allocator.py).
 
 Each Part II carries its `SplitBounds` (server/limits.py): open dimensions of the tensors it takes are
 bounded by their shapes in one run of the whole model at its input size (done once per model and tensor),
@@ -17,7 +18,6 @@ or by model.json's "max_crossing_elements" / "open_dim_slack".
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections import OrderedDict
@@ -29,7 +29,7 @@ import numpy as np
 from splitinfer.common.core.errors import UserError
 from splitinfer.server.errors import exhausted, invalid, not_found
 from splitinfer.server.limits import is_open, reference_shapes, split_bounds
-from splitinfer.server.memory import release_free_memory
+from splitinfer.common.core.allocator import release_free_memory
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -85,9 +85,6 @@ class Part2:
 class ModelRepository:
     def __init__(self, root, device: str = "auto", threads: int | None = None, require_gpu: bool = False,
                  cache_size: int = 16, cache_mb: float = 512.0):
-        from splitinfer.common.families import get_family
-        from splitinfer.common.split.graph import file_sha256
-
         self.root = Path(root)
         self.device, self.threads, self.require_gpu = device, threads, require_gpu
         self.cache_size = max(1, int(cache_size))
@@ -95,25 +92,37 @@ class ModelRepository:
         if not self.root.is_dir():
             raise UserError(f"model repository not found (not a folder): {self.root}")
         self.models: dict[str, ModelEntry] = {}
-        for sub in sorted(self.root.iterdir()):
-            onnx_path, json_path = sub / "model.onnx", sub / "model.json"
-            if not (sub.is_dir() and onnx_path.is_file() and json_path.is_file()):
-                continue
-            if not ID_PATTERN.match(sub.name):
-                raise UserError(f"{sub}: folder name is not a valid model id (letters, digits, '.', '_', '-')")
-            try:
-                info = json.loads(json_path.read_text())
-                family_name = info["family"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise UserError(f"{json_path}: expected JSON with a \"family\" entry ({type(exc).__name__}: {exc})") from None
-            _check_settings(json_path, info)
-            self.models[sub.name] = ModelEntry(sub.name, onnx_path, get_family(str(family_name)), file_sha256(onnx_path),
-                                               settings=info)
+        self.skipped: list[str] = []  # model files without a family: named in the log, not served
+        for onnx_path in _model_files(self.root):
+            self._add(onnx_path)
         if not self.models:
-            raise UserError(f"{self.root}: no models (expected <id>/model.onnx and <id>/model.json)")
+            raise UserError(f"{self.root}: no models (expected <id>/model.onnx with a family in model.json or in its "
+                            f"ONNX metadata splitinfer.family, or <id>.onnx with that metadata)"
+                            + (f"; without a family: {', '.join(self.skipped)}" if self.skipped else ""))
         self._lock = threading.Lock()
         self._building: dict[tuple, threading.Lock] = {}
         self._cache: OrderedDict[tuple, Part2] = OrderedDict()
+
+    def _add(self, onnx_path: Path) -> None:
+        """One model through the one resolver of every command (common/core/models.py `resolve`)."""
+        from splitinfer.common import families
+        from splitinfer.common.core.models import resolve
+        from splitinfer.common.split.graph import file_sha256
+
+        model = resolve(onnx_path)
+        if not model.family_name:
+            self.skipped.append(str(onnx_path))
+            return
+        if not ID_PATTERN.match(model.model_id):
+            raise UserError(f"{onnx_path}: model id {model.model_id!r} is not valid (letters, digits, '.', '_', '-')")
+        if model.model_id in self.models:
+            raise UserError(f"{onnx_path}: model id {model.model_id!r} also names {self.models[model.model_id].path}")
+        _check_settings(onnx_path.with_name("model.json"), model.info)
+        for_model = getattr(families, "family_for_model", None)  # families set up by model.json, where available
+        family = (for_model(onnx_path, model.family_name, model.info) if for_model
+                  else families.get_family(model.family_name))
+        self.models[model.model_id] = ModelEntry(model.model_id, onnx_path, family, file_sha256(onnx_path),
+                                                 settings=model.info)
 
     # -- lookup --------------------------------------------------------------------------------------
 
@@ -245,6 +254,20 @@ class ModelRepository:
             session.run(feeds)
         except Exception:  # a warm-up is an optimisation, never a reason to refuse
             pass
+
+
+PART_FILE = re.compile(r"_part_i+_", re.IGNORECASE)  # split_onnx.py's / our part files are not models
+
+
+def _model_files(root: Path) -> list[Path]:
+    """Model files of a repository: `<id>/model.onnx` folders, and `.onnx` files directly in it (not parts)."""
+    found = []
+    for sub in sorted(root.iterdir()):
+        if sub.is_dir() and (sub / "model.onnx").is_file():
+            found.append(sub / "model.onnx")
+        elif sub.is_file() and sub.suffix.lower() == ".onnx" and not PART_FILE.search(sub.stem):
+            found.append(sub)
+    return found
 
 
 def _check_settings(json_path, info: dict) -> None:

@@ -14,7 +14,7 @@ Memory of failed calls: a refused, cancelled or timed-out call keeps no buffer. 
 dropped in `finally`, the refusal is raised only after that (outside the `except` block, so the abort does
 not chain the caught exception), and the caught exception's traceback is cut: grpcio keeps the exception
 of a cancelled stream (`state.rpc_errors`), and its traceback would keep the handler's frame and locals.
-A dropped half frame of 1 MiB or more is then trimmed from the allocator's heaps (server/memory.py),
+A dropped half frame of 1 MiB or more is then trimmed from the allocator's heaps (common/core/allocator.py),
 so the process's resident memory falls back at once.
 """
 
@@ -33,7 +33,7 @@ from splitinfer.common.transport.proto import splitinfer_pb2 as pb
 from splitinfer.server.admission import Admission
 from splitinfer.server.errors import RequestError, invalid, precondition
 from splitinfer.server.idle import IdleWatch
-from splitinfer.server.memory import release_free_memory
+from splitinfer.common.core.allocator import release_free_memory
 from splitinfer.server.session import Codecs, open_session, process_frame
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
@@ -122,7 +122,7 @@ class SplitInferenceService:
         if part.header.part_count != 1:
             raise invalid(f"frame {part.header.frame_id}: a unary Infer carries one part, got part_count "
                           f"{part.header.part_count} (use Stream for chunked frames)")
-        with self.admission.slot("Infer", _time_remaining(context)):
+        with self.admission.slot("Infer", _time_remaining(context), key=getattr(context, "peer", str)()):
             sess = self._open(setup)
             seen["labels"] = sess.labels
             try:  # one frame, one session: a sequential codec's frame must be a keyframe here
@@ -173,7 +173,8 @@ class SplitInferenceService:
                     raise precondition("session already set up on this stream (send set-up once, first)")
                 if watch is not None:
                     idle.busy(watch)
-                with self.admission.slot("session set-up", _time_remaining(context)):
+                with self.admission.slot("session set-up", _time_remaining(context),
+                                         key=getattr(context, "peer", str)()):
                     state.open(self._open(obj))
                 yield pb.StreamReply(session=state.sess.info)
                 if watch is not None:
@@ -191,7 +192,8 @@ class SplitInferenceService:
                 continue
             if watch is not None:
                 idle.busy(watch)
-            with self.admission.slot(f"frame {frame.frame_id}", _time_remaining(context)):
+            with self.admission.slot(f"frame {frame.frame_id}", _time_remaining(context),
+                                     key=getattr(context, "peer", str)()):
                 result = process_frame(state.sess, frame, self.codecs, self.metrics, state.deserialize_s)
             frame = None
             state.deserialize_s = 0.0

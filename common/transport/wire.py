@@ -298,27 +298,6 @@ def frame_messages(frame_id: int, tensors: list[EncodedTensor], **kwargs) -> lis
     return list(iter_frame_messages(frame_id, tensors, **kwargs))
 
 
-def tune_allocator() -> bool:
-    """Keep freed multi-MB message buffers mapped (glibc), so each new message does not page-fault.
-
-    glibc gives allocations over its mmap threshold back to the kernel on free; a stream of 1-4 MB
-    messages then pays a page fault per 4 KiB on every message (measured: 2-4x slower framing).
-    Called by the serve/device entry points only (it is process-wide). Returns False where not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 256 * MIB)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
-
-
 # ----------------------------------------------------------------------------------------------
 # receiving
 
@@ -498,7 +477,7 @@ class FrameAssembler:
     `check_header(frame_part)`, when given, sees part 0's tensor headers before any reassembly buffer is
     allocated and raises to refuse them (the server checks names, dtypes and announced shapes against what
     the session's split can need there). `discard()` drops a half-received frame's buffers at once and says
-    how many bytes they held (the server then trims them from the heaps, server/memory.py).
+    how many bytes they held (the server then trims them from the heaps, core/allocator.py).
     """
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, check_header=None):
