@@ -55,6 +55,9 @@ def add_arguments(p):
     g.add_argument("-PU_partII", dest="pu_part2", type=str.lower, choices=("cpu", "gpu"), default=None,
                    metavar="{CPU,GPU}",
                    help="required processing unit of Part II (checked against what the server reports)")
+    g.add_argument("--threshold", type=opt.SCORE, default=None,
+                   help="keep detections scored at or above this, here and on the server (default: the family's "
+                        "display threshold; 0.05 for COCO-convention AP with `map`, as `sweep` uses)")
     g.add_argument("--labels_coco", dest="labels_coco", default=None,
                    help="coco_labels.csv (id,name) naming classes in the predictions")
     s = p.add_argument_group("split system")

@@ -4,8 +4,8 @@ Why one function: the meta comes from the client and scales every box (NanoDet m
 input_width), so a negative, zero, NaN, infinite or 400-digit width would give boxes with negative, NaN or
 inf coordinates, or an OverflowError deep in a family. `clean_meta` parses the JSON (`parse_meta_json`:
 size, depth, NaN/Infinity/1e999 and number literals of many digits refused, the field named) and keeps only
-the fields families read, each a finite number of pixels in [1, MAX_SIDE]; anything else is
-INVALID_ARGUMENT naming the field. Plain `json` and no protobuf here: the OIP endpoints (oip_core.py, also
+the fields families read, each a finite number of pixels in [1, MAX_SIDE] (and `score_threshold`, a score in
+[0, 1]); anything else is INVALID_ARGUMENT naming the field. Plain `json` and no protobuf here: the OIP endpoints (oip_core.py, also
 run in KServe's environment) use the same check.
 
 Fields: `width`, `height` (the original image, required) and `input_width`, `input_height` (the model input
@@ -114,4 +114,18 @@ def clean_meta(text: str, frame_id: int | None = None) -> dict:
             raise invalid(f"{where}frame meta field {key!r} is {shown}; it must be a size in pixels "
                           f"from 1 to {MAX_SIDE}")
         clean[key] = value
-    return clean
+    return _with_score_threshold(meta, clean, where)
+
+
+SCORE_KEY = "score_threshold"  # optional: the UE's `device --threshold`, a score in [0, 1]
+
+
+def _with_score_threshold(meta: dict, clean: dict, where: str) -> dict:
+    """`clean` plus the optional score threshold the UE asked for (post-processing keeps scores at or above
+    it instead of the family's display threshold); anything but a number in [0, 1] is INVALID_ARGUMENT."""
+    if SCORE_KEY not in meta:
+        return clean
+    value = meta[SCORE_KEY]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise invalid(f"{where}frame meta field {SCORE_KEY!r} must be a number in [0, 1], got {str(value)[:40]}")
+    return {**clean, SCORE_KEY: float(value)}

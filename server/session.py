@@ -205,7 +205,7 @@ def consolidate_outputs(plan, arrays: dict, out2: dict) -> dict:
 def postprocess(family, outputs: dict, meta: dict, frame_id: int) -> list:
     """The family's post-processing; a failure caused by the frame's values is the client's INVALID_ARGUMENT."""
     try:
-        return family.postprocess(outputs, meta)
+        return family.postprocess(outputs, meta, meta.get("score_threshold"))  # None: the family's own
     except (UserError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise invalid(f"frame {frame_id}: post-processing failed on the frame's tensors: "
                       f"{type(exc).__name__}: {str(exc)[:300]}") from None

@@ -43,6 +43,19 @@ def add_arguments(p) -> None:
                                                      "instances file (images matched by file name)")
 
 
+def warn_random_weights(model_path, folder) -> None:
+    """A model exported with random weights: one line on stderr and WARNING.md beside the predictions."""
+    import sys
+    from pathlib import Path
+
+    from splitinfer.common.core.models import random_weights_warning
+
+    warning = random_weights_warning(model_path)
+    if warning:
+        print(f"splitinfer detect: {warning}", file=sys.stderr, flush=True)
+        (Path(folder) / "WARNING.md").write_text(warning + "\n")
+
+
 def run(args) -> int:
     import itertools
     import time
@@ -83,6 +96,7 @@ def run(args) -> int:
         coco_gt = load_coco_json(args.gt)
     collected = {} if args.coco_results else None
     out.mkdir(parents=True, exist_ok=True)
+    warn_random_weights(model_path, out)
 
     total = frame_count(source)
     if total is not None and args.max_frames:

@@ -3,7 +3,8 @@
 PREDICTIONS is one predictions file (one image), a folder of them (a dataset, or a video's frames), named
 after the image (`<stem>.txt`, lines `label x1 y1 x2 y2 score`), or a COCO results .json. Ground truth
 (`--gt`) is a COCO instances JSON, a folder of `label x1 y1 x2 y2` files, or one such file; predicted
-images it does not cover are left out with a note. Relative mode (`--anchor`) takes the whole-model
+images it does not cover are left out with a note, and so are ground-truth images without predictions (a
+`device -nb_frames 10` run on a long video), unless `--count-unpredicted` counts them as misses. Relative mode (`--anchor`) takes the whole-model
 anchor's predictions above `--anchor-threshold` as the ground truth: what splitting and compression alone
 cost. `--splits-root DIR` scores every folder of predictions under DIR (one per split/codec) at once and
 prints a table (and `--csv`). AP values are printed in percent, with COCO's whole summary (APs/APm/APl by
@@ -65,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="write a plot of AP per class (a heat map with --splits-root)")
     p.add_argument("--csv", metavar="FILE", help="write the numbers as CSV (AP in [0,1])")
     p.add_argument("--coco-results", metavar="JSON", help="write the scored predictions as COCO results JSON")
+    p.add_argument("--count-unpredicted", action="store_true",
+                   help="ground-truth images/frames without a predictions file count as misses (default: only "
+                        "the predicted ones are scored, and the others are counted in a note)")
     f = p.add_argument_group("the field's calc_map scripts (TR 26.847 Annex B.3)")
     f.add_argument("-i", "--image_path", help="calc_map_image.py: the image (with -v: the plot, as "
                                               "calc_map_video.py's --image_path)")
@@ -132,6 +136,18 @@ def _covered(preds: dict, gt, what: str) -> dict:
     return {k: v for k, v in preds.items() if k in keys}
 
 
+def _unpredicted(preds: dict, gt, what: str, count: bool) -> bool:
+    """Whether to score only the predicted images (`subset`); says how many ground-truth images have no
+    predictions file (a `device -nb_frames 10` run on a long video predicts 10 of its frames)."""
+    left = len(gt.keys - set(preds))
+    if left:
+        how = ("counted as misses (--count-unpredicted)" if count else
+               "left out, only predicted frames scored (--count-unpredicted counts them as misses)")
+        _note(f"note: {left} of {len(gt.keys)} ground-truth image(s) in {gt.source} have no predictions in "
+              f"{what}: {how}")
+    return not count
+
+
 def _threshold_hint(runs: dict, threshold: float) -> None:
     """Say so when every prediction scores high: they were cut at a display threshold."""
     scores = [d.score for preds in runs.values() for dets in preds.values() for d in dets]
@@ -142,8 +158,9 @@ def _threshold_hint(runs: dict, threshold: float) -> None:
         from splitinfer.common.eval.coco_results import COCO_SCORE_THRESHOLD
 
         _note(f"hint: every prediction scores {low:.2f} or more: they were cut at a display threshold "
-              f"(detect's default is the family's). COCO AP counts low-score detections too; for AP comparable "
-              f"with `sweep` write them with `detect --threshold {COCO_SCORE_THRESHOLD}`")
+              f"(the family's, the default of detect and device). COCO AP counts low-score detections too; for AP "
+              f"comparable with `sweep` write them with `detect --threshold {COCO_SCORE_THRESHOLD}` or "
+              f"`device --threshold {COCO_SCORE_THRESHOLD}`")
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -215,15 +232,18 @@ def _single(args, preds_path: Path, threshold: float, aliases) -> int:
         if one_file and gt.boxes is not None and Path(args.gt).is_file():
             gt = GroundTruth(gt.source, boxes={preds_path.stem: next(iter(gt.boxes.values()))})
         scored = _covered(preds, gt, str(preds_path))
+        subset = one_file or _unpredicted(scored, gt, str(preds_path), args.count_unpredicted)
         results["vs ground truth"] = evaluate_against(scored, gt, threshold=threshold, aliases=aliases,
-                                                      subset=one_file)
+                                                      subset=subset)
     if args.anchor:
         anchor = load_detections_dir(args.anchor, "anchor predictions")
         if one_file and Path(args.anchor).is_file():
             anchor = {preds_path.stem: next(iter(anchor.values()))}
         rel = GroundTruth(Path(args.anchor), boxes=relative_ground_truth(anchor, args.anchor_threshold))
-        results["relative to anchor"] = evaluate_against(_covered(preds, rel, str(preds_path)), rel,
-                                                         threshold=threshold, aliases=aliases, subset=one_file)
+        covered = _covered(preds, rel, str(preds_path))
+        subset = one_file or _unpredicted(covered, rel, str(preds_path), args.count_unpredicted)
+        results["relative to anchor"] = evaluate_against(covered, rel, threshold=threshold, aliases=aliases,
+                                                         subset=subset)
     for label, r in results.items():
         _print_result(r, label)
     main_label, main = next(iter(results.items()))
@@ -250,7 +270,7 @@ def _run_name(folder: Path, root: Path) -> str:
     return rel.as_posix()
 
 
-def _score_runs(runs: dict, gt, rel, threshold: float, aliases) -> tuple[list[dict], dict]:
+def _score_runs(runs: dict, gt, rel, threshold: float, aliases, count: bool = False) -> tuple[list[dict], dict]:
     """One row per run (images, predictions, COCO summary vs gt and rel_ vs the anchor) and its MapResults."""
     from splitinfer.common.eval.evaluation import evaluate_against
     from splitinfer.common.core.progress import bar
@@ -262,7 +282,9 @@ def _score_runs(runs: dict, gt, rel, threshold: float, aliases) -> tuple[list[di
         for prefix, truth in (("", gt), ("rel_", rel)):
             if truth is None:
                 continue
-            r = evaluate_against(_covered(preds, truth, name), truth, threshold=threshold, aliases=aliases)
+            covered = _covered(preds, truth, name)
+            r = evaluate_against(covered, truth, threshold=threshold, aliases=aliases,
+                                 subset=_unpredicted(covered, truth, name, count))
             if prefix == "":
                 row["images"] = r.num_images
             row.update({prefix + k: v for k, v in r.summary().items()})
@@ -326,7 +348,7 @@ def _many(args, root: Path, threshold: float, aliases) -> int:
         folders = [f for f in folders if f.resolve() != Path(args.gt).resolve()]
     runs = {_run_name(f, root): load_detections_dir(f) for f in folders}
     _threshold_hint(runs, threshold)
-    rows, per_class = _score_runs(runs, gt, rel, threshold, aliases)
+    rows, per_class = _score_runs(runs, gt, rel, threshold, aliases, args.count_unpredicted)
     _report_runs(rows, per_class, args.csv, args.plot, "vs ground truth" if gt is not None else "relative to anchor")
     return 0
 
@@ -427,7 +449,8 @@ def _field(args, aliases) -> int:
         if empty:
             raise UserError(f"{preds_path}: run {empty[0]} has no predictions for images of {args.image_dataset_path}")
     _threshold_hint(runs, args.threshold)
-    rows, per_class = _score_runs(runs, gt, _anchor_truth(args, None), args.threshold, aliases)
+    rows, per_class = _score_runs(runs, gt, _anchor_truth(args, None), args.threshold, aliases,
+                                  args.count_unpredicted)
     if len(runs) == 1:
         _print_result(next(iter(per_class.values())), "vs ground truth" if gt is not None else "relative to anchor")
     _report_runs(rows, per_class, args.results_filename or args.csv, plot,

@@ -81,6 +81,11 @@ def _export(args) -> int:
                         if p.key == "splitinfer.weights"), "")
         out.with_name("model.json").write_text(json.dumps({"family": family, "weights": weights}, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    from splitinfer.common.core.models import random_weights_warning
+
+    warning = random_weights_warning(path)
+    if warning:
+        print(warning, flush=True)
     return 0
 
 

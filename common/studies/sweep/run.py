@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def resolve_setup(cfg: SweepConfig) -> Setup:
         from splitinfer.common.eval.evaluation import load_ground_truth
 
         gt = load_ground_truth(cfg.gt)
-    items = data_items(cfg.data, cfg.max_images)
+    items = data_items(cfg.data, cfg.max_images, cfg.start)
     model_sha = file_sha256(model_path)
     model = load_model(model_path)
     graph = SplitGraph(model, source_sha256=model_sha)
@@ -181,13 +182,17 @@ def worker_count(cfg: SweepConfig) -> int:
 
 
 def make_tasks(cfg: SweepConfig, setup: Setup, cache: Cache, todo) -> list[dict]:
-    """One JSON-able task per (frame batch, rank, codec) still to do."""
+    """One JSON-able task per (frame batch, rank, codec) still to do; a sequential codec's row is ONE task
+    holding every frame in order (one encoder/decoder pair codes them as a stream), queued first since it
+    is the longest."""
     in_process = worker_count(cfg) == 0 and not cfg.ray_address  # then Part II may use every core
     tasks = []
-    for r, c in todo:
+    for r, c in sorted(todo, key=lambda rc: not rc[1].sequential):
         manifest = setup.plans[r].to_manifest()
-        for b, batch in enumerate(batches_of(cfg, setup)):
-            tasks.append({"row": [r, c.spec], "rank": r, "codec": c.spec, "batch": b, "family": setup.family.name,
+        batches = [setup.items] if c.sequential else batches_of(cfg, setup)
+        for b, batch in enumerate(batches):
+            tasks.append({"row": [r, c.spec], "rank": r, "codec": c.spec, "batch": b, "batches": len(batches),
+                          "family": setup.family.name, "model_path": str(setup.model_path),
                           "images": [[n, s] for n, s, _, _ in batch], "plan": manifest,
                           "act_dir": str(cache.act_dir), "part2_path": str(part2_path(cache, r)),
                           "part2_key": f"{setup.model_sha[:16]}:{r}", "score_threshold": float(cfg.score_threshold),
@@ -210,15 +215,18 @@ class RowCollector:
     computed: list = field(default_factory=list)
     partial: dict = field(default_factory=dict)
     bar: object = None
+    n_tasks: int = 0
+    total_tasks: int = 0
 
     def __call__(self, res: dict) -> None:
         key = (res["row"][0], res["row"][1])
         slot = self.partial.setdefault(key, {"batches": set(), "images": {}})
         slot["batches"].add(res["batch"])
         slot["images"].update(res["images"])
+        self.n_tasks += 1
         if self.bar is not None:
-            self.bar.update(1)
-        if len(slot["batches"]) == self.n_batches:
+            self.bar.set_postfix_str(f"task {self.n_tasks}/{self.total_tasks}", refresh=False)
+        if len(slot["batches"]) == res.get("batches", self.n_batches):  # a sequential row: 1
             self.store(key, self.partial.pop(key)["images"])
 
     def store(self, key: tuple, images: dict) -> None:
@@ -229,7 +237,9 @@ class RowCollector:
         self.stored[key] = doc
         self.computed.append(key)
         if self.bar is not None:
-            self.bar.set_postfix_str(f"rows {len(self.stored)}/{self.n_rows}")
+            self.bar.update(1)
+            if not self.bar.disable:  # the row as it finishes, above the bar
+                self.bar.write(row_line(r, spec, images), file=sys.stderr)
         if self.on_row is not None:
             self.on_row(r, spec)
 
@@ -244,7 +254,9 @@ def run_tasks(cfg: SweepConfig, cache: Cache, tasks: list[dict], collector: RowC
     if progress:
         from splitinfer.common.core.progress import bar
 
-        collector.bar = bar(total=len(tasks), desc="sweep", unit="task")  # quiet off a terminal
+        # one step per row, with its ETA; quiet off a terminal (core/progress.py)
+        collector.bar = bar(total=collector.n_rows - collector.n_cached, desc="sweep", unit="row", dynamic_ncols=True)
+    collector.total_tasks = len(tasks)
     runner = make_runner(cfg.ray_address, cfg.workers, worker_count(cfg), len(tasks), cache.act_dir,
                          cache.root / "tmp" / collector.run_id)
     ok = False
@@ -256,6 +268,17 @@ def run_tasks(cfg: SweepConfig, cache: Cache, tasks: list[dict], collector: RowC
         if collector.bar is not None:
             collector.bar.close()
     return runner.name, time.perf_counter() - t0
+
+
+def row_line(rank: int, spec: str, images: dict) -> str:
+    """A finished row in one line (before mAP, which needs every row): bytes, ratio, codec times."""
+    recs = list(images.values())
+    n = max(len(recs), 1)
+    raw, enc = (sum(x.get(k, 0) for x in recs) for k in ("raw", "enc"))
+    ratio = f"{raw / enc:7.2f}x" if enc else "      -"
+    return (f"  row split {rank:>4} {spec:<18} {enc / n / 1e3:9.1f} kB/frame  ratio {ratio}  "
+            f"encode {1e3 * sum(x.get('encode_s', 0) for x in recs) / n:7.2f} ms  "
+            f"decode {1e3 * sum(x.get('decode_s', 0) for x in recs) / n:7.2f} ms  ({len(recs)} frames)")
 
 
 def evaluate(cfg: SweepConfig, setup: Setup, stored: dict, computed: list, anchor_preds: dict,
