@@ -33,6 +33,7 @@ from splitinfer.server.errors import RequestError, invalid
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 VERSION = "1"
 CODEC_LABEL = "oip"  # the metrics' codec label of frames that came over the OIP endpoint
+DEFAULT_MAX_REPLY_BYTES = 4 << 20  # gRPC's default send limit, when the server does not say its own
 log = logging.getLogger("splitinfer.server.oip")
 
 
@@ -43,31 +44,60 @@ def _parse(message_type, raw: bytes, what: str):
         raise invalid(f"{what}: not a valid {message_type.DESCRIPTOR.full_name} message ({exc})") from None
 
 
-def _typed_contents(inp) -> bytes | None:
-    """Raw bytes of an input sent with typed `contents` instead of raw contents (None when it has none)."""
+# The typed `contents` field the protocol names for each datatype (FP16 and BF16 travel as raw contents only).
+_TYPED_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+                "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+                "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+                "FP64": "fp64_contents"}
+_TYPED_FIELDS = sorted(set(_TYPED_FIELD.values()) | {"bytes_contents"})
+
+
+def _typed_contents(part2, inp, max_bytes: int) -> np.ndarray | None:
+    """An input sent with typed `contents` as the array Part II expects (None when it has none). Datatype,
+    shape and the value count are checked first (`oip_core.check_tensor`, the field the datatype names),
+    so a refused request never has its values turned into an array."""
     if not inp.HasField("contents"):
         return None
     c = inp.contents
-    for field, dtype in (("fp32_contents", "<f4"), ("fp64_contents", "<f8"), ("int64_contents", "<i8"),
-                         ("uint64_contents", "<u8"), ("bool_contents", "?")):
-        values = getattr(c, field)
-        if len(values):
-            return np.asarray(values, dtype=dtype).tobytes()
-    if len(c.int_contents):
-        return np.asarray(c.int_contents, dtype=core.numpy_dtype(inp.datatype).newbyteorder("<")).tobytes()
-    if len(c.uint_contents):
-        return np.asarray(c.uint_contents, dtype=core.numpy_dtype(inp.datatype).newbyteorder("<")).tobytes()
-    return b""
+    given = [f for f in _TYPED_FIELDS if len(getattr(c, f))]
+    dtype, want, shape, nbytes = core.check_tensor(part2, inp.name, inp.datatype, inp.shape, max_bytes)
+    field = _TYPED_FIELD.get(inp.datatype)
+    count = nbytes // dtype.itemsize
+    if given != ([field] if count else []):
+        raise invalid(f"input {inp.name!r}: datatype {inp.datatype} travels in contents.{field or '(raw only)'}, "
+                      f"the request fills {given or 'none'}")
+    values = getattr(c, field) if field else ()
+    if len(values) != count:
+        raise invalid(f"input {inp.name!r}: {len(values)} values in contents.{field}, shape {shape} needs {count}")
+    try:
+        arr = np.fromiter(values, dtype=dtype, count=count).reshape(shape)
+    except (OverflowError, ValueError) as exc:
+        raise invalid(f"input {inp.name!r}: contents.{field} do not fit {inp.datatype} ({exc})") from None
+    return arr.astype(want) if dtype != want else arr
+
+
+def _meta_text(req):
+    """The request parameter `meta` as sent: its string, or the non-string value itself (which parse_meta
+    refuses): an int64/bool/double `meta` is an error, never silently ignored."""
+    param = req.parameters.get(core.META_PARAMETER)
+    if param is None:
+        return None
+    which = param.WhichOneof("parameter_choice")
+    if which is None:  # e.g. Triton's double_param / uint64_param, unknown to this protocol version
+        raise invalid(f"request parameter {core.META_PARAMETER!r} must be a string (the family's meta as JSON); "
+                      "it carries no value of a kind this server knows")
+    return getattr(param, which)
 
 
 class OIPService:
     """Servicer of `inference.GRPCInferenceService` over the network process's model repository."""
 
-    def __init__(self, repository, metrics, max_input_bytes: int, admission=None):
+    def __init__(self, repository, metrics, max_input_bytes: int, admission=None, max_reply_bytes: int | None = None):
         self.repo = repository
         self.metrics = metrics
         self.max_input_bytes = int(max_input_bytes)
         self.admission = admission  # server/admission.py: work slots shared with the own service
+        self.max_reply_bytes = int(max_reply_bytes or DEFAULT_MAX_REPLY_BYTES)  # the server's send limit
 
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(fn, reply):
@@ -89,7 +119,7 @@ class OIPService:
         def call(request: bytes, context):
             if self.admission is None:
                 return fn(request, context)
-            with self.admission.slot(fn.__name__, context.time_remaining()):
+            with self.admission.slot(fn.__name__, context.time_remaining(), key=_peer(context)):
                 return fn(request, context)
 
         call.__name__ = fn.__name__
@@ -104,6 +134,7 @@ class OIPService:
             except (RequestError, UserError) as exc:
                 code = getattr(exc, "code", "INVALID_ARGUMENT")
                 self.metrics.count_error(code)
+                log.info("refused %s: %s: %s", fn.__name__, code, str(exc)[:300])
                 context.abort(getattr(grpc.StatusCode, code), str(exc)[:2000])
             except MemoryError:
                 self.metrics.count_error("RESOURCE_EXHAUSTED")
@@ -125,15 +156,28 @@ class OIPService:
         return pb.ServerReadyResponse(ready=bool(self.repo.ids()))
 
     def _part2(self, name: str, version: str = ""):
-        if version and version != VERSION:
-            raise RequestError("NOT_FOUND", f"model {name!r} has no version {version[:20]!r} (versions: {VERSION})")
-        model_id, rank = core.parse_model_name(name)
+        """Part II of an OIP model name, built when not cached: only ModelInfer calls it, in a work slot."""
+        model_id, rank = self._split(name, version)
         return self.repo.part2(model_id, rank=rank)
 
+    def _split(self, name: str, version: str, context=None) -> tuple[str, int]:
+        """(model id, rank) of an OIP model name, the rank checked against the model's graph; builds no
+        Part II. The model's graph analysis (once per model) takes a work slot when `context` is given."""
+        if version and version != VERSION:
+            raise RequestError("NOT_FOUND", f"model {name[:80]!r} has no version {version[:20]!r} "
+                                            f"(versions: {VERSION})")
+        model_id, rank = core.parse_model_name(name)
+        if self.repo.get(model_id).graph is None and context is not None and self.admission is not None:
+            with self.admission.slot("model analysis", context.time_remaining(), key=_peer(context)):
+                self.repo.graph(model_id)
+        return model_id, self.repo.resolve_rank(model_id, rank)
+
     def ModelReady(self, request: bytes, context):
+        """Ready when the model exists and the rank is a split of it: Part II is built on first use (by
+        ModelInfer, in a work slot and within the cache budget), never to answer readiness."""
         req = _parse(pb.ModelReadyRequest, request, "ModelReady")
         try:
-            self._part2(req.name, req.version)
+            self._split(req.name, req.version, context)
         except RequestError as exc:
             if exc.code == "NOT_FOUND" or exc.code == "INVALID_ARGUMENT":
                 return pb.ModelReadyResponse(ready=False)
@@ -151,7 +195,8 @@ class OIPService:
 
     def ModelMetadata(self, request: bytes, context):
         req = _parse(pb.ModelMetadataRequest, request, "ModelMetadata")
-        part2 = self._part2(req.name, req.version)
+        model_id, rank = self._split(req.name, req.version, context)
+        part2 = core.split_io(model_id, self.repo.graph(model_id), rank)  # the split's plan, no Part II built
         reply = pb.ModelMetadataResponse(name=req.name, versions=[VERSION], platform=core.PLATFORM)
         for spec in core.input_specs(part2):
             reply.inputs.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
@@ -170,23 +215,26 @@ class OIPService:
         if raws and len(raws) != len(req.inputs):
             raise invalid(f"{len(raws)} raw_input_contents for {len(req.inputs)} inputs (one per input, same order)")
         core.check_complete(part2, [i.name for i in req.inputs])
+        wanted = core.requested_outputs([o.name for o in req.outputs], part2)
+        meta = core.parse_meta(_meta_text(req))
         t1 = time.perf_counter()
         arrays, encoded = {}, 0
         for k, inp in enumerate(req.inputs):
-            typed = _typed_contents(inp)
-            if raws and typed is not None:
+            if raws and inp.HasField("contents"):
                 raise invalid(f"input {inp.name!r}: both raw_input_contents and typed contents given")
-            raw = raws[k] if raws else typed
-            if raw is None:
+            if raws:
+                encoded += len(raws[k])
+                arrays[inp.name] = core.tensor_from_raw(part2, inp.name, inp.datatype, inp.shape, raws[k],
+                                                        self.max_input_bytes)
+                continue
+            typed = _typed_contents(part2, inp, self.max_input_bytes)
+            if typed is None:
                 raise invalid(f"input {inp.name!r}: no contents (neither raw_input_contents nor typed contents)")
-            encoded += len(raw)
-            arrays[inp.name] = core.tensor_from_raw(part2, inp.name, inp.datatype, inp.shape, raw,
-                                                    self.max_input_bytes)
-        meta_param = req.parameters.get(core.META_PARAMETER)
-        meta = core.parse_meta(meta_param.string_param if meta_param is not None else "")
+            encoded += typed.nbytes
+            arrays[inp.name] = typed
         t2 = time.perf_counter()
         result = core.run_part2(part2, arrays, meta)
-        reply = self._reply(req, part2, result)
+        reply = self._reply(req, wanted, result)
         t3 = time.perf_counter()
         seconds = dict(result.seconds, deserialize=t1 - t0, decode=t2 - t1)
         self.metrics.observe(labels, **seconds)
@@ -197,9 +245,10 @@ class OIPService:
         reply.parameters["timings"].string_param = json.dumps(timings, separators=(",", ":"))
         return reply
 
-    def _reply(self, req, part2, result) -> pb.ModelInferResponse:
-        wanted = [o.name for o in req.outputs] or [core.DETECTIONS, core.LABELS]
+    def _reply(self, req, wanted: list[str], result) -> pb.ModelInferResponse:
+        """The outputs `wanted` (checked, each once): refused before any is copied when over the send limit."""
         boxes, names = core.detection_arrays(result.detections)
+        core.check_reply_size(wanted, result, boxes, names, self.max_reply_bytes - len(req.id) - len(req.model_name))
         reply = pb.ModelInferResponse(model_name=req.model_name, model_version=VERSION, id=req.id)
         for name in wanted:
             if name == core.DETECTIONS:
@@ -208,18 +257,26 @@ class OIPService:
             elif name == core.LABELS:
                 reply.outputs.add(name=name, datatype="BYTES", shape=[len(names)])
                 reply.raw_output_contents.append(core.serialize_bytes_tensor(names))
-            elif name in result.outputs:
+            else:
                 arr = np.ascontiguousarray(result.outputs[name])
                 reply.outputs.add(name=name, datatype=core.oip_datatype(arr.dtype), shape=list(arr.shape))
                 reply.raw_output_contents.append(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
-            else:
-                raise invalid(f"requested output {name[:80]!r} is not an output of {req.model_name!r} "
-                              f"(outputs: {[core.DETECTIONS, core.LABELS, *list(result.outputs)[:8]]})")
         return reply
 
 
-def add_oip_service(server, repository, metrics, max_input_bytes: int, admission=None) -> str:
+def _peer(context) -> str:
+    """The calling connection, the key of admission's fair share (server/admission.py)."""
+    try:
+        return context.peer()
+    except Exception:  # a context without a peer (tests)
+        return ""
+
+
+def add_oip_service(server, repository, metrics, max_input_bytes: int, admission=None,
+                    max_reply_bytes: int | None = None) -> str:
     """Register the OIP endpoint on a started-or-not grpc server; returns its full service name (for health
-    checking and reflection). `admission`: the work slots ModelInfer takes (server/admission.py)."""
-    server.add_generic_rpc_handlers((OIPService(repository, metrics, max_input_bytes, admission).handler(),))
+    checking and reflection). `admission`: the work slots ModelInfer takes (server/admission.py);
+    `max_reply_bytes`: the server's send limit (a reply over it is refused before it is built)."""
+    service = OIPService(repository, metrics, max_input_bytes, admission, max_reply_bytes)
+    server.add_generic_rpc_handlers((service.handler(),))
     return SERVICE_NAME

@@ -33,7 +33,9 @@ META_PARAMETER = "meta"
 MAX_META_CHARS = 1 << 16
 PLATFORM = "splitinfer_part2"
 SERVER_NAME = "splitinfer"
-NAME_PATTERN = re.compile(r"^(?P<model>[A-Za-z0-9][A-Za-z0-9._-]{0,127})\.r(?P<rank>0|[1-9][0-9]{0,6})$")
+NAME_PATTERN = re.compile(r"(?P<model>[A-Za-z0-9][A-Za-z0-9._-]{0,127})\.r(?P<rank>0|[1-9][0-9]{0,6})")  # fullmatch
+MAX_OUTPUT_NAMES = 256  # requested output names a request may list (duplicates included)
+REPLY_OVERHEAD_BYTES = 64 << 10  # a reply's bytes beside its raw contents: names, shapes, parameters
 
 # numpy dtype name <-> OIP datatype (the protocol's tensor data types; BF16 has no numpy type here).
 _TO_OIP = {
@@ -63,7 +65,7 @@ def model_name(model_id: str, rank: int) -> str:
 
 def parse_model_name(name: str) -> tuple[str, int]:
     """(model id, rank) of an OIP model name; INVALID_ARGUMENT naming the expected form otherwise."""
-    m = NAME_PATTERN.match(name or "")
+    m = NAME_PATTERN.fullmatch(name or "")  # never `match` with `$`: it matches before a trailing newline
     if m is None:
         shown = name if len(name) <= 80 else name[:80] + "..."
         raise not_found(f"model {shown!r}: an OIP model name is <model id>.r<split rank>, e.g. nanodet.r60")
@@ -99,6 +101,24 @@ def input_specs(part2) -> list[TensorSpec]:
             for name, info in part2.expected.items()]
 
 
+@dataclass
+class SplitIO:
+    """What the metadata of a split needs (a Part II's `expected` and `plan`), from the split engine's plan
+    alone: answering ModelMetadata never builds a Part II."""
+
+    model_id: str
+    plan: object
+    expected: dict  # name -> TensorInfo: crossing tensors, then Part I's final outputs
+
+
+def split_io(model_id: str, graph, rank: int) -> SplitIO:
+    plan = graph.plan(rank=rank)
+    expected = {t.name: t for t in plan.crossing}
+    for name in plan.part1_final_outputs:
+        expected.setdefault(name, graph.tensor_info(name))
+    return SplitIO(model_id, plan, expected)
+
+
 def output_specs(part2, graph=None) -> list[TensorSpec]:
     specs = [TensorSpec(DETECTIONS, "FP64", [-1, 5]), TensorSpec(LABELS, "BYTES", [-1])]
     for name, _ in part2.plan.consolidation:
@@ -106,6 +126,39 @@ def output_specs(part2, graph=None) -> list[TensorSpec]:
         dtype = info.dtype if info is not None and info.dtype else "float32"
         specs.append(TensorSpec(name, oip_datatype(dtype), _open_shape(info.shape if info is not None else None)))
     return specs
+
+
+def output_names(part2) -> list[str]:
+    """Every output a request may name: `detections`, `labels`, then the model's outputs (consolidated)."""
+    return [DETECTIONS, LABELS, *[n for n in part2.plan.output_names if n not in (DETECTIONS, LABELS)]]
+
+
+def requested_outputs(names, part2) -> list[str]:
+    """The outputs a request names, each once, in its order; at most MAX_OUTPUT_NAMES names, each one an
+    output of this Part II; `detections` + `labels` when it names none. Checked before Part II runs."""
+    names = list(names[:MAX_OUTPUT_NAMES + 1])
+    if len(names) > MAX_OUTPUT_NAMES:
+        raise invalid(f"the request names more than {MAX_OUTPUT_NAMES} outputs (Part II of split "
+                      f"{part2.plan.rank} has {len(output_names(part2))})")
+    known = output_names(part2)
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        if name not in known:
+            raise invalid(f"requested output {name[:80]!r} is not an output of split {part2.plan.rank} of "
+                          f"{part2.model_id!r} (outputs: {known[:8]})")
+    return wanted or [DETECTIONS, LABELS]
+
+
+def check_reply_size(wanted, result, boxes, labels, limit: int) -> None:
+    """RESOURCE_EXHAUSTED, before any output is copied or serialised, when the raw contents of the outputs
+    `wanted` would not fit a reply of `limit` bytes (the server's send limit)."""
+    sizes = {DETECTIONS: int(boxes.nbytes), LABELS: sum(4 + len(b) for b in labels)}
+    total = REPLY_OVERHEAD_BYTES
+    for name in wanted:
+        total += sizes[name] if name in sizes else int(np.asarray(result.outputs[name]).nbytes)
+    if total > limit:
+        raise exhausted(f"the reply would be about {total} bytes with outputs {wanted[:8]}, over the server's "
+                        f"message limit of {limit} bytes: ask for fewer outputs")
 
 
 def parse_meta(text) -> dict:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 import kserve
+from grpc_interceptor.exceptions import ResourceExhausted
 from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
@@ -31,31 +33,60 @@ from splitinfer.server import oip_core as core
 from splitinfer.server.errors import RequestError
 
 MAX_INPUT_BYTES = 1 << 30
+DEFAULT_MAX_REPLY_BYTES = 8 << 20  # KServe's --grpc_max_send_message_length default
 
 
 def _refusal(exc: Exception) -> Exception:
-    """KServe's exception for a refusal (its servers map them to INVALID_ARGUMENT / NOT_FOUND statuses)."""
-    if isinstance(exc, RequestError) and exc.code == "NOT_FOUND":
+    """KServe's exception for a refusal (its servers map them to INVALID_ARGUMENT / NOT_FOUND /
+    RESOURCE_EXHAUSTED statuses)."""
+    code = getattr(exc, "code", "INVALID_ARGUMENT")
+    if code == "NOT_FOUND":
         return ModelNotFound(str(exc))
+    if code == "RESOURCE_EXHAUSTED":
+        return ResourceExhausted(str(exc))
     return InvalidInput(str(exc))
 
 
 def _parameter(params, key: str):
-    """A request parameter from gRPC (InferParameter messages) or REST (plain values)."""
+    """A request parameter from gRPC (InferParameter messages: the value of whichever kind was set) or
+    REST (plain values); a non-string `meta` is passed on as it is, so that parse_meta refuses it."""
     if not params or key not in params:
         return None
     value = params[key]
-    if hasattr(value, "HasField"):
-        return value.string_param if value.HasField("string_param") else None
+    if hasattr(value, "WhichOneof"):
+        which = value.WhichOneof("parameter_choice")
+        return getattr(value, which) if which else None
     return value
+
+
+class OneLineRefusals(logging.Filter):
+    """KServe logs every refused request with its full traceback (its exception interceptor and REST error
+    handlers log `exc_info`): for a refusal, one line is enough; a real error keeps its traceback."""
+
+    REFUSALS = (InvalidInput, ModelNotFound, ResourceExhausted)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, self.REFUSALS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_refusals() -> None:
+    """Install `OneLineRefusals` on KServe's logger (where its interceptor and error handlers log)."""
+    from kserve.logging import logger
+
+    if not any(isinstance(f, OneLineRefusals) for f in logger.filters):
+        logger.addFilter(OneLineRefusals())
 
 
 class Part2Model(kserve.Model):
     """One split of one repository model as a KServe model."""
 
-    def __init__(self, name: str, repository):
+    def __init__(self, name: str, repository, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES):
         super().__init__(name)
         self.repository = repository
+        self.max_reply_bytes = int(max_reply_bytes)
         self.model_id, self.rank = core.parse_model_name(name)
         self.part2 = None
 
@@ -76,6 +107,8 @@ class Part2Model(kserve.Model):
         part2 = self.part2
         arrays = {}
         core.check_complete(part2, [i.name for i in payload.inputs])
+        wanted = core.requested_outputs([o.name for o in (payload.request_outputs or [])], part2)
+        meta = core.parse_meta(_parameter(payload.parameters, core.META_PARAMETER))
         for inp in payload.inputs:
             _, want, shape, nbytes = core.check_tensor(part2, inp.name, inp.datatype, inp.shape, MAX_INPUT_BYTES)
             try:
@@ -86,10 +119,9 @@ class Part2Model(kserve.Model):
             if arr.nbytes != nbytes:
                 raise RequestError("INVALID_ARGUMENT", f"input {inp.name!r}: {arr.nbytes} bytes, needs {nbytes}")
             arrays[inp.name] = arr.astype(want) if arr.dtype != want else arr
-        meta = core.parse_meta(_parameter(payload.parameters, core.META_PARAMETER))
         result = core.run_part2(part2, arrays, meta)
-        wanted = [o.name for o in (payload.request_outputs or [])] or [core.DETECTIONS, core.LABELS]
         boxes, labels = core.detection_arrays(result.detections)
+        core.check_reply_size(wanted, result, boxes, labels, self.max_reply_bytes)  # before any output is built
         outputs = []
         for name in wanted:
             if name == core.DETECTIONS:
@@ -98,13 +130,10 @@ class Part2Model(kserve.Model):
             elif name == core.LABELS:
                 out = InferOutput(name, [len(labels)], "BYTES")
                 out.set_data_from_numpy(labels)
-            elif name in result.outputs:
+            else:
                 arr = result.outputs[name]
                 out = InferOutput(name, list(arr.shape), core.oip_datatype(arr.dtype))
                 out.set_data_from_numpy(arr)
-            else:
-                raise RequestError("INVALID_ARGUMENT", f"requested output {name[:80]!r} is not an output of "
-                                                       f"{self.name!r}")
             outputs.append(out)
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs,
                              use_binary_outputs=True, parameters={"provider": part2.provider})
@@ -116,14 +145,15 @@ class Part2Model(kserve.Model):
             raise _refusal(exc) from None
 
 
-def build_models(models_dir, names, device: str = "cpu", threads: int | None = None) -> list[Part2Model]:
+def build_models(models_dir, names, device: str = "cpu", threads: int | None = None,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> list[Part2Model]:
     """Loaded Part2Models for OIP model names over one model repository folder."""
     from splitinfer.server.model_repository import ModelRepository
 
     repo = ModelRepository(models_dir, device=device, threads=threads)
     out = []
     for name in names:
-        m = Part2Model(name, repo)
+        m = Part2Model(name, repo, max_reply_bytes)
         m.load()
         out.append(m)
     return out
@@ -142,10 +172,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per session")
     args, _ = p.parse_known_args(argv)
     try:
-        models = build_models(args.models, args.split, args.device, args.threads)
+        models = build_models(args.models, args.split, args.device, args.threads,
+                              args.grpc_max_send_message_length or DEFAULT_MAX_REPLY_BYTES)
     except (UserError, RequestError) as exc:
         print(f"splitinfer kserve: {exc}", file=sys.stderr)
         return 2
+    quiet_refusals()
     kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1).start(models)
     return 0
 
