@@ -37,8 +37,10 @@ from splitinfer.common.core.errors import UserError
 from splitinfer.common.core.files import make_output_dir
 from splitinfer.common.studies.sweep import SweepConfig, SweepResult, SweepRow, run_sweep, write_outputs
 
-NNC_LADDER = ("nnc:-38", "nnc:-28", "nnc:-18", "nnc:-8")
+NNC_LADDER = ("nnc:-38..-10/4",)  # QP stepped by 4: a fair anchor for ladders stepped as finely
 FQ_LADDER = ("fq:-26..-2/4:x",)  # the step mode; beats fq:2..8 on BD-rate (docs/study/)
+# the temporal (sequential) families, each in the default once its codec is registered
+TEMPORAL_LADDERS = {"dzstd": ("dzstd",)}
 ANCHOR_FAMILY = "nnc"
 QUALITIES = {  # row attribute -> (label, higher is better)
     "rel_map": "relative mAP@[.5:.95] (%)",
@@ -54,12 +56,15 @@ _RANGE = re.compile(rf"^({_NUM})\.\.({_NUM})(?:/(\d+(?:\.\d+)?))?$")
 
 
 def default_ladders() -> list[str]:
-    """NNC's QP ladder and the fast quantiser's step ladder (fq:-26 ... fq:-2 with contexts) once `fq` is
-    registered (else the lossless and float16 codecs as single reference points)."""
+    """NNC's QP ladder (nnc:-38 ... nnc:-10 by 4), the fast quantiser's step ladder (fq:-26 ... fq:-2 with
+    contexts) once `fq` is registered (else the lossless and float16 codecs as single reference points), and
+    the ladder of every registered temporal family (`TEMPORAL_LADDERS`)."""
     from splitinfer.common.codecs import codec_names
 
-    other = list(FQ_LADDER) if "fq" in codec_names() else ["float16", "zstd"]
-    return list(NNC_LADDER) + other
+    names = codec_names()
+    other = list(FQ_LADDER) if "fq" in names else ["float16", "zstd"]
+    temporal = [spec for fam, ladder in TEMPORAL_LADDERS.items() if fam in names for spec in ladder]
+    return list(NNC_LADDER) + other + temporal
 
 
 def expand_ladders(specs) -> list[str]:
@@ -107,7 +112,8 @@ class StudyConfig:
     workers: int | None = None
     ray_address: str | None = None
     batch_size: int = 16
-    max_images: int | None = None
+    max_images: int | None = None  # at most this many frames, consecutive from `start` (0-based)
+    start: int = 0
     anchor_family: str = ANCHOR_FAMILY
     quality: str | None = None  # None: rel_map for detectors, psnr_db otherwise
     resume: bool = True
@@ -150,7 +156,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> StudyResult:
     sweep = run_sweep(SweepConfig(model=cfg.model, data=cfg.data, splits=cfg.splits, codecs=codecs, family=cfg.family,
                                   gt=cfg.gt, out_dir=cfg.out_dir, cache_dir=cfg.cache_dir, workers=cfg.workers,
                                   ray_address=cfg.ray_address, batch_size=cfg.batch_size, max_images=cfg.max_images,
-                                  resume=cfg.resume), progress=progress)
+                                  start=cfg.start, resume=cfg.resume), progress=progress)
     quality = choose_quality(sweep, cfg.quality)
     bd = [b for q in dict.fromkeys([quality, "psnr_db"]) for b in bd_rates(sweep, q, cfg.anchor_family)]
     return StudyResult(sweep=sweep, quality=quality, anchor_family=cfg.anchor_family, bd=bd,
@@ -231,8 +237,8 @@ def bd_rates(sweep: SweepResult, quality: str, anchor_family: str = ANCHOR_FAMIL
 
 
 STUDY_COLUMNS = ("rank", "node", "branches", "family", "codec", "images", "elements", "bits_per_element",
-                 "kb_per_frame", "ratio", "rel_map", "map", "nmse", "psnr_db", "cosine", "top1", "top5", "encode_mbps", "decode_mbps",
-                 "encode_ms", "decode_ms")
+                 "kb_per_frame", "ratio", "rel_map", "map", "nmse", "psnr_db", "cosine", "top1", "top5", "encode_mbps",
+                 "decode_mbps", "encode_ms", "decode_ms", "keyframes", "key_kb", "predicted_kb")
 
 
 def _value(row: SweepRow, col: str):
@@ -240,6 +246,8 @@ def _value(row: SweepRow, col: str):
         return codec_family(row.codec)
     if col == "kb_per_frame":
         return row.encoded_bytes / 1e3
+    if col in ("key_kb", "predicted_kb"):  # mean kB of a keyframe / of a predicted frame (NaN: none)
+        return (row.key_bytes if col == "key_kb" else row.predicted_bytes) / 1e3
     return getattr(row, col)
 
 
@@ -360,14 +368,17 @@ def _fmt(v, kind: str = "{:.2f}") -> str:
 
 TABLE = (("rank", "rank", "{}"), ("branches", "br.", "{}"), ("codec", "codec", "{}"),
          ("bits_per_element", "bits/el", "{:.3f}"), ("kb_per_frame", "kB/frame", "{:,.1f}"),
+         ("key_kb", "key kB", "{:,.1f}"), ("predicted_kb", "pred kB", "{:,.1f}"),
          ("rel_map", "rel mAP %", "pct"), ("map", "mAP %", "pct"), ("nmse", "NMSE", "{:.2e}"),
          ("psnr_db", "PSNR dB", "{:.1f}"), ("cosine", "cosine", "{:.5f}"), ("top1", "top-1 %", "pct"),
          ("encode_mbps", "enc MB/s", "{:.1f}"), ("decode_mbps", "dec MB/s", "{:.1f}"))
 
 
 def table_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
-    cols = [c for c in TABLE if c[0] not in ("map", "top1") or
-            any(math.isfinite(getattr(r, c[0])) for r in result.sweep.rows)]
+    cols = [c for c in TABLE if c[0] not in ("map", "top1", "key_kb", "predicted_kb") or
+            any(math.isfinite(_value(r, c[0])) for r in result.sweep.rows)]
+    if all(math.isnan(r.predicted_bytes) for r in result.sweep.rows):  # no temporal codec: no key/pred columns
+        cols = [c for c in cols if c[0] not in ("key_kb", "predicted_kb")]
     if result.sweep.family == "raw":
         cols = [c for c in cols if c[0] != "rel_map"]
     body = []

@@ -249,7 +249,6 @@ def test_auto_splits_pick_least_data_per_segment():
     (["--splits", "999"], "rank 999 out of range"),
     (["--data", "/nonexistent/photos"], "data not found: /nonexistent/photos"),
     (["--gt", "/nonexistent/gt.json"], "ground truth not found"),
-    (["--batch-size", "0"], "batch size must be at least 1"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, needle):
     args = ["sweep", "nanodet", "--data", str(IMAGES_DIR), "-o", str(tmp_path), "-q"]
@@ -257,3 +256,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, needle):
     assert main(args + argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_batch_size_zero_is_refused_by_argparse(tmp_path, capsys):
+    """Out-of-range numbers are argparse's (cli/options.py): one line, exit 2."""
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "nanodet", "--data", str(IMAGES_DIR), "-o", str(tmp_path), "-q", "--batch-size", "0"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "--batch-size: must be >= 1" in err and len(err.splitlines()) == 1

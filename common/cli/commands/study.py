@@ -1,11 +1,16 @@
 """Rate-accuracy study: quality against bits per element and kB per frame for codec ladders, with BD-rates.
 
 For a model, a few splits, a frame source (folder of images, one image or a video) and codec ladders
-(default: NNC's QP ladder nnc:-38 nnc:-28 nnc:-18 nnc:-8, and the fast quantiser's step ladder
-fq:-26..-2/4:x once it is registered), prints and plots relative mAP (and mAP against --gt where given)
-against bits per element and kB per frame, plus encode/decode MB/s, one curve per codec family per split, and the Bjontegaard
-delta rate of each family against NNC. A model without a family (or --family raw) is studied on the
-fidelity of its outputs (NMSE, PSNR, cosine, top-1/top-5 agreement) instead of mAP.
+(default: NNC's QP ladder nnc:-38..-10/4, the fast quantiser's step ladder fq:-26..-2/4:x once it is
+registered, and the ladder of each registered temporal codec family), prints and plots relative mAP
+(and mAP against --gt where given) against bits per element and kB per frame, plus encode/decode MB/s,
+one curve per codec family per split, and the Bjontegaard delta rate of each family against NNC. A model
+without a family (or --family raw) is studied on the fidelity of its outputs (NMSE, PSNR, cosine,
+top-1/top-5 agreement) instead of mAP.
+
+Video: frames are taken consecutively (--start FIRST, --max-images N). A sequential (temporal) codec's
+row codes its frames in order through one encoder/decoder pair, as the UE and the network process would
+(one task per row; rows still run in parallel); its rows report kB per keyframe and per predicted frame.
 
 Runs on the sweep's machinery: one whole-model run per frame, cached activations, finished rows cached
 (an interrupted study resumes; --fresh recomputes), tasks on a process pool or Ray.
@@ -43,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "(default: from the model's metadata, else raw)")
     add_list_option(p, "--splits", metavar="SPLIT", help="node ranks or node names (default: 6 automatic)")
     add_list_option(p, "--codecs", metavar="LADDER",
-                   help="codec specs and ladders NAME:A..B[/STEP] (default: nnc:-38 nnc:-28 nnc:-18 nnc:-8 and "
-                        "fq:-26..-2/4:x when the fq codec is installed, else float16 zstd)")
+                   help="codec specs and ladders NAME:A..B[/STEP] (default: nnc:-38..-10/4, fq:-26..-2/4:x when "
+                        "the fq codec is installed, else float16 zstd, and the temporal families' ladders)")
     p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
     p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")
     p.add_argument("--quality", choices=sorted(QUALITIES),
@@ -56,7 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=opt.COUNT, help="local worker processes (default: one per core; 0: in this process)")
     p.add_argument("--ray-address", metavar="ADDR", help="run tasks on Ray ('auto', 'HOST:PORT', 'local')")
     p.add_argument("--batch-size", type=opt.POSITIVE_INT, default=16, help="frames per task (default 16)")
-    p.add_argument("--max-images", type=opt.POSITIVE_INT, help="use only the first N images/frames")
+    p.add_argument("--max-images", type=opt.POSITIVE_INT, metavar="N",
+                   help="use at most N images/frames, consecutive from --start")
+    p.add_argument("--start", type=opt.COUNT, default=0, metavar="FIRST",
+                   help="first frame of a video (0-based index), or first image of a folder in name order (default 0)")
     p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -77,6 +85,7 @@ def run(args) -> int:
                       codecs=list(args.codecs or default_ladders()), family=args.family, gt=args.gt,
                       out_dir=args.out_dir, cache_dir=args.cache_dir, workers=args.workers,
                       ray_address=args.ray_address, batch_size=args.batch_size, max_images=args.max_images,
+                      start=args.start,
                       anchor_family=args.anchor_family, quality=args.quality, resume=not args.fresh)
     result = run_study(cfg, progress=not args.quiet)
     result.command = "splitinfer study " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \

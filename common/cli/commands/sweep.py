@@ -63,7 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run tasks on Ray: 'auto', 'HOST:PORT', 'ray://HOST:10001', or 'local' (start one here)")
     p.add_argument("--batch-size", type=opt.POSITIVE_INT, default=DEFAULT_BATCH,
                    help=f"images per task (default {DEFAULT_BATCH})")
-    p.add_argument("--max-images", type=opt.POSITIVE_INT, help="use only the first N images/frames")
+    p.add_argument("--max-images", type=opt.POSITIVE_INT, metavar="N",
+                   help="use at most N images/frames, consecutive from --start")
+    p.add_argument("--start", type=opt.COUNT, default=0, metavar="FIRST",
+                   help="first frame of a video (0-based index), or first image of a folder in name order (default 0)")
     p.add_argument("--score-threshold", type=opt.SCORE, default=DEFAULT_SCORE_THRESHOLD,
                    help=f"keep detections scored at or above this (default {DEFAULT_SCORE_THRESHOLD})")
     p.add_argument("--anchor-threshold", type=opt.SCORE, default=DEFAULT_ANCHOR_THRESHOLD,
@@ -88,6 +91,7 @@ def run(args) -> int:
                       codecs=list(args.codecs or DEFAULT_CODECS), family=args.family, gt=args.gt,
                       out_dir=args.out_dir, cache_dir=args.cache_dir, workers=args.workers,
                       ray_address=args.ray_address, batch_size=args.batch_size, max_images=args.max_images,
+                      start=args.start,
                       score_threshold=args.score_threshold, anchor_threshold=args.anchor_threshold,
                       resume=not args.fresh)
     result = run_sweep(cfg, progress=not args.quiet)

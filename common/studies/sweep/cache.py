@@ -144,16 +144,18 @@ def load_row(path: Path, key: dict):
 
 
 def codec_fingerprint(codec) -> str:
-    """sha256 (16 hex digits) of the source files that make a codec's bytes: its module, the modules of
-    its stages (chained specs) and the registry's shared helpers. A row stores it, so editing a codec
-    recomputes its rows instead of mixing old and new bitstreams."""
+    """sha256 (16 hex digits) of the source files that make a codec's bytes: its module and its base
+    classes' (a sequential codec's: sequence.py, which frames the stream), the modules of its stages
+    (chained specs) and the registry's shared helpers. A row stores it, so editing a codec recomputes its
+    rows instead of mixing old and new bitstreams."""
     import inspect
     import sys
 
     files, todo = set(), [codec]
     while todo:
         c = todo.pop()
-        for mod in (type(c).__module__, "splitinfer.common.codecs"):
+        mods = [k.__module__ for k in type(c).__mro__ if k.__module__.startswith("splitinfer.")]
+        for mod in (*mods, "splitinfer.common.codecs"):
             path = inspect.getsourcefile(sys.modules[mod]) if mod in sys.modules else None
             if path:
                 files.add(path)

@@ -38,7 +38,8 @@ class SweepConfig:
     workers: int | None = None  # None: os.cpu_count(); 0: in this process
     ray_address: str | None = None  # None: local process pool; 'local': start a local Ray instance
     batch_size: int = DEFAULT_BATCH
-    max_images: int | None = None
+    max_images: int | None = None  # frames: at most this many, from `start` (0-based), consecutive
+    start: int = 0
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
     anchor_threshold: float = DEFAULT_ANCHOR_THRESHOLD
     resume: bool = True
@@ -80,6 +81,9 @@ class SweepRow:
     cosine: float = math.nan
     top1: float = math.nan
     top5: float = math.nan
+    keyframes: int = 0  # frames coded as keyframes (every frame of a per-frame codec; see codecs/sequence.py)
+    key_bytes: float = math.nan  # mean encoded bytes of a keyframe / of a predicted frame (NaN: none)
+    predicted_bytes: float = math.nan
 
     @property
     def label(self) -> str:
@@ -115,7 +119,8 @@ class SweepResult:
 
 
 FLOAT_FIELDS = ("map", "map50", "map75", "rel_map", "rel_map50", "rel_map75", "max_abs_err", "elements",
-                "bits_per_element", "encode_mbps", "decode_mbps", "nmse", "psnr_db", "cosine", "top1", "top5")
+                "bits_per_element", "encode_mbps", "decode_mbps", "nmse", "psnr_db", "cosine", "top1", "top5",
+                "key_bytes", "predicted_bytes")
 
 
 def _json_num(v):

@@ -84,7 +84,8 @@ def evaluate_rows(ranks, codecs, graph, plans, stored, computed, anchor_preds, g
 
 
 def add_rate_and_fidelity(row: SweepRow, recs: dict) -> None:
-    """Elements and bits per element, codec throughput (MB/s of raw data) and output fidelity."""
+    """Elements and bits per element, codec throughput (MB/s of raw data), keyframes and the mean bytes of a
+    keyframe and of a predicted frame, and output fidelity."""
     vals = list(recs.values())
     elems = sum(x["elems"] for x in vals)
     raw = sum(x["raw"] for x in vals)
@@ -93,6 +94,11 @@ def add_rate_and_fidelity(row: SweepRow, recs: dict) -> None:
     row.bits_per_element = 8.0 * sum(x["enc"] for x in vals) / elems if elems else math.nan
     row.encode_mbps = raw / 1e6 / enc_s if enc_s > 0 else math.nan
     row.decode_mbps = raw / 1e6 / dec_s if dec_s > 0 else math.nan
+    key = [x["enc"] for x in vals if x.get("key", True)]  # a per-frame codec's record has no "key": all are
+    pred = [x["enc"] for x in vals if not x.get("key", True)]
+    row.keyframes = len(key)
+    row.key_bytes = sum(key) / len(key) if key else math.nan
+    row.predicted_bytes = sum(pred) / len(pred) if pred else math.nan
     fid = summarize([x["fid"] for x in vals])
     row.nmse, row.psnr_db, row.cosine, row.top1, row.top5 = (fid[k] for k in ("nmse", "psnr_db", "cosine", "top1",
                                                                                 "top5"))

@@ -110,7 +110,7 @@ class _Ray:
         acts, parts = {}, {}
         refs = {}
         for t in tasks:
-            akey = (t["rank"], t["batch"])
+            akey = (t["rank"], t["batch"], len(t["images"]))  # a sequential row's one batch holds every frame
             if akey not in acts:
                 sent = task_tensors(t)
                 batch = {}

@@ -73,61 +73,112 @@ def task_tensors(task: dict) -> list[str]:
 def run_task(task: dict, activations: dict | None = None, part2_model=None) -> dict:
     """Encode, decode, run Part II and post-process one batch of images for one (split, codec).
 
-    `activations` ({image: (arrays, meta)}) and `part2_model` (bytes) come from Ray's object store;
-    without them the task reads the .npz cache and Part II file named in `task`.
+    A sequential codec's task holds its row's every frame, in stream order: one encoder and one decoder
+    (`Codec.sequence_encoder()` / `sequence_decoder()`) code them as the UE and the network process would,
+    and each frame's record says whether it was a keyframe (`key`) and its index in the stream (`seq`, read
+    back from its sequence header). `activations` ({image: (arrays, meta)}) and `part2_model` (bytes) come
+    from Ray's object store; without them the task reads the .npz cache and Part II file named in `task`.
     """
-    from splitinfer.common.codecs import encode_many, get_codec
+    from splitinfer.common.codecs import get_codec
     from splitinfer.common.split.graph import SplitPlan
     from splitinfer.common.split.verify import consolidated_outputs
 
     codec = get_codec(task["codec"])
     family = family_for(task["family"])
     plan = SplitPlan.from_manifest(task["plan"])
-    sent = plan.part1_outputs
-    model_outputs = plan.output_names
     _warm_codec(codec)
+    coder = _StreamCoder(codec) if codec.sequential else _FrameCoder(codec)
     out = {}
-    for name, sha in task["images"]:
-        if activations is not None:
-            arrays, meta = activations[name]
-        else:
-            got = load_activations(activation_path(Path(task["act_dir"]), name), sha, task_tensors(task))
-            if got is None:
-                raise RuntimeError(f"activation cache for {name} vanished or changed during the sweep")
-            arrays, meta = got
-        raw = enc = elems = 0
-        t_dec = 0.0
-        err = 0.0
-        decoded = {}
+    try:
+        for name, sha in task["images"]:
+            arrays, meta = _frame_arrays(task, name, sha, activations)
+            rec, decoded = coder.code(plan.part1_outputs, arrays)
+            t0 = time.perf_counter()
+            out2 = {}
+            if not plan.part2_identity:
+                part2_feeds = {n: decoded[n] for n in plan.part2_inputs}
+                sess = _part2_session(task, part2_model, part2_feeds)
+                t0 = time.perf_counter()
+                out2 = dict(zip(plan.part2_outputs, sess.ort.run(plan.part2_outputs, part2_feeds)))
+            rec["part2_s"] = time.perf_counter() - t0
+            outputs = consolidated_outputs(plan, decoded, out2)
+            dets = family.postprocess(outputs, meta, task["score_threshold"])
+            rec["fid"] = frame_stats({o: arrays[o] for o in plan.output_names}, outputs)
+            rec["dets"] = [[d.label, d.x1, d.y1, d.x2, d.y2, d.score] for d in dets]
+            out[name] = rec
+    finally:
+        coder.close()
+    return {"row": task["row"], "batch": task["batch"], "batches": task.get("batches"), "images": out}
+
+
+def _frame_arrays(task: dict, name: str, sha: str, activations: dict | None):
+    if activations is not None:
+        return activations[name]
+    got = load_activations(activation_path(Path(task["act_dir"]), name), sha, task_tensors(task))
+    if got is None:
+        raise RuntimeError(f"activation cache for {name} vanished or changed during the sweep")
+    return got
+
+
+class _FrameCoder:
+    """A per-frame codec: the frame's tensors encoded at once (`encode_many`, as the UE does), each decoded alone."""
+
+    def __init__(self, codec):
+        self.codec = codec
+
+    def encode(self, names, arrays) -> list[bytes]:
+        return self.codec.encode_many(arrays)
+
+    def decode(self, name, payload, a):
+        return self.codec.decode(payload, a.dtype, a.shape, trusted=True)
+
+    def stream_facts(self, payloads) -> dict:
+        return {}
+
+    def code(self, sent, arrays) -> tuple[dict, dict]:
+        """(record: bytes, times, max abs error[, key, seq]; decoded tensors by name) of one frame."""
         t0 = time.perf_counter()
-        payloads = encode_many(codec, [arrays[n] for n in sent])  # the frame's tensors at once, as the UE does
-        t_enc = time.perf_counter() - t0
+        payloads = self.encode(sent, [arrays[n] for n in sent])
+        rec = {"raw": 0, "enc": 0, "elems": 0, "encode_s": time.perf_counter() - t0, "decode_s": 0.0,
+               "max_abs_err": 0.0}
+        decoded = {}
         for n, payload in zip(sent, payloads):
             a = arrays[n]
             t1 = time.perf_counter()
-            b = codec.decode(payload, a.dtype, a.shape, trusted=True)
-            t2 = time.perf_counter()
-            t_dec += t2 - t1
-            raw += a.nbytes
-            elems += a.size
-            enc += len(payload)
-            decoded[n] = np.asarray(b)
-            if not codec.lossless and a.dtype.kind == "f" and a.size:
+            decoded[n] = np.asarray(self.decode(n, payload, a))
+            rec["decode_s"] += time.perf_counter() - t1
+            rec["raw"] += a.nbytes
+            rec["elems"] += a.size
+            rec["enc"] += len(payload)
+            if not self.codec.lossless and a.dtype.kind == "f" and a.size:
                 with np.errstate(all="ignore"):
                     d = np.abs(a - decoded[n])
-                err = max(err, float(np.nanmax(d)) if not np.isnan(d).all() else 0.0)
-        t0 = time.perf_counter()
-        out2 = {}
-        if not plan.part2_identity:
-            part2_feeds = {n: decoded[n] for n in plan.part2_inputs}
-            sess = _part2_session(task, part2_model, part2_feeds)
-            t0 = time.perf_counter()
-            vals = sess.ort.run(plan.part2_outputs, part2_feeds)
-            out2 = dict(zip(plan.part2_outputs, vals))
-        t_p2 = time.perf_counter() - t0
-        outputs = consolidated_outputs(plan, decoded, out2)
-        dets = family.postprocess(outputs, meta, task["score_threshold"])
-        out[name] = {"raw": raw, "enc": enc, "elems": elems, "encode_s": t_enc, "decode_s": t_dec, "part2_s": t_p2,
-                     "max_abs_err": err, "fid": frame_stats({o: arrays[o] for o in model_outputs}, outputs),
-                     "dets": [[d.label, d.x1, d.y1, d.x2, d.y2, d.score] for d in dets]}
-    return {"row": task["row"], "batch": task["batch"], "images": out}
+                rec["max_abs_err"] = max(rec["max_abs_err"], float(np.nanmax(d)) if not np.isnan(d).all() else 0.0)
+        rec.update(self.stream_facts(payloads))
+        return rec, decoded
+
+    def close(self) -> None:
+        pass
+
+
+class _StreamCoder(_FrameCoder):
+    """A sequential codec: one encoder and one decoder for the whole stream, frames coded in order."""
+
+    def __init__(self, codec):
+        super().__init__(codec)
+        self.enc, self.dec = codec.sequence_encoder(), codec.sequence_decoder()
+
+    def encode(self, names, arrays) -> list[bytes]:
+        return self.enc.encode_frame(names, arrays)
+
+    def decode(self, name, payload, a):
+        return self.dec.bind(name).decode(payload, a.dtype, a.shape)
+
+    def stream_facts(self, payloads) -> dict:
+        from splitinfer.common.codecs.sequence import read_header
+
+        return {"key": bool(self.enc.last_keyframe), "seq": read_header(payloads[0])[1] if payloads else None}
+
+    def close(self) -> None:
+        self.enc.close()
+        self.dec.close()
