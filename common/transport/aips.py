@@ -19,7 +19,11 @@ Terms:
   limit; a TLV record carries each payload whole (up to 4 GiB - 1 bytes per tensor).
 
 Parsing is bounded: every length is checked against what remains before anything is read, counts and
-string sizes have limits, nesting is two levels deep, and payloads are views of the input (no copy).
+string sizes have limits, nesting is two levels deep, and payloads are views of the input (no copy). The
+limits (docs/aips.md lists them), each refused with an AIPSError naming it: MAX_TENSORS tensors per record,
+MAX_PARAMS compression parameters per tensor (keys unique), MAX_RANK dimensions, MAX_NAME bytes of a tensor
+name or partition node, 128 of a model id, MAX_META of meta, MAX_PARAM_KEY / MAX_PARAM_VALUE of a parameter,
+and per container at most 8 + MAX_EXTRA_FIELDS fields beside its repeated ones (tensors, parameters).
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ MAX_RANK = 32
 MAX_NAME = 4096
 MAX_META = 1 << 16
 MAX_PARAMS = 64
+MAX_PARAM_KEY = 256
+MAX_PARAM_VALUE = 4096
+MAX_EXTRA_FIELDS = 16  # unknown (newer) fields a container may carry beside its own
 ELEMENT_TYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                  "float16", "float32", "float64")
 
@@ -208,7 +215,7 @@ def _need(fields: dict, t: int, what: str):
 
 def _read_tensor(v: memoryview, index: int, max_tensor_bytes: int) -> AIPSTensor:
     where = f"tensor {index}"
-    f = _fields(v, where, 16 + MAX_PARAMS, repeated=(T_COMPRESSION_PARAM,))
+    f = _fields(v, where, 8 + MAX_EXTRA_FIELDS + MAX_PARAMS, repeated=(T_COMPRESSION_PARAM,))
     name = _str(_need(f, T_TENSOR_NAME, f"{where}: name"), f"{where}: name", MAX_NAME)
     where = f"tensor {index} ({name[:80]!r})"
     dtype = _str(_need(f, T_ELEMENT_TYPE, f"{where}: element type"), f"{where}: element type", 16)
@@ -221,10 +228,16 @@ def _read_tensor(v: memoryview, index: int, max_tensor_bytes: int) -> AIPSTensor
     if any(d < 0 for d in shape):
         raise AIPSError(f"{where}: negative dimension in shape {list(shape)}")
     params = {}
-    for p in f.get(T_COMPRESSION_PARAM, []):
-        pf = _fields(p, f"{where}: compression parameter", 4)
-        key = _str(_need(pf, T_PARAM_KEY, f"{where}: parameter key"), f"{where}: parameter key", 256)
-        params[key] = _str(_need(pf, T_PARAM_VALUE, f"{where}: parameter value"), f"{where}: parameter value", 4096)
+    given = f.get(T_COMPRESSION_PARAM, [])
+    if len(given) > MAX_PARAMS:
+        raise AIPSError(f"{where}: {len(given)} compression parameters (limit {MAX_PARAMS})")
+    for p in given:
+        pf = _fields(p, f"{where}: compression parameter", 2 + MAX_EXTRA_FIELDS)
+        key = _str(_need(pf, T_PARAM_KEY, f"{where}: parameter key"), f"{where}: parameter key", MAX_PARAM_KEY)
+        if key in params:
+            raise AIPSError(f"{where}: compression parameter {key[:80]!r} given twice")
+        params[key] = _str(_need(pf, T_PARAM_VALUE, f"{where}: parameter value"), f"{where}: parameter value",
+                           MAX_PARAM_VALUE)
     tensor = AIPSTensor(
         tensor_id=_uint(_need(f, T_TENSOR_ID, f"{where}: tensor id"), 4, f"{where}: tensor id"),
         name=name, dtype=dtype, shape=tuple(shape),
@@ -251,7 +264,9 @@ def decode(data, max_bytes: int = 1 << 30, max_tensor_bytes: int = 1 << 32) -> A
     top = list(_items(buf, "record", 1))
     if len(top) != 1 or top[0][0] != T_AIPS:
         raise AIPSError(f"record: expected one AIPS TLV (type 0x{T_AIPS:04x}), got {[hex(t) for t, _ in top]}")
-    f = _fields(top[0][1], "AIPS", 16 + MAX_TENSORS, repeated=(T_TENSOR,))
+    f = _fields(top[0][1], "AIPS", 8 + MAX_EXTRA_FIELDS + MAX_TENSORS, repeated=(T_TENSOR,))
+    if len(f.get(T_TENSOR, [])) > MAX_TENSORS:
+        raise AIPSError(f"AIPS: {len(f[T_TENSOR])} tensors (limit {MAX_TENSORS})")
     version = _uint(_need(f, T_VERSION, "AIPS version"), 1, "AIPS version")
     if version != MAGIC_VERSION:
         raise AIPSError(f"AIPS version {version} not supported (this reader: {MAGIC_VERSION})")
