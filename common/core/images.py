@@ -4,10 +4,19 @@ Every tool that takes "SOURCE" (detect, the device streamer, evaluation) reads i
 `iter_frames`, so they all accept the same inputs and fail the same way. OpenCV returns None instead of
 raising on unreadable files; here that becomes a `UserError`. Paths are read as bytes and decoded with
 `cv2.imdecode`, so non-ASCII file names work too.
+
+Raw video, as SFU-HW-Objects and the MPEG test sequences ship it, is read here too (OpenCV cannot):
+*raw YUV* (`.yuv`: planes only; the frame size and pixel format come from the file name, e.g.
+`BasketballDrill_832x480_50.yuv`, `Foo_1920x1080_60_10bit.yuv`, `Bar_416x240_yuv444p.yuv`, else from
+$SPLITINFER_YUV, e.g. `1920x1080:yuv420p10le`; default pixel format yuv420p) and *Y4M* (`.y4m`: a
+YUV4MPEG2 header says size and colour space). Supported pixel formats: yuv420p, yuv422p, yuv444p, gray,
+each 8-bit or 10-bit little-endian (`...p10le`, shifted to 8 bits); colours converted with BT.601.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +25,8 @@ import numpy as np
 from splitinfer.common.assets import IMAGE_SUFFIXES
 from splitinfer.common.core.errors import UserError
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+RAW_VIDEO_SUFFIXES = (".yuv", ".y4m")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv") + RAW_VIDEO_SUFFIXES
 IMAGE_READ_SUFFIXES = tuple(sorted(set(IMAGE_SUFFIXES) | {".tif", ".tiff", ".webp"}))
 
 
@@ -94,6 +104,8 @@ def frame_count(source: str | Path) -> int | None:
     source = Path(source)
     if source.is_dir():
         return len(list_images(source))
+    if source.is_file() and source.suffix.lower() in RAW_VIDEO_SUFFIXES:
+        return raw_video_count(source)
     if source.is_file() and is_video(source):
         cap = open_video(source)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -129,6 +141,9 @@ def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[t
 
 
 def _iter_video(path: Path, max_frames: int | None) -> Iterator[tuple[str, np.ndarray]]:
+    if path.suffix.lower() in RAW_VIDEO_SUFFIXES:
+        yield from _iter_raw_video(path, max_frames)
+        return
     cap = open_video(path)
     try:
         index = 0
@@ -142,3 +157,130 @@ def _iter_video(path: Path, max_frames: int | None) -> Iterator[tuple[str, np.nd
             raise UserError(f"{path}: video has no decodable frames")
     finally:
         cap.release()
+
+
+# ---------------------------------------------------------------------------------------------- raw video
+
+# pixel format -> (chroma width divisor, chroma height divisor or 0 for no chroma, bytes per sample)
+PIX_FMTS = {"yuv420p": (2, 2, 1), "yuv422p": (2, 1, 1), "yuv444p": (1, 1, 1), "gray": (1, 0, 1),
+            "yuv420p10le": (2, 2, 2), "yuv422p10le": (2, 1, 2), "yuv444p10le": (1, 1, 2), "gray10le": (1, 0, 2)}
+Y4M_COLORSPACES = {"420": "yuv420p", "420jpeg": "yuv420p", "420paldv": "yuv420p", "420mpeg2": "yuv420p",
+                   "422": "yuv422p", "444": "yuv444p", "mono": "gray", "420p10": "yuv420p10le",
+                   "422p10": "yuv422p10le", "444p10": "yuv444p10le", "mono10": "gray10le"}
+MAX_RAW_SIDE = 16384
+
+
+def _pix_fmt_of(text: str) -> str | None:
+    """A pixel format named in a file name or option: `yuv420p10le`, `420p10`, `_444_`, `10bit`..."""
+    low = text.lower()
+    for name in sorted(PIX_FMTS, key=len, reverse=True):
+        if name in low:
+            return name
+    bits10 = bool(re.search(r"(^|[_.\-])(10bit|10b|p10|10le)([_.\-]|$)", low))
+    sub = next((k for k in ("444", "422", "420") if re.search(rf"(^|[_.\-]){k}(p|p10)?([_.\-]|$)", low)), "420")
+    return f"yuv{sub}p" + ("10le" if bits10 else "")
+
+
+def yuv_format(path: Path) -> tuple[int, int, str]:
+    """(width, height, pixel format) of a raw .yuv file: from its name, else from $SPLITINFER_YUV."""
+    env = os.environ.get("SPLITINFER_YUV", "").strip()
+    for text, where in ((path.name, "its name"), (env, "$SPLITINFER_YUV")):
+        m = re.search(r"(?:^|[^0-9])(\d{2,5})x(\d{2,5})(?:[^0-9]|$)", text)
+        if m:
+            w, h = int(m.group(1)), int(m.group(2))
+            fmt = _pix_fmt_of(text.replace(m.group(0), "_"))
+            if not (2 <= w <= MAX_RAW_SIDE and 2 <= h <= MAX_RAW_SIDE) or w % 2 or h % 2:
+                raise UserError(f"{path}: frame size {w}x{h} from {where} is not even and within 2..{MAX_RAW_SIDE}")
+            return w, h, fmt
+    raise UserError(f"{path}: raw YUV needs its frame size: name it like Foo_1920x1080_60.yuv (pixel format "
+                    f"yuv420p unless named, e.g. _10bit, _444) or set SPLITINFER_YUV=1920x1080[:yuv420p10le]")
+
+
+def _frame_bytes(w: int, h: int, fmt: str) -> int:
+    cw, ch, b = PIX_FMTS[fmt]
+    chroma = 0 if ch == 0 else 2 * (w // cw) * (h // ch)
+    return (w * h + chroma) * b
+
+
+def _y4m_header(path: Path) -> tuple[int, int, str, int]:
+    """(width, height, pixel format, bytes before the first frame) of a .y4m file."""
+    with open(path, "rb") as fh:
+        line = fh.readline(4096)
+    if not line.startswith(b"YUV4MPEG2 ") or not line.endswith(b"\n"):
+        raise UserError(f"{path}: not a YUV4MPEG2 (.y4m) file (no header line)")
+    fields = {t[:1]: t[1:] for t in line.decode("ascii", "replace").split()[1:]}
+    try:
+        w, h = int(fields["W"]), int(fields["H"])
+    except (KeyError, ValueError):
+        raise UserError(f"{path}: .y4m header without W/H: {line[:80]!r}") from None
+    fmt = Y4M_COLORSPACES.get(fields.get("C", "420jpeg"))
+    if fmt is None:
+        raise UserError(f"{path}: .y4m colour space C{fields.get('C')} not supported "
+                        f"(supported: {', '.join(sorted(Y4M_COLORSPACES))})")
+    if not (2 <= w <= MAX_RAW_SIDE and 2 <= h <= MAX_RAW_SIDE):
+        raise UserError(f"{path}: .y4m frame size {w}x{h} outside 2..{MAX_RAW_SIDE}")
+    return w, h, fmt, len(line)
+
+
+def raw_video_count(path: Path) -> int:
+    """Frames in a .yuv (exact; a size that is no whole number of frames is a UserError) or .y4m file."""
+    size = path.stat().st_size
+    if path.suffix.lower() == ".y4m":
+        w, h, fmt, start = _y4m_header(path)
+        return (size - start) // (_frame_bytes(w, h, fmt) + len(b"FRAME\n"))
+    w, h, fmt = yuv_format(path)
+    frame = _frame_bytes(w, h, fmt)
+    if size % frame:
+        raise UserError(f"{path}: {size} bytes is not a whole number of {w}x{h} {fmt} frames ({frame} bytes "
+                        f"each): wrong size or pixel format in the name?")
+    return size // frame
+
+
+def yuv_to_bgr(data: bytes, w: int, h: int, fmt: str) -> np.ndarray:
+    """One planar frame as an HxWx3 uint8 BGR image (10-bit samples shifted to 8 bits; BT.601)."""
+    import cv2
+
+    cw, ch, b = PIX_FMTS[fmt]
+    a = np.frombuffer(data, dtype="<u2" if b == 2 else np.uint8)
+    if b == 2:
+        a = (np.minimum(a, 1023) >> 2).astype(np.uint8)
+    y = a[:w * h].reshape(h, w)
+    if ch == 0:
+        return cv2.cvtColor(y, cv2.COLOR_GRAY2BGR)
+    n = (w // cw) * (h // ch)
+    if (cw, ch) == (2, 2):
+        return cv2.cvtColor(a[:w * h + 2 * n].reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
+    u, v = (a[w * h + i * n: w * h + (i + 1) * n].reshape(h // ch, w // cw) for i in (0, 1))
+    if cw != 1:
+        u, v = (cv2.resize(p, (w, h), interpolation=cv2.INTER_NEAREST) for p in (u, v))
+    return cv2.cvtColor(np.dstack([y, u, v]), cv2.COLOR_YUV2BGR)
+
+
+def _iter_raw_video(path: Path, max_frames: int | None) -> Iterator[tuple[str, np.ndarray]]:
+    """Frames of a .yuv or .y4m file, read one frame at a time (never the whole file)."""
+    y4m = path.suffix.lower() == ".y4m"
+    if y4m:
+        w, h, fmt, start = _y4m_header(path)
+    else:
+        (w, h, fmt), start = yuv_format(path), 0
+        raw_video_count(path)  # a size that is no whole number of frames is refused before any frame
+    frame = _frame_bytes(w, h, fmt)
+    index = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while max_frames is None or index < max_frames:
+            if y4m:
+                marker = fh.readline(1024)
+                if not marker:
+                    break
+                if not marker.startswith(b"FRAME"):
+                    raise UserError(f"{path}: frame {index}: expected a FRAME marker, got {marker[:20]!r}")
+            data = fh.read(frame)
+            if len(data) < frame:
+                if data or y4m:
+                    raise UserError(f"{path}: frame {index} is truncated ({len(data)} of {frame} bytes)")
+                break
+            yield f"{path.stem}_{index:06d}", yuv_to_bgr(data, w, h, fmt)
+            index += 1
+    if index == 0:
+        raise UserError(f"{path}: video has no frames")

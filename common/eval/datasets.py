@@ -303,8 +303,19 @@ def sfu_annotation_files(ann_dir: str | Path) -> list[tuple[int, Path]]:
     return indexed
 
 
+def _raw(video) -> bool:
+    """A raw .yuv/.y4m video (read by core/images.py, not OpenCV)."""
+    from splitinfer.common.core.images import RAW_VIDEO_SUFFIXES
+
+    return Path(video).suffix.lower() in RAW_VIDEO_SUFFIXES
+
+
 def count_video_frames(video: str | Path) -> int:
     """Frames really decodable (the container's frame-count field is often wrong)."""
+    if _raw(video):
+        from splitinfer.common.core.images import raw_video_count
+
+        return raw_video_count(Path(video))
     cap = open_video(video)
     n = 0
     try:
@@ -316,6 +327,11 @@ def count_video_frames(video: str | Path) -> int:
 
 
 def video_size(video: str | Path) -> tuple[int, int]:
+    if _raw(video):
+        from splitinfer.common.core.images import iter_frames
+
+        frame = next(iter_frames(video, 1))[1]
+        return frame.shape[1], frame.shape[0]
     cap = open_video(video)
     try:
         ok, frame = cap.read()
@@ -340,6 +356,12 @@ def extract_frames(video: str | Path, out_dir: str | Path, every: int = 1, max_f
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(video).stem
+    if _raw(video):
+        from splitinfer.common.core.images import iter_frames
+
+        frames = (f for i, f in enumerate(iter_frames(video)) if i % every == 0)
+        return [write_image(out_dir / f"{name}{ext}", frame)
+                for _, (name, frame) in zip(range(max_frames or 1 << 62), frames)]
     cap = open_video(video)
     written: list[Path] = []
     index = 0
