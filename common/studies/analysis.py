@@ -500,6 +500,7 @@ class Analysis:
     tensors: dict[str, TensorSize]
     seconds: dict[str, float]
     measure_runs: int
+    input_8bit_bytes: int | None = None  # the model input as an 8-bit image (the TR's anchor row), see `rank0_note`
 
     @property
     def size_label(self) -> str:
@@ -611,7 +612,38 @@ def analyze(model, *, input_size=None, image=None, feeds: dict | None = None, ba
             transfer_s={lab: transfer_seconds(sent, bps) for lab, bps in bws.items()}))
     return Analysis(model=label, num_nodes=graph.num_nodes, input_shapes=input_shapes, input_size=size,
                     image=image_label, feeds_from=how, bandwidths=bws, rows=rows, tensors=tensors,
-                    seconds={k: round(v, 3) for k, v in seconds.items()}, measure_runs=runs)
+                    seconds={k: round(v, 3) for k, v in seconds.items()}, measure_runs=runs,
+                    input_8bit_bytes=input_8bit_bytes(input_shapes))
+
+
+def input_8bit_bytes(input_shapes: dict) -> int | None:
+    """Bytes of the model inputs as 8-bit images (one byte per element, e.g. 428 x 640 x 3 = 0.82 MB for
+    RetinaNet), what the TR's anchor row counts; rank 0's `sent_bytes` is the input tensor as the model takes
+    it (float32: 4 bytes per element). None when a dimension is unknown."""
+    total = 0
+    for shape in input_shapes.values():
+        if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+            return None
+        total += int(np.prod(shape))
+    return total
+
+
+BRANCHES_NOTE = ("branches are the tensors that really cross a cut: constants (initializers, Constant nodes) and "
+                 "shape tensors are not sent, as Part II holds or recomputes them, so a count can be lower than "
+                 "the TR's split_onnx_multi.py, which lists every Part I tensor that Part II reads")
+
+
+def rank0_note(analysis: "Analysis") -> str:
+    """What rank 0's bytes are: the input tensor as the model takes it, and the 8-bit image beside it."""
+    sent = analysis.rows[0].sent_bytes if analysis.rows else None
+    return (f"rank 0 = the model input as the model takes it ({_fmt_bytes(sent)}, {_rank0_dtype(analysis)}); as an "
+            f"8-bit image (the TR's anchor row) {_fmt_bytes(analysis.input_8bit_bytes)}")
+
+
+def _rank0_dtype(analysis: "Analysis") -> str:
+    dtypes = {analysis.tensors[n].dtype for n in analysis.rows[0].tensors if n in analysis.tensors} if analysis.rows \
+        else set()
+    return "/".join(sorted(d for d in dtypes if d)) or "dtype unknown"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -625,7 +657,7 @@ def _mb(nbytes):
 def csv_columns(analysis: Analysis) -> list[str]:
     return (["rank", "node", "op_type", "branches", "static_bytes", "static_MB", "unknown_tensors",
              "measured_bytes", "measured_MB", "agree", "part1_outputs", "sent_bytes", "sent_MB"]
-            + [f"t_{lab}_ms" for lab in analysis.bandwidths] + ["tensors"])
+            + [f"t_{lab}_ms" for lab in analysis.bandwidths] + ["tensors", "note"])
 
 
 def write_csv(analysis: Analysis, path) -> Path:
@@ -644,7 +676,8 @@ def write_csv(analysis: Analysis, path) -> Path:
                         "" if r.sent_bytes is None else r.sent_bytes, _mb(r.sent_bytes)]
                        + ["" if r.transfer_s[lab] is None else f"{r.transfer_s[lab] * 1e3:.6f}"
                           for lab in analysis.bandwidths]
-                       + [" ".join(r.tensors)])
+                       + [" ".join(r.tensors), rank0_note(analysis) if r.rank == 0 else
+                          (BRANCHES_NOTE if r.rank == 1 else "")])
     return path
 
 
@@ -778,8 +811,10 @@ def summary_lines(analysis: Analysis, top: int = 5) -> list[str]:
     lines = [
         f"{analysis.model}: {analysis.num_nodes} nodes, {len(rows)} split ranks, input "
         f"{analysis.size_label} ({analysis.feeds_from or 'no inference'}), image {analysis.image or '-'}",
-        f"  raw input (rank 0): {_fmt_bytes(anchor.sent_bytes)}"
-        + "".join(f", {lab}bit/s {_fmt_s(anchor.transfer_s[lab])}" for lab in analysis.bandwidths),
+        f"  raw input (rank 0): {_fmt_bytes(anchor.sent_bytes)} {_rank0_dtype(analysis)} input tensor"
+        + "".join(f", {lab}bit/s {_fmt_s(anchor.transfer_s[lab])}" for lab in analysis.bandwidths)
+        + f"; as an 8-bit image (the TR's anchor row): {_fmt_bytes(analysis.input_8bit_bytes)}",
+        f"  note: {BRANCHES_NOTE}",
         f"  static size unknown at {n_unknown} ranks; static == measured at {len(checked) - len(disagree)} of "
         f"{len(checked)} fully known ranks" + (f"; DISAGREE at {len(disagree)}" if disagree else ""),
         "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in analysis.seconds.items())
