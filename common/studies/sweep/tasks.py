@@ -84,7 +84,7 @@ def run_task(task: dict, activations: dict | None = None, part2_model=None) -> d
     from splitinfer.common.split.verify import consolidated_outputs
 
     codec = get_codec(task["codec"])
-    family = family_for(task["family"])
+    family = family_for(task["family"], task.get("model_path"))
     plan = SplitPlan.from_manifest(task["plan"])
     _warm_codec(codec)
     coder = _StreamCoder(codec) if codec.sequential else _FrameCoder(codec)
