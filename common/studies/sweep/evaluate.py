@@ -30,8 +30,13 @@ def _abs_map(preds, gt):
 
 
 def anchor_metrics(anchor_preds, gt, anchor_threshold) -> dict:
+    """The anchor's own numbers: predictions, boxes that are relative ground truth (counted by the one rule,
+    `relative_ground_truth`), and its absolute mAP when `gt` is given."""
+    from splitinfer.common.eval.evaluation import relative_ground_truth
+
+    truth = relative_ground_truth(anchor_preds, anchor_threshold)
     d = {"predictions": sum(len(v) for v in anchor_preds.values()),
-         "relative_gt_boxes": sum(1 for v in anchor_preds.values() for x in v if x.score >= anchor_threshold),
+         "relative_gt_boxes": sum(len(v) for v in truth.values()),
          "map": math.nan, "map50": math.nan, "map75": math.nan, "gt_images": 0}
     if gt is not None:
         res = _abs_map(anchor_preds, gt)
