@@ -10,10 +10,17 @@
 #   no nvidia-smi / no GPU listed, onnxruntime without CUDAExecutionProvider (run scripts/setup.sh on the
 #   GPU machine: it installs onnxruntime-gpu with its CUDA/cuDNN wheels when nvidia-smi answers), or
 #   --require-gpu refusing. Usage: bash bench/gpu_check.sh [OUT_DIR]   (default: a temporary folder)
+# The Python: PYTHON (a path or a command), else the checkout's .venv, else the python3 on PATH (an activated
+# environment of another name); it needs splitinfer and onnxruntime-gpu installed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
+case "${PYTHON:-}" in /*|"") ;; */*) PYTHON="$PWD/$PYTHON" ;; esac  # relative paths: from where they were given
 OUT=${1:-$(mktemp -d -t splitinfer-gpu-XXXX)}
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
+cd "$(dirname "$0")/.."
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
+elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
+else PY=$(command -v python3 || true)
+fi
 mkdir -p "$OUT"
 fail() { echo "gpu_check: $*" >&2; exit 2; }
 
@@ -21,6 +28,8 @@ command -v nvidia-smi >/dev/null 2>&1 || fail "no GPU: nvidia-smi is not install
 gpus=$(nvidia-smi -L 2>/dev/null) || fail "no GPU: nvidia-smi does not answer"
 [ -n "$gpus" ] || fail "no GPU: nvidia-smi lists no device"
 echo "== GPUs"; echo "$gpus"
+[ -n "$PY" ] && command -v "$PY" >/dev/null 2>&1 \
+  || fail "no Python: set PYTHON to the interpreter of the environment with splitinfer (no .venv here, no python3 on PATH)"
 
 # The CUDA/cuDNN libraries of onnxruntime-gpu[cuda,cudnn] live in the nvidia-* wheels: put them on the path.
 nvlibs=$("$PY" - <<'PY'
