@@ -52,8 +52,8 @@ any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=
 (the clip search does not apply); id = 50000 + 1000 * flags - QP: `fq:-18` = 50018, `fq:-14:x` = 58014.
 
 Payload (little-endian), every byte of side information included:
-    b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"W" wide ANS, b"C" context ANS) | levels u16 | layout u8
-    (0 tensor, 1 channel; + 0x80: lo and step are float16; + 0x40 ONE_STEP: one step for every channel)
+    b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"W" wide ANS, b"C" context ANS)
+    | levels u16 | layout u8 (0 tensor, 1 channel; + 0x80: lo and step are float16; + 0x40 ONE_STEP: one step for every channel)
     | C u32 | ceil(C/8) bytes: constant-channel mask (bit c set: channel c is constant) | lo x C | step x C
     (x 1 with ONE_STEP) (float16 when they fit: bit depth: lo rounded down, step up, constant values
     exact; step mode: step exact, every lo within step/64; else float32)
@@ -180,7 +180,7 @@ class FqCodec(Codec):
         return self._payload(q, levels, view, const, lo, step, half, _grid(x, const, view))
 
     def _payload(self, q, levels, view, const, lo, step, half, grid) -> bytes:
-        body, mode = self._entropy_code(q, grid, levels)
+        body, mode = self.entropy_code(q, grid, levels)
         layout = (0 if view.shape[1] == 1 else 1) | (HALF_SIDE if half else 0)
         if step.size > 1 and np.all(step == step[0]):
             layout, step = layout | ONE_STEP, step[:1]
@@ -210,7 +210,7 @@ class FqCodec(Codec):
         steps = np.full(c, step, np.float32)  # constant channels ignore it: one step sent for all
         return self._payload(q, levels, view, const, lo, steps, half, _grid(x, const, view))
 
-    def _entropy_code(self, q: np.ndarray, grid, levels: int) -> tuple[bytes, bytes]:
+    def entropy_code(self, q: np.ndarray, grid, levels: int) -> tuple[bytes, bytes]:
         """The smallest of: zstd (measured), ANS with one table, ANS with spatial contexts (estimated
         from their tables' entropy first, then coded and measured)."""
         width = (levels - 1).bit_length()
@@ -261,7 +261,6 @@ class FqCodec(Codec):
             raise CodecError(f"{NAME}: quantised payload for an empty tensor {list(dims)}")
         if not MIN_LEVELS <= levels <= MAX_LEVELS:
             raise CodecError(f"{NAME}: header claims {levels} levels, outside {MIN_LEVELS}..{MAX_LEVELS}")
-        width = (levels - 1).bit_length()
         half, one_step, layout = bool(layout & HALF_SIDE), bool(layout & ONE_STEP), layout & ~(HALF_SIDE | ONE_STEP)
         expect_c = 1 if layout == 0 else (dims[1] if len(dims) >= 3 else -1)
         if layout not in (0, 1) or channels != expect_c or (layout == 1 and channels < 2):
@@ -289,10 +288,18 @@ class FqCodec(Codec):
             raise CodecError(f"{NAME}: side information holds a non-finite or negative scale/offset")
         per_channel = n // channels
         n_sym = per_channel * int((~const).sum())
-        sym_dtype = np.dtype(np.uint8) if levels <= 256 else np.dtype("<u2")
-        body = view[pos:]
+        spatial = len(dims) == 4 and min(dims[2], dims[3]) >= 2 and n_sym > 0
+        grid = (dims[0], n_sym // (dims[0] * dims[2] * dims[3]), dims[2], dims[3]) if spatial else None
+        q = self.decode_symbols(mode, view[pos:], n_sym, levels, grid)
+        out = dequantise(q, lo, step, const, dims, channels, levels)
+        return out.astype(dt, copy=False)
+
+    def decode_symbols(self, mode: bytes, body, n_sym: int, levels: int, grid=None) -> np.ndarray:
+        """The `n_sym` symbols (0..levels-1, uint8 or uint16) of a body entropy-coded in `mode` (Z, P, A, W,
+        C); `grid`: the (N, C, H, W) the context coder (C) needs, None where it does not apply."""
+        width = (levels - 1).bit_length()
         if mode == MODE_ZSTD:
-            q = self._zstd_symbols(body, n_sym, sym_dtype)
+            q = self._zstd_symbols(body, n_sym, np.dtype(np.uint8) if levels <= 256 else np.dtype("<u2"))
         elif mode == MODE_PACKED:
             if width > PACK_MAX_WIDTH:
                 raise CodecError(f"{NAME}: packed mode with {levels} levels (packing is used up to "
@@ -300,23 +307,23 @@ class FqCodec(Codec):
             per = 8 // width
             q = unpack_symbols(self._zstd_symbols(body, -(-n_sym // per), np.dtype(np.uint8)), width, n_sym)
         elif mode == MODE_CTX:
-            if levels > CTX_MAX_LEVELS or len(dims) != 4 or min(dims[2], dims[3]) < 2 or n_sym == 0:
-                raise CodecError(f"{NAME}: context mode does not apply to {levels} levels, layout {layout}, "
-                                 f"shape {list(dims)}")
-            grid = (dims[0], n_sym // (dims[0] * dims[2] * dims[3]), dims[2], dims[3])
+            if levels > CTX_MAX_LEVELS or grid is None:
+                raise CodecError(f"{NAME}: context mode does not apply to {levels} levels, "
+                                 f"{n_sym} symbols on grid {grid}")
             q = ctx_decode(body, grid, levels, self._zstd().d)
         elif mode == MODE_WIDE:
             if levels <= ANS_MAX_LEVELS:
                 raise CodecError(f"{NAME}: wide ANS mode with {levels} levels (it is used above {ANS_MAX_LEVELS})")
             q = wide_ans_symbols(body, n_sym, levels, self._zstd().d)
-        else:
+        elif mode == MODE_ANS:
             if levels > ANS_MAX_LEVELS:
                 raise CodecError(f"{NAME}: ANS mode with {levels} levels (ANS is used up to {ANS_MAX_LEVELS})")
             q = ans_symbols(body, n_sym)
+        else:
+            raise CodecError(f"{NAME}: unknown entropy mode {bytes(mode)!r}")
         if q.size and int(q.max()) >= levels:
             raise CodecError(f"{NAME}: symbol {int(q.max())} is beyond the {levels} levels")
-        out = dequantise(q, lo, step, const, dims, channels, levels)
-        return out.astype(dt, copy=False)
+        return q
 
     def _zstd_symbols(self, body, n_sym: int, sym_dtype: np.dtype) -> np.ndarray:
         import zstandard

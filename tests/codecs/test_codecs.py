@@ -43,7 +43,7 @@ def test_specs_and_ids(spec, name, cid, params):
 
 
 def test_names():
-    assert codec_names() == ("none", "float16", "zstd", "blosc2", "fq", "nnc", "dzstd", "video")
+    assert codec_names() == ("none", "float16", "zstd", "blosc2", "fq", "nnc", "dzstd", "fqi", "video")
 
 
 @pytest.mark.parametrize("spec", ["gzip", "3", 7, 900, "nnc:5", "nnc:-100", "nnc:abc", "zstd:0", "zstd:23",

@@ -1,0 +1,335 @@
+"""`fqi[:QP[:OPTS][:GOP]]`: fq with inter prediction, the fast sequential lossy codec.
+
+Why: the features of consecutive video frames differ little, so after a keyframe coded by fq's step mode
+(`fq:QP`) each frame sends only the quantised change against the previous frame as the decoder rebuilt it,
+skipping the parts that did not change. Numpy passes and fq's entropy coders keep it at hundreds of MB/s.
+
+Terms:
+- *reference* R: the previous frame as the decoder rebuilt it (float32); the encoder keeps the very same
+  array (closed loop: it predicts from the decoder's reconstruction, so errors never accumulate);
+- *residual* d = round((x - R) / step), step = 2**(QP/4) rounded up to a float16 value (fq's); the new
+  reference is R + d * step, within step/2 of x everywhere, whatever the number of frames since the
+  keyframe;
+- *output offsets*: what the decoder returns is R plus, per channel, the mean of x - R (int8 in 1/128 of a
+  step, sent as its change since the frame before), so no channel comes back biased (the rounding of many
+  small changes shifts a channel's mean; fq's keyframes correct the same way). Every value of every frame
+  is then within (1 + 1/128) steps of x (keyframes: one step, fq's bound). The offsets stay out of R;
+- *unit*: a band of rows of one (batch, channel) plane (4-D tensors: `band` rows, the fewest giving at
+  least UNIT_MIN values; other shapes: the whole tensor); a *skipped* unit has d = 0 everywhere and sends
+  nothing but its 0 bit in the *skip bitmap*;
+- *hysteresis* (option `h`): residuals of magnitude one are dropped where |x - R| < HYSTERESIS * step, so
+  noise around a rounding boundary does not flip symbols frame after frame; R is then within
+  HYSTERESIS * step (0.75 step) of x instead of step/2, the output within (1.5 + 1/128) steps.
+
+Body after the sequence header (sequence.py):
+- keyframe (or a frame fq must code alone: non-float dtype, NaN/inf, residuals beyond fq's alphabet):
+  b"K" | an fq step-mode payload;
+- predicted: b"P" | step f32 | vmin i32 | levels u16 | entropy mode u8 | units u32 | bitmap bytes u32 |
+  map bytes u32 | offset bytes u32 | zstd frame of the skip bitmap (ceil(units/8) bytes, bit u set: unit
+  u is coded) | zstd frame of the *significance map* (one bit per value of the coded units, set where
+  d != 0) | zstd frame of the offsets' changes (one byte per channel, mod 256) | the
+  non-zero residuals d - vmin (levels symbols), in order, in fq's entropy mode (Z, P, A or W: zstd for
+  speed, ANS where it is 10 % smaller). The map costs about its binary entropy (zstd on packed bits) and
+  codes 5-10x faster than ANS over every value.
+Every size is checked against dtype x shape before anything is allocated; the reference's magnitude is
+tracked so that no residual can push it beyond float32.
+
+Spec: QP in -64..0 (default -14), OPTS letters x (fq's context coder for keyframes) and h (hysteresis), GOP
+the frames from one keyframe to the next (0..249, 0 = only at the start and after a restart). Ids:
+900000 + 400 x GOP + 100 x flags - QP (x = 1, h = 2): `fqi:-14` = 900014, `fqi:-14:x:25` = 910114.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from splitinfer.common.core.errors import UserError
+from splitinfer.common.codecs import CodecError, is_float, le_contiguous, numel
+from splitinfer.common.codecs import fq
+from splitinfer.common.codecs.sequence import SequentialCodec, TensorDecoder, TensorEncoder
+
+NAME = "fqi"
+ID_BASE = 900000
+DEFAULT_QP = -14
+MAX_GOP = 249
+OPT_FLAGS = {"x": 1, "h": 2}
+HELP = (f"fqi[:QP[:OPTS][:GOP]] (fq with inter prediction: keyframes fq:QP, then closed-loop residuals with "
+        f"a skip bitmap; sequential, lossy; QP -64..0 default {DEFAULT_QP}, OPTS x=context coder for keyframes, "
+        "h=hysteresis, "
+        f"GOP 0..{MAX_GOP}; id {ID_BASE} + 400 x GOP + 100 x flags - QP)")
+
+UNIT_MIN = 128  # values in a skip unit at least (a band of rows of one plane)
+HYSTERESIS = 0.75  # option h: a residual of magnitude one is sent only where |x - R| >= this many steps
+OFFSET_UNITS = 128  # per-channel output offsets are sent in 1/128 of a step (int8)
+MAX_MAGNITUDE = 1e37  # the reference's values stay below this (float32 holds 3.4e38)
+KEY, PRED = b"K", b"P"
+_PRED = struct.Struct("<sfiHsIIII")  # b"P", step, vmin, levels, entropy mode, units, bitmap/map/offset bytes
+
+
+class FqiCodec(SequentialCodec):
+    name = NAME
+    lossless = False
+
+    def __init__(self, qp: int = DEFAULT_QP, opts: str = "", gop: int = 0):
+        self.qp, self.gop = int(qp), int(gop)
+        self.opts = "".join(o for o in OPT_FLAGS if o in opts)
+        if not fq.MIN_QP <= self.qp <= fq.MAX_QP or not 0 <= self.gop <= MAX_GOP:
+            raise UserError(f"fqi: QP {qp} must be in {fq.MIN_QP}..{fq.MAX_QP} and GOP {gop} in 0..{MAX_GOP}")
+        flags = sum(OPT_FLAGS[o] for o in self.opts)
+        super().__init__(ID_BASE + 400 * self.gop + 100 * flags - self.qp,
+                         {"qp": self.qp, "opts": self.opts, "gop": self.gop})
+        self.intra = fq.FqCodec(opts="x" if "x" in self.opts else "", qp=self.qp)
+        self.step = fq.step_size(self.qp, 0.0, 0.0)  # 2**(QP/4) rounded up to float16
+        self.hysteresis = HYSTERESIS if "h" in self.opts else 0.5
+
+    @property
+    def spec(self) -> str:
+        return f"{NAME}:{self.qp}" + (f":{self.opts}" if self.opts else "") + (f":{self.gop}" if self.gop else "")
+
+    def tensor_encoder(self, dtype, shape) -> TensorEncoder:
+        return _Encoder(self, tuple(shape))
+
+    def tensor_decoder(self, dtype, shape) -> TensorDecoder:
+        return _Decoder(self, np.dtype(dtype), tuple(shape))
+
+    def warm_up(self) -> None:
+        self.intra.warm_up()
+
+    def max_payload_bytes(self, dtype, shape) -> int:
+        return self.intra.max_payload_bytes(dtype, shape) + 64 + numel(tuple(shape)) // 8
+
+
+def units_of(shape: tuple) -> tuple[int, int, int, int]:
+    """(units, values per unit, band rows, row width) of a tensor: bands of rows of each plane of a 4-D
+    tensor, the fewest rows (a divisor of H, 2 at least where H allows) giving UNIT_MIN values; one unit
+    (band 0) for other shapes."""
+    if len(shape) != 4 or numel(shape) == 0:
+        return 1, numel(shape), 0, 0
+    n, c, h, w = shape
+    band = next((b for b in range(min(2, h), h + 1) if h % b == 0 and b * w >= UNIT_MIN), h)
+    return n * c * (h // band), band * w, band, w
+
+
+def channels_of(shape: tuple) -> tuple[int, int, int]:
+    """(batch, channels, values per channel and batch item) of the per-channel output offsets: axis 1 where
+    fq codes per channel (3+ dims, 2+ channels, 64+ values each), else one offset for the tensor."""
+    n = numel(shape)
+    if len(shape) >= 3 and shape[1] >= 2 and n // shape[1] >= fq.MIN_CHANNEL_VALUES:
+        return shape[0], shape[1], n // (shape[0] * shape[1])
+    return 1, 1, n
+
+
+def _offsets(diff: np.ndarray, idx: np.ndarray, sent: np.ndarray, layout: tuple, step: float) -> np.ndarray:
+    """Per channel, the mean of x - R (R after this frame's residuals) in OFFSET_UNITS of a step, int8:
+    mean(diff) less the sum of what the residuals added (`sent` at the flat positions `idx`)."""
+    nb, c, inner = layout
+    total = diff.reshape(nb, c, inner).sum(axis=2, dtype=np.float64).sum(axis=0)
+    if idx.size:
+        total -= np.bincount((idx // inner) % c, weights=sent, minlength=c)
+    mean = total / (nb * inner)
+    return np.clip(np.rint(mean * (OFFSET_UNITS / step)), -127, 127).astype(np.int8)
+
+
+def _grid(units_kept: int, band: int, width: int):
+    """The context coder's (N, C, H, W) for the coded units: each band a plane of `band` x `width`."""
+    return (1, units_kept, band, width) if band >= 2 and width >= 2 and units_kept else None
+
+
+class _Encoder(TensorEncoder):
+    def __init__(self, codec: FqiCodec, shape: tuple):
+        self.codec, self.shape = codec, shape
+        self.units, self.per_unit, self.band, self.width = units_of(shape)
+        self.ref: np.ndarray | None = None  # (units, per unit) float32: the decoder's reconstruction
+        self.magnitude = 0.0
+        self._intra: tuple | None = None  # the last keyframe's payload and dtype, decoded when first needed
+        self._diff = self._t = None  # work buffers of the predicted frames
+        self.layout = channels_of(shape)
+        self.off = np.zeros(self.layout[1], np.int8)  # the last frame's output offsets
+
+    def encode(self, arr, key: bool) -> bytes:
+        x = np.asarray(arr)
+        if not key and is_float(x.dtype) and x.size:
+            if self._intra is not None:  # the reference of the keyframe before: decoded as the decoder will
+                y = self.codec.intra.decode(*self._intra, self.shape)
+                self.ref, self.magnitude = _intra_reference(y, self.units)
+                self._intra = None
+            if self.ref is not None:
+                body = self._predicted(le_contiguous(x).astype(np.float32, copy=False).reshape(self.units, -1))
+                if body is not None:
+                    return body
+        payload = self.codec.intra.encode(x)
+        self.ref, self._intra = None, (payload, x.dtype)
+        self.off[:] = 0
+        return KEY + payload
+
+    def _predicted(self, x: np.ndarray) -> bytes | None:
+        codec, step = self.codec, self.codec.step
+        if self._diff is None:
+            self._diff, self._t = np.empty_like(self.ref), np.empty_like(self.ref)
+        diff, t = self._diff, self._t
+        np.subtract(x, self.ref, out=diff)
+        np.multiply(diff, np.float32(1 / step), out=t)
+        np.rint(t, out=t)
+        if codec.hysteresis > 0.5:  # drop the +-1 residuals of values within HYSTERESIS steps of R
+            t[(np.abs(diff) < np.float32(codec.hysteresis * step)) & (np.abs(t) == 1)] = 0
+        lo, hi = float(t.min()), float(t.max())  # NaN/inf anywhere: not finite
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= fq.MAX_LEVELS:
+            return None  # beyond fq's alphabet (a scene cut) or not finite: coded alone
+        vmin, levels = int(lo), max(fq.MIN_LEVELS, int(hi - lo) + 1)
+        magnitude = self.magnitude + (levels + abs(vmin)) * step
+        if not magnitude < MAX_MAGNITUDE:
+            return None
+        nz = t != 0
+        coded = nz.any(axis=1)
+        idx = np.flatnonzero(nz)
+        vals = np.take(t.reshape(-1), idx)  # the non-zero residuals, unit by unit
+        sym = (vals - np.float32(vmin)).astype(np.uint8 if levels <= 256 else np.uint16)
+        body, mode = codec.intra.entropy_code(sym, None, levels)
+        zc = codec.intra._zstd().c
+        bitmap = zc.compress(np.packbits(coded).tobytes())
+        sig = zc.compress(np.packbits((nz if coded.all() else nz[coded]).reshape(-1)).tobytes())
+        vals *= np.float32(step)  # the decoder adds the same float32 products (see _Decoder._residual)
+        self.ref.reshape(-1)[idx] += vals
+        off = _offsets(diff, idx, vals, self.layout, step)
+        offs = zc.compress((off.view(np.uint8) - self.off.view(np.uint8)).tobytes())  # change, mod 256
+        self.off, self.magnitude = off, magnitude
+        head = _PRED.pack(PRED, step, vmin, levels, mode, self.units, len(bitmap), len(sig), len(offs))
+        return head + bitmap + sig + offs + body
+
+    def close(self) -> None:
+        self.ref = self._intra = self._diff = self._t = None
+
+
+def _intra_reference(y: np.ndarray, units: int):
+    """The reference after a keyframe decoded as `y`: float32 (units, per unit), and its magnitude
+    (None for tensors no residual can follow: non-float, NaN/inf, empty)."""
+    if not is_float(y.dtype) or y.size == 0:
+        return None, 0.0
+    ref = np.array(y, dtype=np.float32).reshape(units, -1)
+    magnitude = float(np.abs(ref).max())
+    if not magnitude < MAX_MAGNITUDE:
+        return None, 0.0
+    return ref, magnitude
+
+
+class _Decoder(TensorDecoder):
+    def __init__(self, codec: FqiCodec, dtype: np.dtype, shape: tuple):
+        self.codec, self.dtype, self.shape = codec, dtype, shape
+        self.units, self.per_unit, self.band, self.width = units_of(shape)
+        self.ref: np.ndarray | None = None
+        self.magnitude = 0.0
+        self.layout = channels_of(shape)
+        self.off = np.zeros(self.layout[1], np.int8)
+
+    def decode(self, body, key: bool) -> np.ndarray:
+        view = memoryview(body)
+        kind = bytes(view[:1])
+        if kind == KEY:
+            out = self.codec.intra.decode(view[1:], self.dtype, self.shape)
+            self.ref, self.magnitude = _intra_reference(out, self.units)
+            self.off = np.zeros(self.layout[1], np.int8)
+            return out
+        if kind != PRED:
+            raise CodecError(f"{NAME}: body starts with {kind!r}, not {KEY!r} (intra) or {PRED!r} (predicted)")
+        if key:
+            raise CodecError(f"{NAME}: a keyframe holds a predicted body")
+        if self.ref is None:
+            raise CodecError(f"{NAME}: predicted body for {self.dtype}{list(self.shape)}, whose reference "
+                             "cannot be predicted from (not a float tensor, or one coded exactly)")
+        ref, off, step, self.magnitude = self._residual(view)
+        self.ref, self.off = ref, off
+        nb, c, inner = self.layout
+        out = ref.reshape(nb, c, inner) + (off.astype(np.float32) * np.float32(step / OFFSET_UNITS))[:, None]
+        return out.reshape(self.shape).astype(self.dtype, copy=False)
+
+    def _residual(self, view: memoryview) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """The new reference (the held one plus the residual of a predicted body), the output offsets, the
+        step and the reference's magnitude bound."""
+        if view.nbytes < _PRED.size:
+            raise CodecError(f"{NAME}: predicted body of {view.nbytes} bytes is shorter than its header")
+        _, step, vmin, levels, mode, units, bitmap_len, sig_len, off_len = _PRED.unpack_from(view)
+        if units != self.units:
+            raise CodecError(f"{NAME}: predicted body claims {units} units, {list(self.shape)} has {self.units}")
+        if not fq.MIN_LEVELS <= levels <= fq.MAX_LEVELS:
+            raise CodecError(f"{NAME}: residual alphabet of {levels} symbols "
+                             f"(allowed {fq.MIN_LEVELS}..{fq.MAX_LEVELS})")
+        if not (np.isfinite(step) and step > 0) or abs(vmin) > fq.MAX_LEVELS:
+            raise CodecError(f"{NAME}: residual step {step} or offset {vmin} is not plausible")
+        magnitude = self.magnitude + (levels + abs(vmin)) * float(step)
+        if not magnitude < MAX_MAGNITUDE:
+            raise CodecError(f"{NAME}: residual step {step} would push the reference beyond float32")
+        pos = _PRED.size
+        if view.nbytes < pos + bitmap_len + sig_len + off_len:
+            raise CodecError(f"{NAME}: predicted body ends inside its skip bitmap, significance map or offsets")
+        zd = self.codec.intra._zstd().d
+        coded = _bits(view[pos:pos + bitmap_len], units, zd, "skip bitmap")
+        kept_units = int(coded.sum())
+        pos += bitmap_len
+        nz = _bits(view[pos:pos + sig_len], kept_units * self.per_unit, zd, "significance map")
+        pos += sig_len
+        change = np.frombuffer(fq._zstd_table(view[pos:pos + off_len], self.layout[1], zd, "offsets"), np.uint8)
+        off = (self.off.view(np.uint8) + change).view(np.int8)
+        if (off == -128).any():
+            raise CodecError(f"{NAME}: an output offset is -128/{OFFSET_UNITS} of a step (at most 127)")
+        pos += off_len
+        idx = np.flatnonzero(nz)  # positions among the coded units' values
+        sym = self.codec.intra.decode_symbols(mode, view[pos:], idx.size, levels)
+        lut = (np.arange(levels, dtype=np.float32) + np.float32(vmin)) * np.float32(step)
+        if kept_units != units:  # ... as positions in the tensor
+            per = self.per_unit
+            idx = np.flatnonzero(coded)[idx // per] * per + idx % per
+        ref = self.ref.copy()
+        ref.reshape(-1)[idx] += np.take(lut, sym)
+        return ref, off, float(step), magnitude
+
+    def close(self) -> None:
+        self.ref = None
+
+
+# -- registry hooks ---------------------------------------------------------------------------------
+
+
+def from_id(number: int):
+    rest = number - ID_BASE
+    if not 0 <= rest < 400 * (MAX_GOP + 1):
+        return None
+    gop, rest = divmod(rest, 400)
+    flags, minus_qp = divmod(rest, 100)
+    if not -fq.MIN_QP >= minus_qp >= -fq.MAX_QP:
+        return None
+    return FqiCodec(-minus_qp, "".join(o for o, f in OPT_FLAGS.items() if flags & f), gop)
+
+
+def from_param(param):
+    from splitinfer.common.codecs.params import parse_int
+
+    if param in (None, ""):
+        return FqiCodec()
+    qp_text, *rest = param.split(":")
+    qp = DEFAULT_QP if qp_text == "" else parse_int(qp_text, "fqi QP")
+    if not fq.MIN_QP <= qp <= fq.MAX_QP:
+        raise UserError(f"fqi QP {qp} is outside {fq.MIN_QP}..{fq.MAX_QP}")
+    opts, gop = "", 0
+    if len(rest) > 2:
+        raise UserError(f"fqi {param!r}: give at most QP, options and GOP")
+    for k, part in enumerate(rest):
+        if part[:1].isdigit():
+            gop = parse_int(part, "fqi GOP")
+            if not 0 <= gop <= MAX_GOP or k != len(rest) - 1:
+                raise UserError(f"fqi GOP {part!r}: a whole number in 0..{MAX_GOP}, last")
+        elif set(part) - set(OPT_FLAGS) or len(set(part)) != len(part) or k:
+            raise UserError(f"fqi options {part!r}: the letters x (context coder), h (hysteresis), each at most once")
+        else:
+            opts = part
+    return FqiCodec(qp, opts, gop)
+
+
+def _bits(packed, count: int, zstd_d, what: str) -> np.ndarray:
+    """`count` flags (bool) from a zstd frame of exactly ceil(count/8) packed bytes; bits beyond: refused."""
+    raw = fq._zstd_table(packed, (count + 7) // 8, zstd_d, what)
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8)).view(bool)
+    if bits[count:].any():
+        raise CodecError(f"{NAME}: {what} has bits set beyond its {count} entries")
+    return bits[:count]
