@@ -33,6 +33,9 @@ CHANNEL_OPTIONS = [
 ]
 
 
+NOTIFY_EVERY_S = 10.0  # how often a wait for an absent server says it is still waiting
+
+
 class UEClient:
     """A gRPC connection to the network process (no compression, configurable message limit).
 
@@ -71,22 +74,31 @@ class UEClient:
                                               request_serializer=pb.ListModelsRequest.SerializeToString,
                                               response_deserializer=pb.ListModelsReply.FromString)
 
-    def wait_ready(self, timeout: float | None = None) -> None:
+    def wait_ready(self, timeout: float | None = None, say=None) -> None:
         """Until the server answers a call, probing with backoff; at least one probe, each within the
         frame timeout. UserError with the last reason after `timeout` s (default: the reconnect budget),
-        or at once when the server refuses (wrong token, TLS)."""
+        or at once when the server refuses (wrong token, TLS). `say(text)` is told when the first probe fails
+        (that it waits, and how long) and then every `NOTIFY_EVERY_S` seconds, so a dead server is no silence."""
         budget = self.retry.reconnect_s if timeout is None else timeout
-        deadline = time.monotonic() + budget
+        start = time.monotonic()
+        deadline = start + budget
         delays = self.retry.delays()
-        last = None
+        last, told = None, None
         while True:
             left = deadline - time.monotonic()
             last = self._probe(max(min(left, self.retry.frame_timeout_s), 0.5))
             if last is None:
+                if told is not None and say is not None:
+                    say(f"server {self.address} answered after {time.monotonic() - start:.1f} s")
                 return
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            if say is not None and (told is None or time.monotonic() - told >= NOTIFY_EVERY_S):
+                say(f"server {self.address} not answering ({last.details[:200]}); waiting up to {budget:g} s "
+                    f"(--reconnect-s), {left:.0f} s left" if told is None else
+                    f"still waiting for {self.address}: {left:.0f} s left of {budget:g} s")
+                told = time.monotonic()
             time.sleep(min(next(delays), left))
         why = f": {last.details}" if last is not None else ""
         if last is not None and "socket closed" in last.details.lower():

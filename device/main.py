@@ -448,7 +448,7 @@ class SplitRun:
                           token=token, server_name=a.tls_server_name or env("SPLITINFER_TLS_SERVER_NAME") or None,
                           retry=self.retry)
         try:
-            client.wait_ready()
+            client.wait_ready(say=lambda text: say(text, err=True))
         except BaseException:
             client.close()
             raise
