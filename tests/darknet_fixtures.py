@@ -98,8 +98,24 @@ def _maxpool(x, size, stride):
     return win.max(axis=(3, 4))[:, :oh, :ow]
 
 
+def _activate(t, kind: str):
+    if kind == "leaky":
+        return np.where(t > 0, t, 0.1 * t)
+    if kind == "mish":
+        return t * np.tanh(np.logaddexp(0, t))
+    if kind == "swish":
+        return t / (1 + np.exp(-t))
+    if kind == "logistic":
+        return 1 / (1 + np.exp(-t))
+    if kind == "relu":
+        return np.maximum(t, 0)
+    assert kind == "linear", kind
+    return t
+
+
 def darknet_forward(cfg: Path, weights: Path, x: np.ndarray) -> list[np.ndarray]:
-    """The raw [yolo] inputs of a plain darknet cfg (conv, maxpool, route, upsample, yolo) on x [1,3,H,W]."""
+    """The raw [yolo] inputs of a darknet cfg (conv, maxpool, route with groups, shortcut, upsample, yolo;
+    weights file with a 20-byte header) on x [1,3,H,W]."""
     sections, cur = [], None
     for line in cfg.read_text().splitlines():
         line = line.split("#")[0].strip()
@@ -125,8 +141,7 @@ def darknet_forward(cfg: Path, weights: Path, x: np.ndarray) -> list[np.ndarray]
             if bn:  # normalize_cpu, scale_bias, add_bias
                 t = (t - mean[:, None, None]) / (np.sqrt(var[:, None, None]) + 1e-6) * scales[:, None, None]
             t = t + b[:, None, None]
-            if s.get("activation") == "leaky":
-                t = np.where(t > 0, t, 0.1 * t)
+            t = _activate(t, s.get("activation", "logistic"))
             c = f
         elif s["type"] == "maxpool":
             t = _maxpool(t, int(s["size"]), int(s["stride"]))
@@ -135,8 +150,14 @@ def darknet_forward(cfg: Path, weights: Path, x: np.ndarray) -> list[np.ndarray]
             t = t.repeat(st, axis=1).repeat(st, axis=2)
         elif s["type"] == "route":
             refs = [int(r) if int(r) >= 0 else i + int(r) for r in s["layers"].split(",")]
-            t = np.concatenate([outs[r] for r in refs], axis=0)
+            groups, gid = int(s.get("groups", 1)), int(s.get("group_id", 0))
+            parts = [outs[r][gid * (outs[r].shape[0] // groups):(gid + 1) * (outs[r].shape[0] // groups)]
+                     for r in refs]
+            t = np.concatenate(parts, axis=0)
             c = t.shape[0]
+        elif s["type"] == "shortcut":
+            r = int(s["from"])
+            t = _activate(t + outs[r if r >= 0 else i + r], s.get("activation", "linear"))
         elif s["type"] == "yolo":
             yolos.append(t[None])
         outs.append(t)
