@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,29 @@ def open_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]):
     level = cv2.getLogLevel()
     cv2.setLogLevel(0)  # silent
     try:
-        return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        with _native_stderr_silenced():  # OpenCV's FFmpeg backend fprintf()s its tag note past the log level
+            return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     finally:
         cv2.setLogLevel(level)
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the block (what native code prints goes nowhere); Python's
+    own sys.stderr is flushed first. Where fd 2 cannot be redirected, nothing changes."""
+    sys.stderr.flush()
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _probe(fourcc: str, suffix: str, _seen: dict = {}) -> bool:  # noqa: B006 (a per-process cache)

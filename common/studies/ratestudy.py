@@ -314,6 +314,9 @@ def plot_rate_quality(result: StudyResult, path, x: str) -> Path:
                 ax.plot(*zip(*pts), styles[j % len(styles)], color=cmap(i % 10), ms=5,
                         label=f"r{s['rank']} ({s['branches']} br.) {fam}")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(plt.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1-2-5 labels, plain numbers
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels of a short log axis ran together
         ax.set_xlabel("bits per element (log)" if x == "bits_per_element" else "kB per frame (log)")
         ax.set_ylabel(QUALITIES[attr])
         ax.grid(alpha=0.3, which="both")

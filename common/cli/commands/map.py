@@ -299,10 +299,11 @@ def _report_runs(rows: list[dict], per_class: dict, csv_path, plot_path, mode: s
     shown = ["run", "images", "predictions"] + [c for c in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100",
                                                             "rel_AP", "rel_AP50", "rel_AP75") if c in rows[0]]
     width = max(len(r["run"]) for r in rows) + 2
-    print(f"{'run':<{width}}" + "".join(f"{c:>10}" for c in shown[1:]))
+    cols = {c: max(10, len(c) + 2) for c in shown[1:]}  # a header never runs into its neighbour
+    print(f"{'run':<{width}}" + "".join(f"{c:>{cols[c]}}" for c in shown[1:]))
     for r in rows:
-        cells = [str(r[c]) if c in ("images", "predictions") else fmt_pct(r[c]) for c in shown[1:]]
-        print(f"{r['run']:<{width}}" + "".join(f"{c:>10}" for c in cells))
+        cells = {c: str(r[c]) if c in ("images", "predictions") else fmt_pct(r[c]) for c in shown[1:]}
+        print(f"{r['run']:<{width}}" + "".join(f"{cells[c]:>{cols[c]}}" for c in shown[1:]))
     if csv_path:
         import csv
 

@@ -96,10 +96,11 @@ def _list() -> int:
     from splitinfer.common.families import family_names, get_family
 
     print("families:")
+    width = max([len(n) for n in family_names()] + [11])  # columns fit the longest name (retinanet_tr)
     for name in family_names():
         fam = get_family(name)
         size = f"{fam.input_size[0]}x{fam.input_size[1]}" if fam.input_size else "any size"
-        print(f"  {name:<11} {size:<9} {fam.description}")
+        print(f"  {name:<{width}} {size:<9} {fam.description}")
     print(f"bundled models ({MODELS_DIR}):")
     for d in sorted(MODELS_DIR.iterdir()) if MODELS_DIR.is_dir() else []:
         onnx_path, info = d / "model.onnx", d / "model.json"
@@ -108,6 +109,6 @@ def _list() -> int:
                 family = json.loads(info.read_text()).get("family", "?")
             except ValueError:
                 family = "? (unreadable model.json)"
-            print(f"  {d.name:<11} family {family:<11} {onnx_path.stat().st_size / 1e6:6.1f} MB")
+            print(f"  {d.name:<{width}} family {family:<{width}} {onnx_path.stat().st_size / 1e6:6.1f} MB")
     print(f"exportable: {', '.join(EXPORTABLE)} (splitinfer models export NAME)")
     return 0

@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     res = visualize(args.source, args.predictions, gt=args.gt, compare=args.compare, out=args.out,
                     show=args.show, threshold=args.threshold, names=tuple(args.names) if args.names else None,
                     max_frames=args.max_frames, fps=fps, anchor_threshold=args.anchor_threshold, wait_ms=wait_ms)
-    for t in res.titles:
-        print(t.replace("\n", ": "))
     what = {"image": "picture", "dir": "pictures in", "video": "frames in video"}[res.kind]
-    print(f"{res.frames} {what} {res.out}" if res.kind != "image" else f"picture: {res.out}")
+    panels = " | ".join(t.replace("\n", ": ") for t in res.titles)  # one line, with what each panel shows
+    print((f"{res.frames} {what} {res.out}" if res.kind != "image" else f"picture: {res.out}")
+          + (f" (panels: {panels})" if panels else ""))
     return 0
