@@ -53,7 +53,8 @@ any order. Numeric id = 30000 + 1000 * flags + 10 * BITS with flags t=1, c=2, k=
 
 Payload (little-endian), every byte of side information included:
     b"FQ" | mode u8 (b"R" raw, b"Z" zstd, b"P" packed zstd, b"A" ANS, b"W" wide ANS, b"C" context ANS)
-    | levels u16 | layout u8 (0 tensor, 1 channel; + 0x80: lo and step are float16; + 0x40 ONE_STEP: one step for every channel)
+    | levels u16 | layout u8 (0 tensor, 1 channel; + 0x80: lo and step are float16; + 0x40 ONE_STEP: one
+    step for every channel)
     | C u32 | ceil(C/8) bytes: constant-channel mask (bit c set: channel c is constant) | lo x C | step x C
     (x 1 with ONE_STEP) (float16 when they fit: bit depth: lo rounded down, step up, constant values
     exact; step mode: step exact, every lo within step/64; else float32)

@@ -121,17 +121,6 @@ def channels_of(shape: tuple) -> tuple[int, int, int]:
     return 1, 1, n
 
 
-def _offsets(diff: np.ndarray, idx: np.ndarray, sent: np.ndarray, layout: tuple, step: float) -> np.ndarray:
-    """Per channel, the mean of x - R (R after this frame's residuals) in OFFSET_UNITS of a step, int8:
-    mean(diff) less the sum of what the residuals added (`sent` at the flat positions `idx`)."""
-    nb, c, inner = layout
-    total = diff.reshape(nb, c, inner).sum(axis=2, dtype=np.float64).sum(axis=0)
-    if idx.size:
-        total -= np.bincount((idx // inner) % c, weights=sent, minlength=c)
-    mean = total / (nb * inner)
-    return np.clip(np.rint(mean * (OFFSET_UNITS / step)), -127, 127).astype(np.int8)
-
-
 def _grid(units_kept: int, band: int, width: int):
     """The context coder's (N, C, H, W) for the coded units: each band a plane of `band` x `width`."""
     return (1, units_kept, band, width) if band >= 2 and width >= 2 and units_kept else None
@@ -144,7 +133,7 @@ class _Encoder(TensorEncoder):
         self.ref: np.ndarray | None = None  # (units, per unit) float32: the decoder's reconstruction
         self.magnitude = 0.0
         self._intra: tuple | None = None  # the last keyframe's payload and dtype, decoded when first needed
-        self._diff = self._t = None  # work buffers of the predicted frames
+        self._t = None  # work buffer of the predicted frames
         self.layout = channels_of(shape)
         self.off = np.zeros(self.layout[1], np.int8)  # the last frame's output offsets
 
@@ -166,14 +155,17 @@ class _Encoder(TensorEncoder):
 
     def _predicted(self, x: np.ndarray) -> bytes | None:
         codec, step = self.codec, self.codec.step
-        if self._diff is None:
-            self._diff, self._t = np.empty_like(self.ref), np.empty_like(self.ref)
-        diff, t = self._diff, self._t
-        np.subtract(x, self.ref, out=diff)
-        np.multiply(diff, np.float32(1 / step), out=t)
+        if self._t is None:
+            self._t = np.empty_like(self.ref)
+        t = self._t
+        np.subtract(x, self.ref, out=t)
+        t *= np.float32(1 / step)  # (x - R) in steps
+        drop = np.abs(t) < np.float32(codec.hysteresis) if codec.hysteresis > 0.5 else None
+        nb, c, inner = self.layout
+        sums = t.reshape(nb, c, inner).sum(axis=2).sum(axis=0, dtype=np.float64)  # float32 pairwise sums
         np.rint(t, out=t)
-        if codec.hysteresis > 0.5:  # drop the +-1 residuals of values within HYSTERESIS steps of R
-            t[(np.abs(diff) < np.float32(codec.hysteresis * step)) & (np.abs(t) == 1)] = 0
+        if drop is not None:  # hysteresis: no +-1 residual for values within HYSTERESIS steps of R
+            t[drop] = 0
         lo, hi = float(t.min()), float(t.max())  # NaN/inf anywhere: not finite
         if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= fq.MAX_LEVELS:
             return None  # beyond fq's alphabet (a scene cut) or not finite: coded alone
@@ -190,16 +182,18 @@ class _Encoder(TensorEncoder):
         zc = codec.intra._zstd().c
         bitmap = zc.compress(np.packbits(coded).tobytes())
         sig = zc.compress(np.packbits((nz if coded.all() else nz[coded]).reshape(-1)).tobytes())
-        vals *= np.float32(step)  # the decoder adds the same float32 products (see _Decoder._residual)
-        self.ref.reshape(-1)[idx] += vals
-        off = _offsets(diff, idx, vals, self.layout, step)
+        if idx.size:
+            sums -= np.bincount((idx // inner) % c, weights=vals, minlength=c)
+        off = np.clip(np.rint(sums * (OFFSET_UNITS / (nb * inner))), -127, 127).astype(np.int8)
         offs = zc.compress((off.view(np.uint8) - self.off.view(np.uint8)).tobytes())  # change, mod 256
+        t *= np.float32(step)  # R += d * step: the float32 products the decoder adds (see _Decoder._residual)
+        self.ref += t
         self.off, self.magnitude = off, magnitude
         head = _PRED.pack(PRED, step, vmin, levels, mode, self.units, len(bitmap), len(sig), len(offs))
         return head + bitmap + sig + offs + body
 
     def close(self) -> None:
-        self.ref = self._intra = self._diff = self._t = None
+        self.ref = self._intra = self._t = None
 
 
 def _intra_reference(y: np.ndarray, units: int):
