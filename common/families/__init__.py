@@ -116,20 +116,15 @@ def get_family(name: str) -> Family:
 
 
 def resolve_model(spec: str, family: str | None = None):
-    """(ONNX path, Family) for a model spec (`splitinfer.common.core.models.find_model`).
+    """(ONNX path, Family) for a model spec (`splitinfer.common.core.models.resolve`).
 
     The family comes from `family` if given, else the one the model records (metadata
     `splitinfer.family`, written by our exporters, else a `model.json` beside the file).
     """
-    from splitinfer.common.core.models import find_model, recorded_family
+    from splitinfer.common.core.models import resolve
 
-    p = find_model(spec)
-    if family:
-        return p, family_for_model(p, family)
-    name = recorded_family(p)
-    if name:
-        return p, family_for_model(p, name)
-    raise UserError(f"{p}: model family unknown; pass --family ({', '.join(family_names())})")
+    model = resolve(spec, family)  # the one resolver of every command (file, id, family, model.json)
+    return model.model_path, family_for_model(model.model_path, model.family_name, model.info)
 
 
 def family_for_model(model_path, name: str | None = None, info: dict | None = None) -> Family:
