@@ -168,3 +168,76 @@ def test_a_family_outside_the_package_loads_as_a_plugin(tmp_path):
                         "-o", str(out), "--no-overlay"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert next(out.glob("*.txt")).read_text().split()[0] == "acme"
+
+
+def _ssd_with_decoding(src: Path, dst: Path) -> None:
+    """The ssd_resnet export with NVIDIA's box decoding and the softmax appended (default boxes as a
+    constant): boxes [1,8732,4] x1y1x2y2 in [0,1], scores [1,8732,81] (column 0 = background)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from splitinfer.common.families import ssd_resnet as ssd
+
+    m = onnx.load(str(src))
+    g = m.graph
+    d = ssd.default_boxes().astype(np.float32)[None]  # [1,8732,4] cx cy w h
+    consts = {"dec_xy": d[..., :2], "dec_wh": d[..., 2:], "dec_sxy": np.array(ssd.SCALE_XY, np.float32),
+              "dec_swh": np.array(ssd.SCALE_WH, np.float32), "dec_max": np.array(ssd.MAX_LOG_WH, np.float32),
+              "dec_half": np.array(0.5, np.float32), "dec_split": np.array([2, 2], np.int64)}
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    n = helper.make_node
+    g.node.extend([
+        n("Transpose", ["output1"], ["dec_loc"], perm=[0, 2, 1]),
+        n("Split", ["dec_loc", "dec_split"], ["dec_lxy", "dec_lwh"], axis=2),
+        n("Mul", ["dec_lxy", "dec_sxy"], ["dec_a"]), n("Mul", ["dec_a", "dec_wh"], ["dec_b"]),
+        n("Add", ["dec_b", "dec_xy"], ["dec_cxcy"]),
+        n("Mul", ["dec_lwh", "dec_swh"], ["dec_c"]), n("Min", ["dec_c", "dec_max"], ["dec_c2"]),
+        n("Exp", ["dec_c2"], ["dec_e"]), n("Mul", ["dec_e", "dec_wh"], ["dec_bwh"]),
+        n("Mul", ["dec_bwh", "dec_half"], ["dec_h"]),
+        n("Sub", ["dec_cxcy", "dec_h"], ["dec_p1"]), n("Add", ["dec_cxcy", "dec_h"], ["dec_p2"]),
+        n("Concat", ["dec_p1", "dec_p2"], ["boxes"], axis=2),
+        n("Transpose", ["output2"], ["dec_conf"], perm=[0, 2, 1]),
+        n("Softmax", ["dec_conf"], ["scores"], axis=2),
+    ])
+    del g.output[:]
+    g.output.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 8732, 4]),
+                     helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 8732, 81])])
+    del m.metadata_props[:]
+    onnx.save(m, str(dst))
+
+
+@pytest.mark.slow
+def test_ssd_resnet_declared_without_its_python_family_gives_its_detections(tmp_path):
+    """The issue's case: the ssd_resnet export (random weights, seed 0: the structure is what counts) declared
+    in model.json alone: preprocessing, boxes/scores by name, NVIDIA's NMS settings."""
+    from splitinfer.common.families import ssd_resnet as ssd
+    from splitinfer.common.studies import exporters
+
+    import torch
+
+    model = exporters.build_ssd300(seed=0)
+    with torch.no_grad():  # heads scaled down so softmax scores spread out instead of saturating at 1.0 (ties)
+        for head in (*model.conf, *model.loc):
+            head.weight.mul_(0.02)
+            head.bias.mul_(0.02)
+    torch.save(model.state_dict(), tmp_path / "ssd.pt")
+    src = exporters.export_ssd_resnet(tmp_path / "ssd" / "model.onnx", checkpoint=tmp_path / "ssd.pt")
+    (tmp_path / "decl").mkdir()
+    _ssd_with_decoding(src, tmp_path / "decl" / "model.onnx")
+    (tmp_path / "decl" / "model.json").write_text(json.dumps({
+        "family": {"name": "ssd_declared"},
+        "preprocess": {"input": "input", "size": [300, 300], "resize": "stretch", "channels": "RGB",
+                       "layout": "NCHW", "range": "0-1", "mean": ssd.MEAN_RGB.tolist(), "std": ssd.STD_RGB.tolist()},
+        "decoder": {"boxes": "boxes", "box_format": "xyxy", "box_units": "normalized", "scores": "scores",
+                    "background_class": 0},
+        "nms": {"iou": 0.5, "max_detections": 200, "candidate_threshold": 0.05, "per_class_top_k": 200},
+        "labels": "coco80"}))
+    images = [read_image(p) for p in bundled_images()[:2]]
+    want = _run(src, get_family("ssd_resnet"), images)
+    got = _run(tmp_path / "decl" / "model.onnx", family_for_model(tmp_path / "decl" / "model.onnx"), images)
+    assert sum(map(len, want)) > 20
+    for w, g in zip(want, got):
+        assert len(g) == len(w)
+        assert [d.label for d in g] == [d.label for d in w]
+        np.testing.assert_allclose([d.box for d in g], [d.box for d in w], atol=1e-2)
+        np.testing.assert_allclose([d.score for d in g], [d.score for d in w], rtol=1e-4)
