@@ -138,8 +138,8 @@ class VideoCodec(SequentialCodec):
     def encoder_options(self) -> dict:
         keyint = 1 if self.gop == 1 else 100_000  # keyframes are forced by the stream (gop, restarts)
         if self.encoder == "x265":
-            params = (f"qp={self.qp}:keyint={keyint}:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:"
-                      "repeat-headers=1:info=0:log-level=error:frame-threads=1:pools=1")
+            params = (f"qp={self.qp}:keyint={keyint}:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:min-cu-size=8:"
+                      "repeat-headers=1:info=0:log-level=error:frame-threads=1:pools=none")
             return {"preset": self.preset_name, "tune": "zerolatency", "forced-idr": "1", "x265-params": params}
         if self.encoder == "av1":
             return {"preset": str(self.preset), "qp": str(self.qp),

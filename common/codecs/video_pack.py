@@ -7,8 +7,8 @@ is a tile at a fixed place: a static scene gives the same tile at the same place
 Defined terms:
 - *channels*: every dimension of the tensor before its last two (their product); the last two are a
   *tile*'s height and width (a 1-D tensor is one tile of height 1);
-- *cell*: the place of one tile in the picture, the tile padded to a multiple of ALIGN (the encoder's
-  smallest block) so that tile edges fall on block edges; cells form a grid of `cols` x `rows`, channel k
+- *cell*: the place of one tile in the picture, the tile padded to a multiple of CELL_ALIGN (the
+  encoders' smallest block) so that tile edges fall on block edges; cells form a grid of `cols` x `rows`, channel k
   at row k // cols, column k % cols (raster order: channel k stays at one place in every picture);
 - *picture*: the grid, padded to a multiple of ALIGN and at least MIN_SIDE on each side; what is not a
   tile (cell padding, empty cells) holds the value 0.0 quantises to, a flat area that costs almost nothing;
@@ -30,7 +30,8 @@ import numpy as np
 
 from splitinfer.common.codecs import CodecError, numel
 
-ALIGN = 8  # cells and pictures are multiples of 8 samples (the encoders' smallest block)
+ALIGN = 8  # pictures are multiples of 8 samples (the encoders' smallest coding block)
+CELL_ALIGN = 1  # cells are the tiles themselves: padding each tile to 8 (or 16) measured 8-10 % more bits
 MIN_SIDE = 64  # the smallest picture side every offered encoder accepts
 MAX_SIDE = 8192  # the largest picture side (HEVC level 6.2 allows 8444 samples)
 MAX_PIXELS = 8192 * 4352  # the largest picture (HEVC level 6.x: 35,651,584 samples)
@@ -75,13 +76,13 @@ def tile_dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
 def layout_for(shape: tuple[int, ...]) -> Layout:
     """The picture layout of a tensor shape; CodecError when its picture would exceed MAX_SIDE/MAX_PIXELS."""
     channels, th, tw = tile_dims(shape)
-    ch, cw = _up(max(th, 1), ALIGN), _up(max(tw, 1), ALIGN)
+    ch, cw = _up(max(th, 1), CELL_ALIGN), _up(max(tw, 1), CELL_ALIGN)
     if channels == 0 or ch > MAX_SIDE or cw > MAX_SIDE or channels * ch * cw > MAX_PIXELS:
         raise CodecError(f"video: a tensor of shape {list(shape)} does not fit a picture of at most "
                          f"{MAX_SIDE} samples a side and {MAX_PIXELS} samples ({channels} tiles of {ch}x{cw})")
     cols = _grid_cols(channels, ch, cw)
     rows = -(-channels // cols)
-    width, height = max(MIN_SIDE, cols * cw), max(MIN_SIDE, rows * ch)
+    width, height = _up(max(MIN_SIDE, cols * cw), ALIGN), _up(max(MIN_SIDE, rows * ch), ALIGN)
     if width > MAX_SIDE or height > MAX_SIDE:
         raise CodecError(f"video: a tensor of shape {list(shape)} tiles into a {width}x{height} picture, "
                          f"over {MAX_SIDE} samples a side")
