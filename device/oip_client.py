@@ -366,15 +366,12 @@ def run_oip_device(args) -> int:
             pipeline.open()
             return pipeline
 
-    from splitinfer.common.assets import default_model_path
     from splitinfer.common.codecs import get_codec
-    from splitinfer.common.core.models import find_model
 
     M.check_options(args)
     if args.no_split:
         raise UserError("--protocol oip sends frames to a server: it does not combine with -no_split")
-    model_path = find_model(args.anchor, "-anchor") if args.anchor else default_model_path()
-    family = M.family_for(model_path, args.family)
+    model_path, family = M.resolve_anchor(args)  # the one model resolver; sets args.model_id
     source = M.Source(args)
     retry = M.retry_policy(args)
     codec = get_codec(args.codec)
