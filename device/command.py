@@ -71,7 +71,7 @@ def add_arguments(p):
                    help="with a node: it starts Part II (before) or ends Part I (after)")
     s.add_argument("--in-flight", type=opt.POSITIVE_INT, default=1, help="frames in flight on the stream (1: wait for each reply)")
     s.add_argument("--unary", action="store_true", help="one unary call per frame instead of the stream")
-    s.add_argument("--max-message-mb", type=opt.POSITIVE_FLOAT, default=4.0, help="gRPC message limit in MiB (default 4)")
+    s.add_argument("--max-message-mb", type=opt.MESSAGE_MB, default=4.0, help="gRPC message limit in MiB (default 4)")
     s.add_argument("--threads", type=opt.THREADS, default=None, help="intra-op threads of Part I and the anchors")
     s.add_argument("--metrics-port", type=opt.PORT, default=None, help="serve Prometheus metrics on this port (0: free)")
     s.add_argument("--no-overlay", action="store_true", help="do not write overlay images")

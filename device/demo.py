@@ -36,7 +36,7 @@ def add_arguments(p):
     p.add_argument("--threads", type=opt.THREADS, default=1,
                    help="intra-op threads of each process's sessions (default 1: the two processes share the cores)")
     p.add_argument("--in-flight", type=opt.POSITIVE_INT, default=1, help="frames in flight on the stream (default 1)")
-    p.add_argument("--max-message-mb", type=opt.POSITIVE_FLOAT, default=4.0,
+    p.add_argument("--max-message-mb", type=opt.MESSAGE_MB, default=4.0,
                    help="gRPC message limit in MiB (default 4)")
 
 

@@ -30,7 +30,7 @@ def add_arguments(p):
     p.add_argument("--require-gpu", action="store_true", help="fail unless CUDA really runs Part II")
     p.add_argument("--threads", type=opt.THREADS, default=None,
                    help="intra-op threads of Part II (default: onnxruntime's; pin it when the UE shares the cores)")
-    p.add_argument("--max-message-mb", type=opt.POSITIVE_FLOAT, default=4.0,
+    p.add_argument("--max-message-mb", type=opt.MESSAGE_MB, default=4.0,
                    help="largest gRPC message in MiB; bigger tensors arrive in chunks (default 4)")
     p.add_argument("--max-streams", type=opt.POSITIVE_INT, default=16,
                    help="concurrent streams (UE sessions); more get RESOURCE_EXHAUSTED (default 16)")

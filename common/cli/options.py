@@ -84,6 +84,8 @@ NONNEG = number(float, 0.0)
 SECONDS = NONNEG
 SCORE = number(float, 0.0, 1.0)
 PERCENT = number(float, 0.0, 100.0)
+# a gRPC message limit: at least 64 KiB (a frame header and some payload must fit), below gRPC's 2 GiB
+MESSAGE_MB = number(float, 0.0625, 2047.0, " MiB")
 
 
 class OneLineParser(argparse.ArgumentParser):

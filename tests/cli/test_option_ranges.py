@@ -19,6 +19,8 @@ CASES = [
     (["device", "--threads", "-1"], "--threads"),
     (["device", "--metrics-port", "99999"], "--metrics-port"),
     (["device", "--max-message-mb", "0"], "--max-message-mb"),
+    (["device", "--max-message-mb", "0.001"], "--max-message-mb"),
+    (["serve", "--max-message-mb", "4096"], "--max-message-mb"),
     (["device", "--timeout", "nan"], "--timeout"),
     (["device", "-loop", "0"], "-loop"),
     (["map", "p", "--gt", "g", "--threshold", "-1"], "--threshold"),
