@@ -159,3 +159,11 @@ def recorded_family(path=None, model=None) -> str | None:
     if path is None:
         return None
     return _family_of(model_json(path), Path(path).with_name("model.json"))
+
+
+def spec_random_weights_warning(spec) -> str | None:
+    """`random_weights_warning` of a model spec, None where the spec names no model file (zoo:, survey names)."""
+    try:
+        return random_weights_warning(find_model(spec))
+    except UserError:
+        return None

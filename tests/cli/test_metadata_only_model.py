@@ -91,6 +91,9 @@ def test_random_weights_are_said_at_the_cli_and_beside_the_predictions(models_di
     assert "random weights" in capsys.readouterr().err
     assert "random weights" in (tmp_path / "dev" / "predictions" / "WARNING.md").read_text()
     assert main(["map", str(tmp_path / "dev" / "predictions"), "--anchor", str(tmp_path / "det")]) == 0
+    assert main(["sweep", str(rnd), "--data", str(photo), "--splits", "60", "--codecs", "none", "--workers", "0",
+                 "-q", "--no-plots", "-o", str(tmp_path / "sw")]) == 0
+    assert "splitinfer sweep: WARNING: rnd.onnx has random weights" in capsys.readouterr().err
     assert main(["detect", str(photo / "dog.jpg"), "--model", str(models_dir / "x.onnx"), "-o",
                  str(tmp_path / "det2"), "--no-overlay"]) == 0
     assert "random weights" not in capsys.readouterr().err and not (tmp_path / "det2" / "WARNING.md").exists()

@@ -94,6 +94,7 @@ def run(args) -> int:
                       start=args.start,
                       score_threshold=args.score_threshold, anchor_threshold=args.anchor_threshold,
                       resume=not args.fresh)
+    _warn_random_weights(args.model)
     result = run_sweep(cfg, progress=not args.quiet)
     paths = write_outputs(result, args.out_dir, plots=not args.no_plots)
     print_table(result)
@@ -101,3 +102,14 @@ def run(args) -> int:
         print(line)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _warn_random_weights(spec) -> None:
+    """An export with random weights: its mAP is no result; say so before the long run."""
+    import sys
+
+    from splitinfer.common.core.models import spec_random_weights_warning
+
+    warning = spec_random_weights_warning(spec)
+    if warning:
+        print(f"splitinfer sweep: {warning}", file=sys.stderr, flush=True)
