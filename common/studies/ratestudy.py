@@ -9,7 +9,8 @@ Defined terms:
 - *ladder*: codec specs of one family; `NAME:A..B` expands to every parameter from A to B in steps of 1
   (`fq:2..8` = fq:2 ... fq:8), `/S` sets the step (`nnc:-38..-8/10` = nnc:-38, -28, -18, -8;
   `fq:3..4/0.5` = fq:3, fq:3.5, fq:4);
-- *family*: the codec name before the first ':' (`nnc`, `fq`, `zstd`, `float16`, `none`);
+- *family*: the codec name and its mode options, the numbers a ladder varies left out (`nnc:-38` -> `nnc`,
+  `fq:-26:x` -> `fq:x`, `video:30:intra` -> `video:intra`, `dzstd:3:0` -> `dzstd`): one curve per family;
 - *rate*: bits per element = 8 x encoded bytes / elements Part I sends (per frame, mean); also kB per frame;
 - *quality*: relative mAP@[.5:.95] for detectors (the whole model's own detections as truth), mAP against
   ground truth where given, or a fidelity metric of Part II's outputs (PSNR by default for a model without
@@ -40,7 +41,8 @@ from splitinfer.common.studies.sweep import SweepConfig, SweepResult, SweepRow, 
 NNC_LADDER = ("nnc:-38..-10/4",)  # QP stepped by 4: a fair anchor for ladders stepped as finely
 FQ_LADDER = ("fq:-26..-2/4:x",)  # the step mode; beats fq:2..8 on BD-rate (docs/study/)
 # the temporal (sequential) families, each in the default once its codec is registered
-TEMPORAL_LADDERS = {"dzstd": ("dzstd",)}
+# (x265 QP by 4 is 1.6x in quantiser step where NNC's and fq's QP by 4 is 2x: finer, not coarser)
+TEMPORAL_LADDERS = {"fqi": ("fqi:-26..-2/4:x",), "video": ("video:0..24/4",)}
 ANCHOR_FAMILY = "nnc"
 QUALITIES = {  # row attribute -> (label, higher is better)
     "rel_map": "relative mAP@[.5:.95] (%)",
@@ -90,7 +92,10 @@ def expand_ladders(specs) -> list[str]:
 
 
 def codec_family(spec: str) -> str:
-    return str(spec).split(":", 1)[0]
+    """The family of a codec spec: its name and the options that are not plain numbers (modes such as `x`,
+    `intra`, `av1`, `b12`, `g50`), so intra-only and inter coding, or two encoders, are two curves."""
+    name, *opts = str(spec).split(":")
+    return ":".join([name] + [o for o in opts if not re.fullmatch(_NUM, o)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,6 +400,39 @@ def table_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
     return [h for _, h, _ in cols], body
 
 
+RATIO_FLOOR = 0.99  # relative mAP a "ratio at" figure must keep
+
+
+def best_ratios(result: StudyResult, floor: float = RATIO_FLOOR) -> list[tuple[int, str, SweepRow | None]]:
+    """(split, family, the family's row of highest compression ratio among those keeping >= `floor` relative
+    mAP, or None) for every split and family; empty for a model without detections."""
+    if result.sweep.family == "raw":
+        return []
+    out = []
+    for s in result.sweep.splits:
+        for fam in result.families():
+            ok = [r for r in curve(result.sweep.rows, s["rank"], fam) if r.rel_map >= floor and r.ratio > 0]
+            out.append((s["rank"], fam, max(ok, key=lambda r: r.ratio) if ok else None))
+    return out
+
+
+def ratio_lines(result: StudyResult, floor: float = RATIO_FLOOR) -> list[str]:
+    """Per split, each family's best ratio at >= `floor` relative mAP and its factor over the anchor's."""
+    best = best_ratios(result, floor)
+    anchor = {rank: r for rank, fam, r in best if fam == result.anchor_family}
+    lines = []
+    for rank, fam, r in best:
+        if r is None:
+            lines.append(f"r{rank}: {fam}: no point keeps >= {100 * floor:.0f} % relative mAP")
+            continue
+        a = anchor.get(rank)
+        vs = (f", {r.ratio / a.ratio:.2f}x {result.anchor_family}'s best"
+              if a is not None and fam != result.anchor_family else "")
+        lines.append(f"r{rank}: {fam}: {r.ratio:.1f}x at >= {100 * floor:.0f} % relative mAP ({r.codec}, "
+                     f"{100 * r.rel_map:.1f} %, {r.bits_per_element:.3f} bits/el{vs})")
+    return lines
+
+
 def bd_lines(result: StudyResult) -> list[str]:
     lines = []
     for b in result.bd:
@@ -428,6 +466,10 @@ def write_study_report(result: StudyResult, out_dir, plots: list[tuple[str, str]
     for b in result.bd:
         md.append(f"| {b.rank} | {b.family} | {b.quality} | {_fmt(b.bd_rate, '{:+.1f} %')} | {b.points} | "
                   f"{b.anchor_points} | {100 * b.overlap:.0f} % | {b.note} |")
+    if best_ratios(result):
+        md += ["", f"## Compression ratio at >= {100 * RATIO_FLOOR:.0f} % relative mAP", "",
+               "Each family's highest ratio among its points that keep the accuracy, against the anchor's.", ""]
+        md += [f"- {line}" for line in ratio_lines(result)]
     md += ["", "## Every (split, codec)", "",
            "Per frame means. MB/s are of raw tensor data, per core (one onnxruntime thread per worker); "
            "NMSE / PSNR / cosine compare the model outputs after Part II with the whole model's.", ""]
@@ -442,12 +484,16 @@ def write_study_report(result: StudyResult, out_dir, plots: list[tuple[str, str]
 
 
 def write_study_outputs(result: StudyResult, out_dir, plots: bool = True) -> dict[str, Path]:
-    """study.csv, bd_rate.csv, the plots and report.md in `out_dir`; the sweep's own outputs in `out_dir/sweep`."""
+    """study.csv, bd_rate.csv, the plots (frame_kb.png too where a temporal codec predicted frames) and
+    report.md in `out_dir`; the sweep's own outputs in `out_dir/sweep`."""
     out_dir = make_output_dir(out_dir)
     paths = {"csv": write_study_csv(result, out_dir / "study.csv"), "bd": write_bd_csv(result, out_dir / "bd_rate.csv")}
     made = []
     if plots and result.sweep.rows:
-        for fname, fn, title in PLOTS:
+        from splitinfer.common.studies.frameplot import has_streams, plot_frame_kb
+
+        extra = [("frame_kb.png", plot_frame_kb, "kB of each frame")] if has_streams(result) else []
+        for fname, fn, title in list(PLOTS) + extra:
             paths[fname] = fn(result, out_dir / fname)
             made.append((fname, title))
     paths["md"] = write_study_report(result, out_dir, made)
@@ -461,5 +507,5 @@ def print_study(result: StudyResult, log=print) -> None:
     log("  ".join(h.rjust(w) for h, w in zip(head, widths)))
     for r in body:
         log("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-    for line in bd_lines(result):
+    for line in bd_lines(result) + ratio_lines(result):
         log(line)

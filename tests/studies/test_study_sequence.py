@@ -121,3 +121,42 @@ def test_start_errors_are_one_line(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: one line, exit 2
         main(args + ["--start", "-1"])
     assert exc.value.code == 2 and "--start: must be >= 0" in capsys.readouterr().err
+
+
+def test_results_keep_each_frames_bytes_and_keyframes(run):
+    """results.json: per-frame bytes in frame order and the keyframes' indices; the study draws them."""
+    tmp, _, cache, _ = run
+    results = json.loads((tmp / "all" / "sweep" / "results.json").read_text())
+    for row in results["rows"]:
+        frames = _frames(cache, row["rank"], row["codec"].replace(":", "_"))
+        assert row["frame_bytes"] == [f["enc"] for f in frames]
+        assert row["key_indices"] == ([0] if row["codec"].startswith("dzstd") else [])
+    png = (tmp / "all" / "frame_kb.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    md = (tmp / "all" / "report.md").read_text()
+    assert "![kB of each frame](frame_kb.png)" in md
+    # lossless rows keep every detection: both families reach >= 99 % relative mAP, dzstd at the higher ratio
+    assert "## Compression ratio at >= 99 % relative mAP" in md
+    for s in SPLITS:
+        assert f"- r{s}: dzstd: " in md and f"- r{s}: zstd: " in md
+
+
+def test_default_ladders_compare_every_family():
+    """NNC stepped by 4 QPs or finer (a fair anchor), fq's step ladder, and each registered temporal family;
+    one family per curve (intra-only and inter video, or fq's modes, never share one)."""
+    from splitinfer.common.codecs import codec_names
+    from splitinfer.common.studies.ratestudy import codec_family, default_ladders, expand_ladders
+
+    specs = expand_ladders(default_ladders())
+    fams = {}
+    for spec in specs:
+        fams.setdefault(codec_family(spec), []).append(float(spec.split(":")[1]))
+    qps = sorted(fams["nnc"])
+    assert len(qps) >= 6 and max(b - a for a, b in zip(qps, qps[1:])) <= 4
+    assert len(fams["fq:x"]) >= 5
+    for name in ("fqi", "video"):
+        if name in codec_names():
+            (fam,) = [f for f in fams if f.split(":")[0] == name]
+            assert len(fams[fam]) >= 5
+    assert codec_family("video:30:intra") == "video:intra" != codec_family("video:30")
+    assert codec_family("fq:-26:x") == "fq:x" and codec_family("fq:4") == "fq" and codec_family("nnc:-8") == "nnc"

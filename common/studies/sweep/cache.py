@@ -145,8 +145,9 @@ def load_row(path: Path, key: dict):
 
 def codec_fingerprint(codec) -> str:
     """sha256 (16 hex digits) of the source files that make a codec's bytes: its module and its base
-    classes' (a sequential codec's: sequence.py, which frames the stream), the modules of its stages
-    (chained specs) and the registry's shared helpers. A row stores it, so editing a codec recomputes its
+    classes' (a sequential codec's: sequence.py, which frames the stream), the codec modules it imports
+    (video_pack for video, fq for fqi), the modules of its stages (chained specs) and the registry's shared
+    helpers. A row stores it, so editing a codec recomputes its
     rows instead of mixing old and new bitstreams."""
     import inspect
     import sys
@@ -155,7 +156,7 @@ def codec_fingerprint(codec) -> str:
     while todo:
         c = todo.pop()
         mods = [k.__module__ for k in type(c).__mro__ if k.__module__.startswith("splitinfer.")]
-        for mod in (*mods, "splitinfer.common.codecs"):
+        for mod in (*mods, *_codec_helpers(type(c).__module__), "splitinfer.common.codecs"):
             path = inspect.getsourcefile(sys.modules[mod]) if mod in sys.modules else None
             if path:
                 files.add(path)
@@ -165,3 +166,17 @@ def codec_fingerprint(codec) -> str:
         h.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
     return h.hexdigest()[:16]
 
+
+
+def _codec_helpers(module: str) -> list[str]:
+    """The other codec modules a codec's module uses (imported as modules, or names taken from them)."""
+    import sys
+    import types
+
+    mod = sys.modules.get(module)
+    out = []
+    for value in vars(mod).values() if mod is not None else ():
+        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        if isinstance(name, str) and name.startswith("splitinfer.common.codecs.") and name != module:
+            out.append(name)
+    return sorted(set(out))

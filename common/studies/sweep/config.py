@@ -84,6 +84,8 @@ class SweepRow:
     keyframes: int = 0  # frames coded as keyframes (every frame of a per-frame codec; see codecs/sequence.py)
     key_bytes: float = math.nan  # mean encoded bytes of a keyframe / of a predicted frame (NaN: none)
     predicted_bytes: float = math.nan
+    frame_bytes: list = field(default_factory=list)  # encoded bytes of each frame, in frame (name) order
+    key_indices: list = field(default_factory=list)  # a sequential row's keyframes (indices in frame_bytes)
 
     @property
     def label(self) -> str:

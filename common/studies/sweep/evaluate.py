@@ -101,6 +101,9 @@ def add_rate_and_fidelity(row: SweepRow, recs: dict) -> None:
     row.decode_mbps = raw / 1e6 / dec_s if dec_s > 0 else math.nan
     key = [x["enc"] for x in vals if x.get("key", True)]  # a per-frame codec's record has no "key": all are
     pred = [x["enc"] for x in vals if not x.get("key", True)]
+    names = sorted(recs)
+    row.frame_bytes = [recs[n]["enc"] for n in names]
+    row.key_indices = [i for i, n in enumerate(names) if recs[n].get("key") is True]
     row.keyframes = len(key)
     row.key_bytes = sum(key) / len(key) if key else math.nan
     row.predicted_bytes = sum(pred) / len(pred) if pred else math.nan
