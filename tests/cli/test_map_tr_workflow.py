@@ -61,7 +61,9 @@ def test_device_threshold_gives_coco_convention_ap(tmp_path, capsys):
             low[label] = min(scores)
             capsys.readouterr()
             assert main(["map", str(out / "predictions"), "--gt", gt]) == 0
-            aps[label] = _ap(capsys.readouterr().out)
+            out_text, err_text = capsys.readouterr()
+            aps[label] = _ap(out_text)
+            assert ("device --threshold 0.05" in err_text) == (label == "display"), err_text  # the hint
     assert low["display"] >= 0.3 and low["coco"] < 0.3, low
     assert aps["coco"] > aps["display"] + 20, aps  # 60.5 vs 18.7 on this photo (README)
     assert main(["detect", str(photo / "terrain2.png"), "-o", str(tmp_path / "det"), "--threshold", "0.05",
