@@ -263,3 +263,56 @@ def test_a_keyframe_body_is_an_fq_payload_checked_like_fq():
     with pytest.raises(CodecError):
         get_codec("fqi:-14").decode(p, np.float32, (1, 16, 24, 25))
     assert fq.NAME == "fq"
+
+
+# -- through the real network process ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_a_stream_through_the_network_process_decodes_in_order_near_the_lossless_detections():
+    """fqi frames (a keyframe, a repeat, another photo) through real gRPC to the network process: every frame
+    answered, the repeat sent as a small predicted frame, detections as the lossless stream's; a stream
+    starting with a predicted frame is refused FAILED_PRECONDITION."""
+    import grpc
+
+    from grpc_helpers import Stubs, real_frame, setup_msg, stream_status
+    from splitinfer.common.transport import wire
+    from splitinfer.common.transport.process import ServerProcess
+
+    spec, rank = "fqi:-14", 95
+    frames = [real_frame(rank, image) for image in ("dog.jpg", "dog.jpg", "horses.jpg")]
+    enc = get_codec(spec).sequence_encoder()
+    msgs = []
+    for k, f in enumerate(frames):
+        names = list(f.arrays)
+        tensors = wire.encode_tensors(names, [f.arrays[n] for n in names], get_codec(spec), enc)
+        msgs.append(wire.frame_messages(k + 1, tensors, meta_json=f.meta_json))
+    srv = ServerProcess(threads=1, device="cpu", env={"OMP_NUM_THREADS": "1"})
+    try:
+        stubs = Stubs(srv.address)
+        code, details, replies = stream_status(stubs, [setup_msg(rank, codec=spec)] + [m for f in msgs for m in f])
+        assert code == grpc.StatusCode.OK, details
+        code, details, plain = stream_status(stubs, [setup_msg(rank, codec="none")] + [
+            m for k, f in enumerate(frames) for m in f.messages(k + 1, get_codec("none"))])
+        assert code == grpc.StatusCode.OK, details
+        code, details, _ = stream_status(stubs, [setup_msg(rank, codec=spec)] + msgs[1])
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "restart at a keyframe" in details, details
+        stubs.close()
+    finally:
+        assert srv.stop() == 0, "\n".join(srv.stderr_tail)
+    got, want = [r.result for r in replies[1:]], [r.result for r in plain[1:]]
+    assert len(got) == len(want) == 3
+    assert got[1].encoded_bytes < got[0].encoded_bytes / 4, [g.encoded_bytes for g in got]
+    for a, b in zip(got, want):
+        strong = lambda r: sorted(d.label for d in r.detections if d.score >= 0.5)  # noqa: E731
+        assert strong(a) == strong(b) and strong(b)
+        top = lambda r: sorted(r.detections, key=lambda d: -d.score)[:3]  # noqa: E731
+        for da, db in zip(top(a), top(b)):
+            assert da.label == db.label and _iou(da, db) > 0.75 and abs(da.score - db.score) < 0.1
+
+
+def _iou(a, b) -> float:
+    w = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    h = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    area = lambda d: (d.x2 - d.x1) * (d.y2 - d.y1)  # noqa: E731
+    return w * h / (area(a) + area(b) - w * h)
