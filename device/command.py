@@ -29,7 +29,7 @@ def add_arguments(p):
     g.add_argument("-partII", dest="part2", default=None, help="Part II ONNX file for -ref_split (default: cut)")
     g.add_argument("-anchor", dest="anchor", default=None, help="the whole model (default: bundled NanoDet)")
     g.add_argument("-f", "--family", dest="family", default=None,
-                   help="model family (default: from model.json beside the model)")
+                   help="model family (default: the model's metadata splitinfer.family, else model.json beside it)")
     g.add_argument("-results_filename", dest="results_filename", default=None,
                    help="path of the .csv results file, as given (default: results.csv in -results_dir); "
                         "its per-frame log <name>_frames.csv goes beside it")
@@ -65,7 +65,8 @@ def add_arguments(p):
     s.add_argument("--protocol", choices=("grpc", "oip"), default="grpc",
                    help="grpc: our own stream (default); oip: Open Inference Protocol ModelInfer calls to any OIP "
                         "server (the network process, KServe, Triton...; codecs none or float16)")
-    s.add_argument("--model-id", default=None, help="model id in the server's repository (default: model folder name)")
+    s.add_argument("--model-id", default=None, help="model id in the server's repository (default: the model's own: model.json \"id\", "
+                        "metadata splitinfer.id, folder of <id>/model.onnx, else the file stem)")
     s.add_argument("--split", default=None, help="split rank (integer) or node name")
     s.add_argument("--flag", choices=("before", "after"), default="before",
                    help="with a node: it starts Part II (before) or ends Part I (after)")
