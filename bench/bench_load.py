@@ -17,7 +17,19 @@ the bearer token. Every good frame must still be answered; the hostile calls' st
 (measured, 2 cores, 8 UEs x 6 frames at split 120: 28.4 frames/s alone, 28.5 with 4 hostile clients, 48/48
 good frames answered; ~60 of each attack refused with its status; peak server RSS 252 -> 319 MB).
 
-  .venv/bin/python bench/bench_load.py --ues 8 --frames 6 --split 120 --hostile 4
+The fourth row runs the N UEs again beside an Open Inference Protocol flood on the same process and port
+(issue 23): --oip-flood client connections each keep --oip-in-flight authenticated ModelInfer calls in
+flight, real frames at the same split, mixed with the OIP attacks: 200 repeated output names, typed INT64
+contents, a `meta` sent as int64, a 1,000-name output list, and ModelReady/ModelMetadata sweeps over 48
+ranks. The UEs' frames share the work slots with the flood fairly (server/admission.py), so every good
+frame must still be answered; the flood's statuses are counted (OK, UNAVAILABLE when busy, and the
+attacks' refusals). Measured on 2 cores, 4 UEs x 4 frames at split 120: 5.08 frames/s peaceful, 5.56 beside
+2 own-protocol hostile clients, 4.55 (0.89x) beside an OIP flood of 4 x 8 calls; 0 good frames failed; the
+flood got 266 OK and 329 UNAVAILABLE, every attack its refusal (typed INT64, int meta, 1,000 names:
+INVALID_ARGUMENT; 200 repeated names: OK, answered once), 384 readiness/metadata calls OK; peak server RSS
+240 -> 405 MB under the flood (its 32 calls in flight hold 2 MB requests each).
+
+  .venv/bin/python bench/bench_load.py --ues 8 --frames 6 --split 120 --hostile 4 --oip-flood 6
 """
 
 from __future__ import annotations
@@ -202,6 +214,98 @@ def hostile_clients(address: str, n: int, stop: threading.Event, counts: dict) -
     return threads
 
 
+OIP_ATTACKS = ("repeated-outputs", "typed-int64", "meta-int64", "many-outputs")
+
+
+def oip_messages(split: int) -> dict:
+    """kind -> a serialized ModelInferRequest: a real frame at `split` (the bundled photo through Part I)
+    and the OIP attacks built on it."""
+    from splitinfer.common.assets import bundled_images, default_model_path
+    from splitinfer.common.core.images import read_image
+    from splitinfer.common.families import get_family
+    from splitinfer.device.oip_client import build_request
+    from splitinfer.device.part1 import Part1
+
+    part1 = Part1(default_model_path(), rank=split, threads=1)
+    feeds, meta = get_family("nanodet").preprocess(read_image(next(p for p in bundled_images() if p.name == "dog.jpg")))
+    outs = part1.run(feeds)
+    arrays = {n: outs[n] for n in part1.plan.part1_outputs}
+    name = f"nanodet.r{split}"
+    good = build_request(name, arrays, meta)[0]
+    out = {"good": good.SerializeToString(),
+           "repeated-outputs": build_request(name, arrays, meta, outputs=["detections"] * 200)[0].SerializeToString(),
+           "many-outputs": build_request(name, arrays, meta, outputs=["labels"] * 1000)[0].SerializeToString()}
+    r = type(good)()
+    r.CopyFrom(good)
+    r.parameters["meta"].Clear()
+    r.parameters["meta"].int64_param = 7
+    out["meta-int64"] = r.SerializeToString()
+    r.CopyFrom(good)
+    del r.raw_input_contents[:]
+    r.inputs[0].datatype = "INT64"
+    r.inputs[0].contents.int64_contents.extend(range(1 << 40, (1 << 40) + 200_000))
+    out["typed-int64"] = r.SerializeToString()
+    return out
+
+
+def oip_flood(address: str, n: int, in_flight: int, split: int, stop: threading.Event,
+              counts: dict) -> list[threading.Thread]:
+    """`n` OIP clients (each its own connection) keeping `in_flight` ModelInfer calls in flight until `stop`:
+    three good frames, then one attack, in turn; every 20th round a ModelReady + ModelMetadata sweep."""
+    import time
+
+    import grpc
+
+    from splitinfer.common.transport.oip_proto import grpc_predict_v2_pb2 as pb
+
+    msgs = oip_messages(split)
+    lock = threading.Lock()
+
+    def count(kind, code):
+        with lock:
+            counts.setdefault(kind, {}).setdefault(code, 0)
+            counts[kind][code] += 1
+
+    def loop(k):
+        channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                          ("grpc.max_receive_message_length", 64 << 20),
+                                                          ("grpc.use_local_subchannel_pool", 1)])
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
+                                    response_deserializer=None)
+        ready = channel.unary_unary("/inference.GRPCInferenceService/ModelReady",
+                                    request_serializer=pb.ModelReadyRequest.SerializeToString,
+                                    response_deserializer=pb.ModelReadyResponse.FromString)
+        meta = channel.unary_unary("/inference.GRPCInferenceService/ModelMetadata",
+                                   request_serializer=pb.ModelMetadataRequest.SerializeToString,
+                                   response_deserializer=pb.ModelMetadataResponse.FromString)
+        pending, i = [], k
+        while not stop.is_set():
+            while len(pending) < in_flight:
+                kind = "good" if i % 4 else OIP_ATTACKS[(i // 4) % len(OIP_ATTACKS)]
+                pending.append((kind, infer.future(msgs[kind], timeout=30, metadata=AUTH)))
+                i += 1
+                if i % 80 == 0:  # a readiness sweep over 48 ranks (no Part II may be built for it)
+                    for r in range(2, 98, 2):
+                        try:
+                            ready(pb.ModelReadyRequest(name=f"nanodet.r{r}"), timeout=10, metadata=AUTH)
+                            meta(pb.ModelMetadataRequest(name=f"nanodet.r{r}"), timeout=10, metadata=AUTH)
+                            count("ready+metadata", "OK")
+                        except grpc.RpcError as exc:
+                            count("ready+metadata", exc.code().name)
+            for item in [p for p in pending if p[1].done()]:
+                pending.remove(item)
+                count(item[0], item[1].code().name)
+            time.sleep(0.002)
+        for _, f in pending:
+            f.cancel()
+        channel.close()
+
+    threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ues", type=int, default=8, help="UE processes at once (default 8)")
@@ -211,6 +315,8 @@ def main(argv=None) -> int:
     ap.add_argument("--in-flight", type=int, default=2, help="frames in flight per UE (default 2)")
     ap.add_argument("--server-threads", type=int, default=1, help="intra-op threads of Part II (default 1)")
     ap.add_argument("--hostile", type=int, default=4, help="hostile client threads in the third row (default 4)")
+    ap.add_argument("--oip-flood", type=int, default=6, help="OIP flood clients in the fourth row (default 6)")
+    ap.add_argument("--oip-in-flight", type=int, default=8, help="ModelInfer calls each keeps in flight (default 8)")
     args = ap.parse_args(argv)
 
     from splitinfer.common.transport.process import ServerProcess
@@ -233,21 +339,33 @@ def main(argv=None) -> int:
                 stop.set()
                 for t in threads:
                     t.join(60)
+            stop, oip_counts = threading.Event(), {}
+            threads = oip_flood(server.address, args.oip_flood, args.oip_in_flight, int(args.split), stop, oip_counts)
+            try:
+                rows.append(run_ues(server.address, args.ues, args.frames, args.split, args.codec, args.in_flight,
+                                    work, server.proc.pid, "oip"))
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nsplit {args.split}, codec {args.codec}, {args.frames} frames per UE, {args.in_flight} in flight")
     print(f"{'UEs':>4} {'frames':>6} {'failed':>6} {'window s':>8} {'frames/s':>8} {'median ms':>9} {'p95 ms':>7} "
           f"{'server RSS MB':>14}")
-    for r in rows:
+    for r, what in zip(rows, ("", "", f"  + {args.hostile} hostile (own protocol)",
+                              f"  + OIP flood {args.oip_flood} x {args.oip_in_flight}")):
         print(f"{r['ues']:4d} {r['frames']:6d} {r['failed']:6d} {r['window_s']:8.2f} {r['fps']:8.2f} "
-              f"{r['median_ms']:9.1f} {r['p95_ms']:7.1f} {r['rss_before_mb']:6.0f} -> {r['rss_peak_mb']:4.0f}")
+              f"{r['median_ms']:9.1f} {r['p95_ms']:7.1f} {r['rss_before_mb']:6.0f} -> {r['rss_peak_mb']:4.0f}{what}")
         for e in r["errors"]:
             print(f"     error: {e}")
-    one, many, attacked = rows
+    one, many, attacked, flooded = rows
     print(f"\nthroughput {many['ues']} UEs / 1 UE: {many['fps'] / one['fps']:.2f}x (cores: {os.cpu_count()}); "
-          f"with {args.hostile} hostile clients: {attacked['fps'] / many['fps']:.2f}x of the peaceful run")
+          f"with {args.hostile} hostile clients: {attacked['fps'] / many['fps']:.2f}x of the peaceful run; "
+          f"beside the OIP flood: {flooded['fps'] / many['fps']:.2f}x")
     print(f"hostile calls by attack and status: {counts}")
-    ok = many["failed"] == one["failed"] == attacked["failed"] == 0
+    print(f"OIP flood ({args.oip_flood} clients x {args.oip_in_flight} in flight) by kind and status: {oip_counts}")
+    ok = many["failed"] == one["failed"] == attacked["failed"] == flooded["failed"] == 0
     print(f"every good frame answered: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
 
