@@ -7,9 +7,11 @@ split (95 by default: three tensors). A sequential codec codes them in order thr
 decoder (keyframe first, then predicted frames); per-frame codecs (NNC, fq) code each frame alone, NNC on the
 first `--anchor-frames` only (slow; an intra codec's bytes per frame do not depend on the frame's place).
 
-Speed (one process, one thread per coder, medians of --repeat): encode and decode milliseconds per frame (all
-of a frame's tensors); real time for a 25 fps clip means encode + decode together under 40 ms a frame, i.e.
-both on one core (on the field's two processes each side has its own core and needs only its own half).
+Speed (one process, one thread per coder, frames encoded and decoded in lockstep, medians of --repeat):
+milliseconds per frame (all of a frame's tensors) of CPU time (this process, every thread: what a coder costs
+on a core of its own, unlike wall time on a shared, loaded machine) and wall time; `enc P`/`dec P`: predicted
+frames only. Real time for a 25 fps clip: encode + decode CPU together under 40 ms a frame, i.e. both sides
+on one core (the field's two processes give each side a core of its own: each needs only its own part).
 
 Rate and quality: bytes per frame (keyframe and predicted frames apart), bits per element, feature PSNR (of
 the crossing tensors, peak = the largest |value|) and output PSNR (of Part II's outputs against Part II on the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -86,26 +89,32 @@ class Split:
         return np.concatenate([np.asarray(o, np.float64).ravel() for o in outs if np.asarray(o).dtype.kind == "f"])
 
 
-def code(codec, split: Split, n: int) -> tuple[list[list[bytes]], list[bool], float, list[list[np.ndarray]], float]:
-    """(payloads, keyframe flags, encode s, decoded tensors, decode s) of the first n frames, in order."""
+def code(codec, split: Split, n: int) -> tuple[list[list[bytes]], list[bool], dict, list[list[np.ndarray]]]:
+    """(payloads, keyframe flags, times, decoded tensors) of the first n frames, in order; times: seconds of
+    wall clock and of this process's CPU (every thread) for encoding and for decoding, predicted frames apart."""
     frames = split.frames[:n]
     enc, dec = codec.sequence_encoder(), codec.sequence_decoder()
-    payloads, keys = [], []
-    t = time.perf_counter()
+    payloads, keys, outs = [], [], []
+    times = dict.fromkeys(("enc_wall", "enc_cpu", "dec_wall", "dec_cpu", "enc_cpu_pred", "dec_cpu_pred"), 0.0)
+    extra = {"trusted": True} if codec.name == "nnc" else {}
     for f in frames:
-        payloads.append(enc.encode_frame(split.names, f))
+        w, c = time.perf_counter(), time.process_time()
+        ps = enc.encode_frame(split.names, f)
+        w2, c2 = time.perf_counter(), time.process_time()
+        payloads.append(ps)
         keys.append(enc.last_keyframe)
-    t_enc = time.perf_counter() - t
-    outs = []
-    t = time.perf_counter()
-    for ps, f in zip(payloads, frames):
-        bound = [dec.bind(name) for name in split.names]
-        outs.append([b.decode(p, a.dtype, a.shape, **({"trusted": True} if codec.name == "nnc" else {}))
-                     for b, p, a in zip(bound, ps, f)])
-    t_dec = time.perf_counter() - t
+        outs.append([dec.bind(name).decode(p, a.dtype, a.shape, **extra) for name, p, a in zip(split.names, ps, f)])
+        w3, c3 = time.perf_counter(), time.process_time()
+        times["enc_wall"] += w2 - w
+        times["enc_cpu"] += c2 - c
+        times["dec_wall"] += w3 - w2
+        times["dec_cpu"] += c3 - c2
+        if not keys[-1]:
+            times["enc_cpu_pred"] += c2 - c
+            times["dec_cpu_pred"] += c3 - c2
     enc.close()
     dec.close()
-    return payloads, keys, t_enc, outs, t_dec
+    return payloads, keys, times, outs
 
 
 def psnr(refs: list[np.ndarray], tests: list[np.ndarray]) -> float:
@@ -124,11 +133,15 @@ def speed_rows(split: Split, specs: list[str], repeat: int) -> list[dict]:
         codec = get_codec(spec)
         codec.warm_up()
         runs = [code(codec, split, n) for _ in range(repeat)]
-        enc_ms = 1e3 * statistics.median(r[2] for r in runs) / n
-        dec_ms = 1e3 * statistics.median(r[4] for r in runs) / n
-        payloads, keys, _, outs, _ = runs[0]
-        rows.append({"split": split.rank, "codec": codec.spec, "encode_ms": enc_ms, "decode_ms": dec_ms,
-                     "fps_one_core": 1e3 / (enc_ms + dec_ms), "realtime_25fps": enc_ms + dec_ms < 40.0,
+        med = {k: 1e3 * statistics.median(r[2][k] for r in runs) / n for k in runs[0][2]}
+        payloads, keys, _, outs = runs[0]
+        pred = max(1, sum(not k for k in keys))
+        enc_pred, dec_pred = med["enc_cpu_pred"] * n / pred, med["dec_cpu_pred"] * n / pred
+        rows.append({"split": split.rank, "codec": codec.spec, "encode_ms": med["enc_wall"],
+                     "decode_ms": med["dec_wall"], "encode_cpu_ms": med["enc_cpu"], "decode_cpu_ms": med["dec_cpu"],
+                     "encode_cpu_ms_pred": enc_pred, "decode_cpu_ms_pred": dec_pred,
+                     "fps_one_core": 1e3 / (med["enc_cpu"] + med["dec_cpu"]),
+                     "realtime_25fps": med["enc_cpu"] + med["dec_cpu"] < 40.0,
                      **sizes(payloads, keys, split), "feature_psnr": feature_psnr(split, outs)})
     return rows
 
@@ -157,12 +170,12 @@ def rate_rows(split: Split, ladders: list[str], anchor_frames: int) -> list[dict
         codec = get_codec(spec)
         codec.warm_up()
         n = min(anchor_frames, len(split.frames)) if codec.name == "nnc" else len(split.frames)
-        payloads, keys, t_enc, outs, t_dec = code(codec, split, n)
+        payloads, keys, times, outs = code(codec, split, n)
         tests = [split.outputs(o, i) for i, o in enumerate(outs)]
         rows.append({"split": split.rank, "codec": codec.spec, "family": family_of(codec),
                      **sizes(payloads, keys, split), "feature_psnr": feature_psnr(split, outs),
                      "output_psnr": psnr(split.reference[:n], tests),
-                     "encode_ms": 1e3 * t_enc / n, "decode_ms": 1e3 * t_dec / n})
+                     "encode_cpu_ms": 1e3 * times["enc_cpu"] / n, "decode_cpu_ms": 1e3 * times["dec_cpu"] / n})
     return rows
 
 
@@ -206,20 +219,23 @@ def main(argv=None) -> int:
     rates = [r for s in splits for r in rate_rows(s, [x for x in args.ladders.split(",") if x], args.anchor_frames)]
     print(f"{args.video.name} frames {args.start}..{args.start + len(images) - 1}, one process, one thread per coder")
     if speed:
-        print(f"\n{'split':>5} {'codec':<24} {'enc ms':>7} {'dec ms':>7} {'fps 1core':>9} {'25fps':>5} "
-              f"{'key kB':>7} {'pred kB':>7} {'bits/el':>7} {'feat dB':>7}")
+        print(f"\nms per frame: CPU (wall in brackets, load average {os.getloadavg()[0]:.1f}); P: predicted frames only")
+        print(f"{'split':>5} {'codec':<24} {'enc cpu':>7} {'(wall)':>7} {'dec cpu':>7} {'(wall)':>7} {'enc P':>6} "
+              f"{'dec P':>6} {'fps 1core':>9} {'25fps':>5} {'key kB':>7} {'pred kB':>7} {'bits/el':>7} {'feat dB':>7}")
         for r in speed:
-            print(f"{r['split']:5d} {r['codec']:<24} {r['encode_ms']:7.1f} {r['decode_ms']:7.1f} "
-                  f"{r['fps_one_core']:9.1f} {'yes' if r['realtime_25fps'] else 'no':>5} {r['key_bytes'] / 1e3:7.2f} "
+            print(f"{r['split']:5d} {r['codec']:<24} {r['encode_cpu_ms']:7.1f} {r['encode_ms']:7.1f} "
+                  f"{r['decode_cpu_ms']:7.1f} {r['decode_ms']:7.1f} {r['encode_cpu_ms_pred']:6.1f} "
+                  f"{r['decode_cpu_ms_pred']:6.1f} {r['fps_one_core']:9.1f} {'yes' if r['realtime_25fps'] else 'no':>5} "
+                  f"{r['key_bytes'] / 1e3:7.2f} "
                   f"{r['pred_bytes'] / 1e3:7.2f} {r['bits_per_element']:7.4f} {r['feature_psnr']:7.2f}")
     bd = bd_table(rates) if rates else []
     if rates:
         print(f"\n{'split':>5} {'codec':<24} {'kB/frame':>8} {'key kB':>7} {'pred kB':>7} {'bits/el':>7} "
-              f"{'feat dB':>7} {'out dB':>7} {'enc ms':>7} {'dec ms':>7}")
+              f"{'feat dB':>7} {'out dB':>7} {'enc cpu':>7} {'dec cpu':>7}")
         for r in rates:
             print(f"{r['split']:5d} {r['codec']:<24} {r['bytes_per_frame'] / 1e3:8.2f} {r['key_bytes'] / 1e3:7.2f} "
                   f"{r['pred_bytes'] / 1e3:7.2f} {r['bits_per_element']:7.4f} {r['feature_psnr']:7.2f} "
-                  f"{r['output_psnr']:7.2f} {r['encode_ms']:7.1f} {r['decode_ms']:7.1f}")
+                  f"{r['output_psnr']:7.2f} {r['encode_cpu_ms']:7.1f} {r['decode_cpu_ms']:7.1f}")
         print("\nBD-rate on output PSNR against NNC (negative: fewer bits at equal PSNR)")
         for b in bd:
             print(f"{b['split']:5d} {b['family']:<16} {b['bd_rate_percent']:8.1f} %  overlap {b['overlap']:.2f} "
