@@ -16,7 +16,8 @@ from splitinfer.common.studies.sweep.config import SweepResult
 CSV_COLUMNS = ("rank", "node", "op_type", "branches", "codec", "codec_id", "images", "raw_bytes", "encoded_bytes",
                "ratio", "encode_ms", "decode_ms", "part2_ms", "max_abs_err", "map", "map50", "map75", "gt_images",
                "rel_map", "rel_map50", "rel_map75", "predictions", "elements", "bits_per_element", "encode_mbps",
-               "decode_mbps", "nmse", "psnr_db", "cosine", "top1", "top5")
+               "decode_mbps", "nmse", "psnr_db", "cosine", "top1", "top5", "keyframes", "key_bytes",
+               "predicted_bytes")
 
 
 def write_csv(result: SweepResult, path) -> Path:
