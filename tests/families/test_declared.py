@@ -241,3 +241,22 @@ def test_ssd_resnet_declared_without_its_python_family_gives_its_detections(tmp_
         assert [d.label for d in g] == [d.label for d in w]
         np.testing.assert_allclose([d.box for d in g], [d.box for d in w], atol=1e-2)
         np.testing.assert_allclose([d.score for d in g], [d.score for d in w], rtol=1e-4)
+
+
+def test_declared_preprocessing_layouts_and_the_way_back():
+    from splitinfer.common.families._geometry import Preprocess
+
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[..., 0], img[..., 2] = 10, 250  # blue 10, red 250 (BGR)
+    pre = Preprocess(input="x", size=(64, 32), resize="stretch", channels="RGB", layout="NHWC", range="0-255",
+                     mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0))
+    feeds, meta = pre.run(img)
+    x = feeds["x"]
+    assert x.shape == (1, 32, 64, 3) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, 0, 0], [(250 - 1) / 2, (0 - 2) / 2, (10 - 3) / 2])  # RGB order, 0-255 units
+    assert meta == {"width": 200, "height": 100, "input_width": 64, "input_height": 32}
+    np.testing.assert_allclose(pre.to_image(np.array([[16, 8, 32, 16]]), meta), [[50, 25, 100, 50]])
+    box = Preprocess(input="x", size=(64, 64), resize="letterbox")  # 200x100 -> 64x32, 16 rows above
+    np.testing.assert_allclose(box.to_image(np.array([[16, 24, 32, 32]]), {**meta, "input_height": 64,
+                                                                            "input_width": 64}),
+                               [[50, 25, 100, 50]])
