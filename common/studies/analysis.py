@@ -351,9 +351,10 @@ def image_feeds(model: onnx.ModelProto, image_bgr: np.ndarray, size: tuple[int, 
     fam_name = model_family(model, model_path)
     if fam_name:
         try:
-            from splitinfer.common.families import get_family
+            from splitinfer.common.families import family_for_model, get_family
 
-            fam_feeds, _ = get_family(fam_name).preprocess(image_bgr)
+            fam = family_for_model(model_path, fam_name) if model_path else get_family(fam_name)
+            fam_feeds, _ = fam.preprocess(image_bgr)
         except UserError:
             fam_feeds = None
         if fam_feeds is not None:
