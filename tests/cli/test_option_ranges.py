@@ -29,7 +29,6 @@ CASES = [
     (["detect", "x.jpg", "--threads", "-1"], "--threads"),
     (["sweep", "nanodet", "--workers", "-2"], "--workers"),
     (["study", "nanodet", "--max-images", "0"], "--max-images"),
-    (["recommend", "nanodet", "--results", "r", "--min-map", "120"], "--min-map"),
     (["visualize", "a", "b", "--fps", "0"], "--fps"),
     (["dataset", "frames", "v.mp4", "-o", "x", "--every", "0"], "--every"),
 ]

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="uplink rate(s), tc's units: 100mbit 1gbit, 10mbps (= bytes/s); 1G = 1gbit (default 1G)")
     p.add_argument("--metric", default="rel_map", choices=("rel_map", "rel_map50", "map", "map50"),
                    help="accuracy measure (default rel_map: relative to the whole model)")
-    p.add_argument("--min-map", type=opt.PERCENT, metavar="PCT", help="minimum accuracy in percent on --metric")
+    p.add_argument("--min-map", type=float, metavar="PCT", help="minimum accuracy in percent on --metric")
     p.add_argument("--keep-first", type=opt.COUNT, default=0, metavar="K",
                    help="privacy: the first K nodes run on the device (splits at rank >= K only)")
     p.add_argument("--server-speedup", type=opt.POSITIVE_FLOAT, default=1.0, help="divide server Part II time by this (default 1)")
