@@ -12,8 +12,13 @@ Columns: ratio, bits per element, kB per frame of keyframes and of predicted fra
 the largest error in steps (fq/fqi: step 2**(QP/4)), encode and decode MB/s over all frames and over the
 predicted frames alone (P enc, P dec: the inter path's own speed).
 
+With --rd: also rate-distortion on the model's outputs: Part II (onnxruntime, one thread) runs on every
+decoded frame; quality is the output PSNR against Part II on the raw tensors (peak: the largest output
+magnitude, as in the sweep); BD-rate (bits per element, Akima, ratestudy.bd_rate) of each ladder against
+NNC's QP ladder -38..-10 step 4 (intra), ladders fq:QP:x, fqi:QP and fqi:QP:h with QP -26..-2 step 4.
+
     .venv/bin/python bench/bench_fqi.py [--frames 20] [--start 0] [--splits 46,95] [--codecs LIST]
-                                        [--repeat 3] [--video PATH] [--json out.json]
+                                        [--repeat 3] [--video PATH] [--rd] [--json out.json]
 """
 
 from __future__ import annotations
@@ -104,6 +109,57 @@ def measure(codec, frames, repeat: int) -> dict:
             "pred_decode_MBps": raw_pred / t_dec_pred / 1e6 if pred else None}
 
 
+RD_LADDERS = {"nnc": [f"nnc:{q}" for q in range(-38, -9, 4)], "fq:x": [f"fq:{q}:x" for q in range(-26, -1, 4)],
+              "fqi": [f"fqi:{q}" for q in range(-26, -1, 4)], "fqi:h": [f"fqi:{q}:h" for q in range(-26, -1, 4)]}
+
+
+def rate_distortion(rank: int, frames) -> dict:
+    """{family: [(bits per element, output PSNR dB) per rung]} at a split, frames coded in order."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from splitinfer.common.assets import default_model_path
+    from splitinfer.common.codecs import get_codec
+    from splitinfer.common.split.graph import split_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, part2, _, plan = split_model(default_model_path(), rank=rank, out_dir=tmp)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(part2), so, providers=["CPUExecutionProvider"])
+    names = list(plan.part1_outputs)
+    inputs = [i.name for i in session.get_inputs()]
+    run = lambda arrays: session.run(None, {n: arrays[names.index(n)] for n in inputs})  # noqa: E731
+    anchor = [run(f) for f in frames]
+    peak = max(float(np.max(np.abs(o))) for a in anchor for o in a)
+    elems = sum(t.size for f in frames for t in f)
+    out = {}
+    for family, specs in RD_LADDERS.items():
+        out[family] = []
+        for spec in specs:
+            _, _, payloads, decoded, _ = run_once(get_codec(spec), names, frames)
+            sse = cnt = 0.0
+            for dec, ref in zip(decoded, anchor):
+                for o, a in zip(run(dec), ref):
+                    sse, cnt = sse + float(np.sum((o.astype(np.float64) - a) ** 2)), cnt + a.size
+            bits = 8 * sum(len(p) for ps in payloads for p in ps)
+            out[family].append((bits / elems, 10 * np.log10(peak * peak / (sse / cnt)) if sse else float("inf")))
+    return out
+
+
+def print_rd(rank: int, points: dict) -> dict:
+    from splitinfer.common.studies.ratestudy import bd_rate
+
+    print(f"\nsplit {rank}: output PSNR (dB) at bits per element, frames in order")
+    for family, specs in RD_LADDERS.items():
+        rungs = (f"{s.split(':')[1]}:{b:.3f}/{q:.1f}" for s, (b, q) in zip(specs, points[family]))
+        print(f"  {family:<6} " + "  ".join(rungs))
+    bd = {f: bd_rate(points["nnc"], points[f])[0] for f in RD_LADDERS if f != "nnc"}
+    print("  BD-rate on output PSNR against NNC: " + ", ".join(f"{f} {v:+.1f} %" for f, v in bd.items()))
+    return bd
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codecs", default=DEFAULT_CODECS)
@@ -112,6 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--video", type=Path)
+    ap.add_argument("--rd", action="store_true", help="also output PSNR and BD-rate against NNC (slow: NNC)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
@@ -127,11 +184,13 @@ def main(argv=None) -> int:
     for c in codecs:
         c.warm_up()
     splits = [int(s) for s in args.splits.split(",")]
-    rows = []
+    rows, rd = [], {}
     for rank in splits:
         frames = frames_at(rank, images)
         for codec in codecs:
             rows.append({"split": rank, "tensors": len(frames[0]), **measure(codec, frames, args.repeat)})
+        if args.rd:
+            rd[rank] = rate_distortion(rank, frames)
     print(f"{video.name}: frames {args.start}..{args.start + len(images) - 1} in order; one core "
           f"(load average {os.getloadavg()[0]:.1f}); MB/s of raw float32 bytes, best of {args.repeat} runs")
     head = (f"{'split':>5} {'codec':<14} {'ratio':>7} {'bits/el':>7} {'key kB':>7} {'pred kB':>7} "
@@ -148,8 +207,10 @@ def main(argv=None) -> int:
               f"{fmt(r['key_kB'], '7.1f')} {fmt(r['pred_kB'], '7.1f')} {r['rel_l2_error']:8.2e} "
               f"{fmt(r['max_error_steps'], '8.3f')} {r['encode_MBps']:8.1f} {r['decode_MBps']:8.1f} "
               f"{fmt(r['pred_encode_MBps'], '6.0f')} {fmt(r['pred_decode_MBps'], '6.0f')}")
+    bd = {rank: print_rd(rank, points) for rank, points in rd.items()}
     if args.json:
-        Path(args.json).write_text(json.dumps({"video": str(video), "start": args.start, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"video": str(video), "start": args.start, "rows": rows, "rd": rd,
+                                               "bd_rate_vs_nnc": bd}, indent=1))
     return 0
 
 
