@@ -180,8 +180,9 @@ def rate_rows(split: Split, ladders: list[str], anchor_frames: int) -> list[dict
 
 
 def family_of(codec) -> str:
+    """A ladder's name: the spec without its QP (`video:superfast`, `video:intra`), or the codec's name."""
     if codec.name == "video":
-        return "video" + (":intra" if codec.gop == 1 else "") + ("" if codec.encoder == "x265" else ":" + codec.encoder)
+        return ":".join(p for p in codec.spec.split(":") if not p.lstrip("-").isdecimal())
     return codec.name
 
 

@@ -13,8 +13,11 @@ Defined terms:
 - *picture*: the grid, padded to a multiple of ALIGN and at least MIN_SIDE on each side; what is not a
   tile (cell padding, empty cells) holds the value 0.0 quantises to, a flat area that costs almost nothing;
 - *range* [lo, hi]: the values a picture's 0 .. 2^bits - 1 stand for, chosen at a keyframe from that
-  frame's finite minimum and maximum widened by MARGIN of their span on each side (not below 0 where the
-  minimum is >= 0: ReLU features), and kept by the predicted frames that follow, which are clipped to it.
+  frame's finite minimum and maximum, each widened away from the other by MARGIN x the smaller of its
+  magnitude and the span (a bound at 0, as ReLU's minimum, stays), and kept by the predicted frames that
+  follow, which are clipped to it. On vtest.avi the extremes of NanoDet's features grow by up to 36 % over
+  200 frames (-0.29 .. 4.1 at frame 0, -0.45 .. 5.25 over all), hence a wide margin; it costs next to
+  nothing at equal quality (a wider range is a coarser step, which a lower QP gives back).
 
 The layout is a pure function of the tensor's shape (`layout_for`), so the decoder computes it from the
 announced dtype x shape and refuses a payload whose layout differs before a decoder sees a byte.
@@ -35,7 +38,7 @@ CELL_ALIGN = 1  # cells are the tiles themselves: padding each tile to 8 (or 16)
 MIN_SIDE = 64  # the smallest picture side every offered encoder accepts
 MAX_SIDE = 8192  # the largest picture side (HEVC level 6.2 allows 8444 samples)
 MAX_PIXELS = 8192 * 4352  # the largest picture (HEVC level 6.x: 35,651,584 samples)
-MARGIN = 0.125  # the keyframe's range is widened by this share of its span on each side
+MARGIN = 0.5  # the keyframe's range is widened by this share of each bound (see the terms)
 
 # keyframe side information: channels, tile h, tile w, cell h, cell w, cols, rows, width, height, bits, lo, hi
 KEY_INFO = struct.Struct("<IIIHHHHHHBff")
@@ -116,11 +119,12 @@ def choose_range(arr: np.ndarray) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         finite = flat[np.isfinite(flat)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    span = hi - lo if hi > lo else max(abs(hi), 1.0)
-    low = lo - MARGIN * span
-    if lo >= 0 > low:
-        low = 0.0
-    lo32, hi32 = np.float32(low), np.float32(hi + MARGIN * span)
+    span = hi - lo
+    if span <= 0:
+        span = max(abs(hi), 1.0)
+        lo, hi = lo - span / 2, hi + span / 2
+    lo32 = np.float32(lo - MARGIN * min(abs(lo), span))
+    hi32 = np.float32(hi + MARGIN * min(abs(hi), span))
     if not hi32 > lo32:  # float32 rounding of a tiny span
         hi32 = np.nextafter(lo32, np.float32(np.inf))
     return float(lo32), float(hi32)
