@@ -100,8 +100,7 @@ def family_for(model, name: str | None):
     if not name:
         raise UserError(f"{model.model_path}: model family unknown (no splitinfer.family metadata, no model.json "
                         f"beside it): give it with -f ({', '.join(families.family_names())})")
-    for_model = getattr(families, "family_for_model", None)  # families set up by model.json, where available
-    return for_model(model.model_path, name, model.info) if for_model else families.get_family(name)
+    return families.family_for_model(model.model_path, name, model.info)  # set up by its model.json
 
 
 class ThresholdFamily:

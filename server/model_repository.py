@@ -118,9 +118,7 @@ class ModelRepository:
         if model.model_id in self.models:
             raise UserError(f"{onnx_path}: model id {model.model_id!r} also names {self.models[model.model_id].path}")
         _check_settings(onnx_path.with_name("model.json"), model.info)
-        for_model = getattr(families, "family_for_model", None)  # families set up by model.json, where available
-        family = (for_model(onnx_path, model.family_name, model.info) if for_model
-                  else families.get_family(model.family_name))
+        family = families.family_for_model(onnx_path, model.family_name, model.info)  # set up by its model.json
         self.models[model.model_id] = ModelEntry(model.model_id, onnx_path, family, file_sha256(onnx_path),
                                                  settings=model.info)
 
