@@ -350,6 +350,11 @@ def main(argv=None) -> int:
                     t.join(60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return report(args, rows, counts, oip_counts)
+
+
+def report(args, rows: list, counts: dict, oip_counts: dict) -> int:
+    """The table and the ratios; 0 when every good frame was answered."""
     print(f"\nsplit {args.split}, codec {args.codec}, {args.frames} frames per UE, {args.in_flight} in flight")
     print(f"{'UEs':>4} {'frames':>6} {'failed':>6} {'window s':>8} {'frames/s':>8} {'median ms':>9} {'p95 ms':>7} "
           f"{'server RSS MB':>14}")
