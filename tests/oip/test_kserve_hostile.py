@@ -4,7 +4,6 @@ each refusal logged as one line, never a traceback (issue 23)."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import grpc
