@@ -212,3 +212,36 @@ def test_each_encoder_s_forced_keyframes_start_a_fresh_decoder(spec):
     dec = get_codec(spec).sequence_decoder()  # joins at the second keyframe
     for p, f in zip(payloads[2:], frames[2:]):
         assert psnr(dec.decode("t", p, np.float32, SHAPE), f) > 30
+
+
+@pytest.mark.timeout(300)
+def test_a_stream_through_the_real_network_process(tmp_path):
+    """`splitinfer device` streams photos in a loop (a still scene) at split 95 with `video:10` to
+    `python -m splitinfer.server.main` over real gRPC: every frame answered, a keyframe then predicted frames, and
+    the detections agree with the whole model's."""
+    import shutil
+    import subprocess
+
+    from grpc_helpers import cli, env_one_thread, read_csv, stop_process
+    from splitinfer.common.assets import bundled_images
+    from splitinfer.common.transport.process import ServerProcess
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    shutil.copy(next(p for p in bundled_images() if p.name == "dog.jpg"), src / "dog.jpg")
+    out = tmp_path / "out"
+    server = ServerProcess(threads=1, device="cpu", env=env_one_thread())
+    try:
+        ue = subprocess.run(cli("device", "--server", server.address, "-s", str(src), "-loop", "4", "--split", "95",
+                                "-encode_algo", "video:10", "--in-flight", "2", "-no_GPU_anchor", "--no-overlay",
+                                "--threads", "1", "-results_dir", str(out)),
+                            capture_output=True, text=True, env=env_one_thread(), timeout=240)
+    finally:
+        assert server.stop() == 0, "\n".join(server.stderr_tail)
+    assert ue.returncode == 0, ue.stderr[-2000:]
+    rows = read_csv(out / "results_frames.csv")
+    assert [r["Status"] for r in rows] == ["ok"] * 4
+    assert [r["Keyframe"] for r in rows] == ["yes", "no", "no", "no"]
+    (result,) = read_csv(out / "results.csv")
+    agree, total = result["Anchor_agreement"].split("/")
+    assert int(total) > 0 and int(agree) == int(total), result
