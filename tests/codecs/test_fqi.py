@@ -316,3 +316,16 @@ def _iou(a, b) -> float:
     h = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
     area = lambda d: (d.x2 - d.x1) * (d.y2 - d.y1)  # noqa: E731
     return w * h / (area(a) + area(b) - w * h)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 10, 12), (1, 300, 80), (4000,), (1, 3, 1, 200), (1, 4, 7, 7)])
+def test_every_layout_stays_within_the_bound_through_predicted_frames(shape):
+    """Batches, 3-D and 1-D tensors (one unit, per-channel or per-tensor offsets), planes of one row or of
+    odd sizes: every frame within the bound, predicted after the first."""
+    rng = np.random.default_rng(len(shape))
+    base = rng.standard_normal(shape).astype(np.float32)
+    frames = [base + 0.05 * k * rng.standard_normal(shape).astype(np.float32) for k in range(5)]
+    codec, payloads, outs, _ = run("fqi:-12", frames)
+    assert [kind(p) for p in payloads] == [fqi.KEY] + [fqi.PRED] * 4
+    for f, y in zip(frames, outs):
+        assert y.shape == f.shape and np.abs(y - f).max() <= (1 + 1 / 128) * codec.step * 1.0001
