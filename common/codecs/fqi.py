@@ -103,7 +103,10 @@ class FqiCodec(SequentialCodec):
         self.intra.warm_up()
 
     def max_payload_bytes(self, dtype, shape) -> int:
-        return self.intra.max_payload_bytes(dtype, shape) + 64 + numel(tuple(shape)) // 8
+        """fq's bound (a keyframe, or the non-zero residuals: at most every value) plus the sequence header,
+        the predicted header, and the zstd frames of the bitmap, the map (n/8 bytes) and the offsets."""
+        dims = tuple(shape)
+        return self.intra.max_payload_bytes(dtype, dims) + 1024 + numel(dims) // 4 + (dims[1] if len(dims) > 1 else 0)
 
 
 def units_of(shape: tuple) -> tuple[int, int, int, int]:
