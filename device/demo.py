@@ -15,7 +15,7 @@ HELP = "start the network process and run the UE on the bundled photos at a few 
 # (the codec then sends it raw), so it would show nothing about compression.
 DEFAULT_SPLITS = "9,60,120"
 DEFAULT_CODECS = "none,float16,zstd,fq:6,fq:-22,nnc:-38"  # fq at points of about NNC -38's agreement
-DEFAULT_SEQUENCE_CODECS = "dzstd"  # sequential codecs: their rows run a slow pan over a photo, frames in order
+DEFAULT_SEQUENCE_CODECS = "dzstd,fqi:-14:h,video:30"  # sequential: rows on a slow pan over a photo, frames in order
 SEQUENCE_SPLIT = "60"
 
 

@@ -78,6 +78,9 @@ def build(parts: list[Codec], original) -> ChainCodec:
                         f"not {head.spec}")
     if head.name == "nnc":
         raise UserError(f"chain {original!r}: nnc already entropy-codes its output; chain fq instead")
+    if head.sequential:  # a chain codes each frame alone: the head would only ever send keyframes
+        raise UserError(f"chain {original!r}: {head.spec} is sequential (frames coded in order) and cannot "
+                        f"start a chain; send it alone")
     for s in tail:
         if not getattr(s, "byte_stage", False):
             raise UserError(f"chain {original!r}: stage {s.spec} is not a lossless byte stage (zstd, blosc2)")

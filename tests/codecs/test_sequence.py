@@ -41,6 +41,14 @@ def test_dzstd_is_sequential_and_its_spec_and_id_round_trip():
             get_codec(bad)
 
 
+def test_a_sequential_codec_cannot_start_a_chain():
+    from splitinfer.common.core.errors import UserError
+
+    for spec in ("dzstd+zstd", "fqi+blosc2", "video+zstd"):
+        with pytest.raises(UserError, match="sequential"):
+            get_codec(spec)
+
+
 def test_frames_in_order_round_trip_bit_exact_and_predicted_frames_are_smaller():
     codec = get_codec("dzstd")
     frames = relu_sequence()
