@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -132,3 +133,69 @@ class KServeProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- hostile-request tests: raw calls, statuses and the server's memory from /proc ----------------------------
+
+from grpc_helpers import rss_kb  # noqa: E402  (tests/ is on the path from here on)
+from splitinfer.common.transport.oip_proto import grpc_predict_v2_pb2 as pb  # noqa: E402
+from splitinfer.device.oip_client import build_request  # noqa: E402
+
+OK, IA, NF, RE = (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                  grpc.StatusCode.RESOURCE_EXHAUSTED)
+METHOD = "/inference.GRPCInferenceService/"
+
+
+def _peak_reset(pid: int) -> float:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    return rss_kb(pid) / 1024
+
+
+def _hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def measured(pid: int, fn):
+    """(result of fn(), peak growth MB, growth MB afterwards) of the server process."""
+    base = _peak_reset(pid)
+    result = fn()
+    return result, _hwm_mb(pid) - base, rss_kb(pid) / 1024 - base
+
+
+class Caller:
+    """Raw OIP calls on a connection of its own: (status, details, reply) of each."""
+
+    def __init__(self, address: str, max_mb: int = 64):
+        opts = [("grpc.max_send_message_length", max_mb << 20), ("grpc.max_receive_message_length", max_mb << 20),
+                ("grpc.use_local_subchannel_pool", 1)]  # its own connection, as a client in its own process
+        self.channel = grpc.insecure_channel(address, options=opts)
+
+    def call(self, method: str, request: bytes, reply_type, timeout: float = 60):
+        fn = self.channel.unary_unary(METHOD + method, request_serializer=None,
+                                      response_deserializer=reply_type.FromString)
+        try:
+            return OK, "", fn(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details() or "", None
+
+    def infer(self, req, timeout: float = 60):
+        raw = req if isinstance(req, bytes) else req.SerializeToString()
+        return self.call("ModelInfer", raw, pb.ModelInferResponse, timeout)
+
+    def ready(self, name: str):
+        code, details, reply = self.call("ModelReady", pb.ModelReadyRequest(name=name).SerializeToString(),
+                                         pb.ModelReadyResponse)
+        assert code == OK, details
+        return reply.ready
+
+    def metadata(self, name: str):
+        return self.call("ModelMetadata", pb.ModelMetadataRequest(name=name).SerializeToString(),
+                         pb.ModelMetadataResponse)
+
+
+def request(frame, **kw):
+    """The ModelInferRequest of a RealFrame (tests/grpc_helpers.py) at its own split."""
+    return build_request(f"nanodet.r{frame.rank}", frame.arrays, json.loads(frame.meta_json), **kw)[0]

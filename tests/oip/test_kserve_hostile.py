@@ -9,9 +9,8 @@ import time
 import grpc
 import pytest
 
-from oip_helpers import KServeProcess, require_oip_venv
+from oip_helpers import IA, OK, Caller, KServeProcess, measured, request, require_oip_venv
 from grpc_helpers import real_frame
-from test_oip_hostile import IA, OK, Caller, measured, request
 
 pytestmark = pytest.mark.timeout(300)
 
