@@ -20,10 +20,12 @@ Ids: 1,000,000,000 + 1,000,000 x GOP + 100,000 x E + 1,000 x P + 100 x D + QP, E
 1 av1, 2 vp9), P the preset's index, D the bit depth's (0: 8, 1: 10, 2: 12): 1000000130 = `video:30`.
 
 Zero latency: no B-frames, no look-ahead, one thread per encoder; each `encode` call returns the one packet
-of THAT picture (checked). Tuned on features (vtest.avi, NanoDet split 95, BD-rate on output PSNR): x265 codes
+of THAT picture (checked). Keyframes are IDR pictures carrying their parameter sets (forced with the picture
+type I), so a fresh decoder starts at any keyframe; the decoder is made anew at each one.
+Tuned on features (vtest.avi, NanoDet split 95, BD-rate on output PSNR, bench/bench_video.py): x265 codes
 with 8x8 coding units and transform depth 2 over every preset (ultrafast's 16x16 and depth 1 cost 34 % and
-12 % more bits); SVT-AV1 in its real-time mode (`rtc`: 40 % fewer bits than its default low-delay mode). Keyframes are IDR pictures carrying their parameter sets (forced with the
-picture type I), so a fresh decoder starts at any keyframe; the decoder is made anew at each one.
+12 % more bits); 10-bit samples (8-bit: +5 %; 12-bit: level); SVT-AV1 in its real-time mode (`rtc`: 40 %
+fewer bits than its low-delay default). x265 takes QP >= 0 only (a negative QP crashes libx265 4.2).
 
 Payload body (after the sequence header): a kind byte, then
 - `V` (keyframe): the layout and range (video_pack.KEY_INFO: channels, tile, cell, grid, picture size,
@@ -140,8 +142,9 @@ class VideoCodec(SequentialCodec):
     def encoder_options(self) -> dict:
         keyint = 1 if self.gop == 1 else 100_000  # keyframes are forced by the stream (gop, restarts)
         if self.encoder == "x265":
-            params = (f"qp={self.qp}:keyint={keyint}:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:min-cu-size=8:"
-                      "tu-inter-depth=2:tu-intra-depth=2:repeat-headers=1:info=0:log-level=error:frame-threads=1:pools=none")
+            params = (f"qp={self.qp}:keyint={keyint}:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:"
+                      "min-cu-size=8:tu-inter-depth=2:tu-intra-depth=2:repeat-headers=1:info=0:log-level=error:"
+                      "frame-threads=1:pools=none")
             return {"preset": self.preset_name, "tune": "zerolatency", "forced-idr": "1", "x265-params": params}
         if self.encoder == "av1":
             return {"preset": str(self.preset), "qp": str(self.qp),
