@@ -54,3 +54,18 @@ def test_sweep_rows_for_yolo(tiny, tmp_path):
     for r in rows:
         if r["codec"] == "none":
             assert r["rel_map"] == pytest.approx(1.0) and r["map"] == pytest.approx(0.500, abs=1e-3)
+
+
+def test_study_rows_for_yolo(tiny, tmp_path):
+    import csv
+
+    from splitinfer.common.assets import IMAGES_DIR
+
+    assert main(["study", str(tiny.parent), "--data", str(IMAGES_DIR / "dog.jpg"), "--splits", "23",
+                 "--codecs", "fq:-26..-10/8:x", "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                 "--workers", "0", "--no-plots", "-q"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "study.csv")))
+    assert [r["codec"] for r in rows] == ["fq:-26:x", "fq:-18:x", "fq:-10:x"]
+    bits = [float(r["bits_per_element"]) for r in rows]
+    assert bits[0] > bits[1] > bits[2] > 0  # a coarser step spends fewer bits
+    assert all(r["family"] == "fq:x" and r["rank"] == "23" for r in rows)
