@@ -189,60 +189,66 @@ def _route(g: _Graph, sec: dict, i: int, outs: list, where: str):
     return y, c, h, wd
 
 
-def convert(cfg_path, weights_path) -> tuple:
-    """(onnx.ModelProto, model.json dict without labels) for a darknet cfg and its weights."""
+def _layer(g: _Graph, w: _Weights, sec: dict, i: int, state: tuple, outs: list, heads: list, where: str):
+    """One section's nodes; returns the new (tensor, channels, height, width)."""
+    x, c, h, wd = state
+    kind = sec["type"]
+    if kind == "convolutional":
+        return _conv(g, w, sec, i, x, c, h, wd, where)
+    if kind == "maxpool":
+        return _maxpool(g, sec, i, x, c, h, wd, where)
+    if kind == "route":
+        return _route(g, sec, i, outs, where)
+    if kind == "upsample":
+        s = _int(sec, "stride", 2, where)
+        x = g.node("Resize", [x, "", g.const(f"upsample_{i}.scales", np.array([1, 1, s, s], np.float32))],
+                   f"upsample_{i}", mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return x, c, h * s, wd * s
+    if kind == "shortcut":
+        r = _ints(sec.get("from", ""))[0]
+        x = g.node("Add", [x, outs[r if r >= 0 else i + r][0]], f"shortcut_{i}")
+        return g.activation(sec.get("activation", "linear"), x, f"shortcut_{i}"), c, h, wd
+    if kind == "yolo":
+        heads.append({**_head(sec, x, f"yolo_{i}", c, where), "_hw": (h, wd)})
+        return state
+    raise UserError(f"{where}:{sec['line']}: darknet layer [{kind}] not supported "
+                    f"(convolutional, maxpool, route, upsample, shortcut, yolo)")
+
+
+def _model(g: _Graph, heads: list, name: str, shape: list):
+    """The ONNX model: each yolo head's input becomes a named graph output [1, A*(5+C), H, W]."""
     from onnx import TensorProto, helper
 
+    for head in heads:
+        g.nodes.append(helper.make_node("Identity", [head.pop("_input")], [head["output"]], name=head["output"]))
+    outputs = [helper.make_tensor_value_info(hd["output"], TensorProto.FLOAT, [1, hd.pop("_channels"), *hd.pop("_hw")])
+               for hd in heads]
+    graph = helper.make_graph(g.nodes, name, [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape)],
+                              outputs, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="splitinfer")
+    model.ir_version = 7  # opset 13's IR; onnxruntime 1.31/1.32 read at most 13
+    helper.set_model_props(model, {"splitinfer.family": "yolo", "splitinfer.source": "darknet"})
+    return model
+
+
+def convert(cfg_path, weights_path) -> tuple:
+    """(onnx.ModelProto, model.json dict without labels) for a darknet cfg and its weights."""
     where = str(cfg_path)
     sections = parse_cfg(cfg_path)
     net, layers = sections[0], sections[1:]
     h, wd, c = _int(net, "height", 416, where), _int(net, "width", 416, where), _int(net, "channels", 3, where)
-    expected = _count_weights(layers, c, where)
-    w = _Weights(Path(weights_path), expected)
+    w = _Weights(Path(weights_path), _count_weights(layers, c, where))
     g, outs, heads = _Graph(), [], []
-    x = INPUT
+    state = (INPUT, c, h, wd)
     for i, sec in enumerate(layers):
-        kind = sec["type"]
-        if kind == "convolutional":
-            x, c, h, wd = _conv(g, w, sec, i, x, c, h, wd, where)
-        elif kind == "maxpool":
-            x, c, h, wd = _maxpool(g, sec, i, x, c, h, wd, where)
-        elif kind == "route":
-            x, c, h, wd = _route(g, sec, i, outs, where)
-        elif kind == "upsample":
-            s = _int(sec, "stride", 2, where)
-            x = g.node("Resize", [x, "", g.const(f"upsample_{i}.scales", np.array([1, 1, s, s], np.float32))],
-                       f"upsample_{i}", mode="nearest", coordinate_transformation_mode="asymmetric",
-                       nearest_mode="floor")
-            h, wd = h * s, wd * s
-        elif kind == "shortcut":
-            r = _ints(sec.get("from", ""))[0]
-            x = g.node("Add", [x, outs[r if r >= 0 else i + r][0]], f"shortcut_{i}")
-            x = g.activation(sec.get("activation", "linear"), x, f"shortcut_{i}")
-        elif kind == "yolo":
-            heads.append({**_head(sec, x, f"yolo_{i}", c, where), "_hw": (h, wd)})
-        else:
-            raise UserError(f"{where}:{sec['line']}: darknet layer [{kind}] not supported "
-                            f"(convolutional, maxpool, route, upsample, shortcut, yolo)")
-        outs.append((x, c, h, wd))
+        state = _layer(g, w, sec, i, state, outs, heads, where)
+        outs.append(state)
     if not heads:
         raise UserError(f"{where}: no [yolo] section: not a YOLO detector")
-    for head in heads:  # each yolo head's input becomes a named graph output
-        g.nodes.append(helper.make_node("Identity", [head.pop("_input")], [head["output"]], name=head["output"]))
-    net_h, net_w = _int(net, "height", 416, where), _int(net, "width", 416, where)
-    graph = helper.make_graph(
-        g.nodes, Path(cfg_path).stem.replace("-", "_"),
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, _int(net, "channels", 3, where), net_h, net_w])],
-        [helper.make_tensor_value_info(hd["output"], TensorProto.FLOAT, [1, hd["_channels"], *hd.pop("_hw")])
-         for hd in heads], g.inits)
-    for hd in heads:
-        hd.pop("_channels")
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="splitinfer")
-    model.ir_version = 7  # opset 13's IR; onnxruntime 1.31/1.32 read at most 13
-    helper.set_model_props(model, {"splitinfer.family": "yolo", "splitinfer.source": "darknet"})
-    info = {"family": "yolo", "name": f"{Path(cfg_path).stem} (darknet, {net_w}x{net_h})",
+    model = _model(g, heads, Path(cfg_path).stem.replace("-", "_"), [1, c, h, wd])
+    info = {"family": "yolo", "name": f"{Path(cfg_path).stem} (darknet, {wd}x{h})",
             "yolo": {"layout": "darknet", "heads": heads},
-            "preprocess": {"input": INPUT, "size": [net_w, net_h], "resize": "letterbox", "fill": 127.5,
+            "preprocess": {"input": INPUT, "size": [wd, h], "resize": "letterbox", "fill": 127.5,
                            "channels": "RGB", "layout": "NCHW", "range": "0-1"},
             "nms": {"iou": 0.45},
             "source": {"cfg": Path(cfg_path).name, "cfg_sha256": _sha256(cfg_path),
