@@ -2,9 +2,8 @@
 verifies bit for bit, and the yolo family decodes their `[1, 4+C, N]` output like a per-column reference.
 
 Ultralytics is AGPL-3.0 and pins its own torch/numpy, so it is not a dependency: it lives in its own virtual
-environment, `$SPLITINFER_ULTRALYTICS_PYTHON` (default /tmp/venv-ultra/bin/python; made with
-`python -m venv /tmp/venv-ultra && /tmp/venv-ultra/bin/pip install torch ultralytics`). Without it these tests
-skip and say so. Exports (320x320, opset 13, no weights downloaded) are cached in
+environment, `$SPLITINFER_ULTRALYTICS_PYTHON` (default `.venv-ultra/bin/python` in the checkout, which
+scripts/setup_ultralytics.sh makes and scripts/setup.sh calls). Without it these tests skip and say so. Exports (320x320, opset 13, no weights downloaded) are cached in
 `$SPLITINFER_CACHE/ultralytics` (else ~/.cache/splitinfer/ultralytics).
 """
 
@@ -22,6 +21,7 @@ from splitinfer.common.core.images import read_image
 from splitinfer.common.families import family_for_model, yolo
 
 SIZE = 320
+REPO = Path(__file__).resolve().parents[2]
 EXPORT = """
 import sys, shutil, torch
 from ultralytics import YOLO
@@ -51,9 +51,10 @@ def exported(request, tmp_path_factory) -> Path:
     out = _cache() / f"{request.param}_{SIZE}_seed0.onnx"
     if out.is_file():
         return out
-    python = os.environ.get("SPLITINFER_ULTRALYTICS_PYTHON", "/tmp/venv-ultra/bin/python")
+    python = os.environ.get("SPLITINFER_ULTRALYTICS_PYTHON", str(REPO / ".venv-ultra" / "bin" / "python"))
     if not Path(python).is_file():
-        pytest.skip(f"no Ultralytics environment at {python} (set SPLITINFER_ULTRALYTICS_PYTHON; see module docstring)")
+        pytest.skip(f"no Ultralytics environment at {python} (run scripts/setup_ultralytics.sh, or set "
+                    "SPLITINFER_ULTRALYTICS_PYTHON)")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = tmp_path_factory.mktemp(request.param)
     r = subprocess.run([python, "-c", EXPORT, request.param, str(out)], cwd=work, capture_output=True, text=True,
