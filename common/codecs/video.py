@@ -19,9 +19,10 @@ Canonical spec: QP then the options that differ from the defaults, e.g. `video:3
 Ids: 1,000,000,000 + 1,000,000 x GOP + 100,000 x E + 1,000 x P + 100 x D + QP, E the encoder (0 x265,
 1 av1, 2 vp9), P the preset's index, D the bit depth's (0: 8, 1: 10, 2: 12): 1000000130 = `video:30`.
 
-Zero latency: no B-frames, no look-ahead, one thread per encoder; each `encode` call returns the one packet
-of THAT picture (checked). Keyframes are IDR pictures carrying their parameter sets (forced with the picture
-type I), so a fresh decoder starts at any keyframe; the decoder is made anew at each one.
+Zero latency: no B-frames, no look-ahead, one thread per encoder ($SPLITINFER_VIDEO_THREADS: more, within a
+picture); each `encode` call returns the one packet of THAT picture (checked). Keyframes are IDR pictures
+carrying their parameter sets (forced with the picture type I), so a fresh decoder starts at any keyframe;
+the decoder is made anew at each one.
 Tuned on features (vtest.avi, NanoDet split 95, BD-rate on output PSNR, bench/bench_video.py): x265 codes
 with 8x8 coding units and transform depth 2 over every preset (ultrafast's 16x16 and depth 1 cost 34 % and
 12 % more bits); 10-bit samples (8-bit: +5 %; 12-bit: level); SVT-AV1 in its real-time mode (`rtc`: 40 %
@@ -141,16 +142,28 @@ class VideoCodec(SequentialCodec):
 
     def encoder_options(self) -> dict:
         keyint = 1 if self.gop == 1 else 100_000  # keyframes are forced by the stream (gop, restarts)
+        threads = encoder_threads()
         if self.encoder == "x265":
+            pools = "none" if threads == 1 else f"{threads}:wpp=1"  # wavefronts: CTU rows in parallel
             params = (f"qp={self.qp}:keyint={keyint}:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:"
                       "min-cu-size=8:tu-inter-depth=2:tu-intra-depth=2:repeat-headers=1:info=0:log-level=error:"
-                      "frame-threads=1:pools=none")
+                      f"frame-threads=1:pools={pools}")
             return {"preset": self.preset_name, "tune": "zerolatency", "forced-idr": "1", "x265-params": params}
         if self.encoder == "av1":
-            return {"preset": str(self.preset), "qp": str(self.qp),
-                    "svtav1-params": f"rtc=1:pred-struct=1:lookahead=0:lp=1:keyint={1 if self.gop == 1 else -1}"}
+            return {"preset": str(self.preset), "qp": str(self.qp), "svtav1-params":
+                    f"rtc=1:pred-struct=1:lookahead=0:lp={threads}:keyint={1 if self.gop == 1 else -1}"}
         return {"deadline": "realtime", "cpu-used": str(self.preset), "lag-in-frames": "0", "auto-alt-ref": "0",
-                "crf": str(self.qp), "b": "0", "threads": "1", "row-mt": "0"}
+                "crf": str(self.qp), "b": "0", "threads": str(threads), "row-mt": "0" if threads == 1 else "1"}
+
+
+def encoder_threads() -> int:
+    """Threads per encoder: $SPLITINFER_VIDEO_THREADS (1..16, default 1). Within one picture only (x265's
+    wavefronts, SVT-AV1's and libvpx's rows), so latency stays one picture; not part of the spec (the
+    decoder needs nothing of it)."""
+    text = os.environ.get("SPLITINFER_VIDEO_THREADS") or "1"
+    if not text.isdecimal() or not 1 <= int(text) <= 16:
+        raise UserError(f"SPLITINFER_VIDEO_THREADS={text!r}: give a whole number of threads in 1..16")
+    return int(text)
 
 
 def _av():

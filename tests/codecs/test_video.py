@@ -245,3 +245,17 @@ def test_a_stream_through_the_real_network_process(tmp_path):
     (result,) = read_csv(out / "results.csv")
     agree, total = result["Anchor_agreement"].split("/")
     assert int(total) > 0 and int(agree) == int(total), result
+
+
+def test_encoder_threads_come_from_the_environment_and_change_nothing_the_decoder_needs(monkeypatch):
+    frames = smooth_sequence(3)
+    monkeypatch.setenv("SPLITINFER_VIDEO_THREADS", "2")
+    payloads, keys, outs = stream("video:20", frames)  # x265 wavefronts on 2 threads
+    assert keys == [True, False, False] and all(psnr(o, f) > 35 for o, f in zip(outs, frames))
+    monkeypatch.setenv("SPLITINFER_VIDEO_THREADS", "1")
+    dec = get_codec("video:20").sequence_decoder()
+    assert all(psnr(dec.decode("t", p, np.float32, SHAPE), f) > 35 for p, f in zip(payloads, frames))
+    for bad in ("0", "17", "two", "1_0"):
+        monkeypatch.setenv("SPLITINFER_VIDEO_THREADS", bad)
+        with pytest.raises(Exception, match="SPLITINFER_VIDEO_THREADS"):
+            stream("video:20", frames[:1])
