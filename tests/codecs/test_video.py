@@ -54,7 +54,8 @@ def test_specs_and_ids_round_trip_and_bad_options_are_refused():
         c = get_codec(spec)
         assert c.sequential and not c.lossless
         assert get_codec(c.codec_id) == c and get_codec(c.spec) == c, spec
-    assert get_codec("video").spec == "video:30" and get_codec("video").codec_id == 1_000_000_130
+    assert get_codec("video").spec == "video:6" and get_codec("video").codec_id == 1_000_000_106
+    assert get_codec(1_000_000_130).spec == "video:30"
     assert get_codec("video:g1") == get_codec("video:intra") and get_codec("video:intra").gop == 1
     assert get_codec("video:vp9").bits == 8 and get_codec("video:av1").bits == 10
     for bad in ("video:52", "video:0:av1", "video:30:vp9:b10", "video:30:av1:b12", "video:30:p3", "video:30:av1:fast",
