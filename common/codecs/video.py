@@ -33,8 +33,8 @@ Payload body (after the sequence header): a kind byte, then
 - `V` (keyframe): the layout and range (video_pack.KEY_INFO: channels, tile, cell, grid, picture size,
   bits, lo, hi), CRC-32 of the packet, the packet;
 - `v` (predicted frame): CRC-32 of the packet, the packet;
-- `Z`: a non-float tensor (ints, bools), which is coded losslessly and alone: zstd of its bytes (every
-  frame; ints that cross a split are shapes and indices, small).
+- `Z`: a non-float tensor (ints, bools) or one of fewer than MIN_PICTURED elements (empty, scalars), coded
+  losslessly and alone: zstd of its bytes (every frame; ints that cross a split are shapes and indices).
 Decoding checks, before any decoder sees a byte: the kind against the header's keyframe flag, the layout
 and bit depth against those dtype x shape gives (video_pack.layout_for), the CRC (decoders conceal
 damage rather than report it); the decoder is opened with `max_pixels` = the picture's samples, so a
@@ -75,6 +75,7 @@ HELP = (f"video[:QP][:OPT...] (features tiled into pictures coded as a video wit
         f"sequential, lossy; QP default {DEFAULT_QP}; OPT: x265/av1/vp9, preset (ultrafast.. for x265, pN), "
         f"b8/b10/b12, gN (GOP), intra; ids {ID_BASE} + ..., e.g. {ID_BASE + 130} = video:30)")
 CRC = struct.Struct("<I")
+MIN_PICTURED = 256  # smaller float tensors (scalars, shapes' worth) go losslessly: a picture is 64x64 at least
 KEY_KIND, PRED_KIND, RAW_KIND = b"V", b"v", b"Z"
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr unless told errors only
@@ -126,13 +127,13 @@ class VideoCodec(SequentialCodec):
         import av  # noqa: F401  (loads FFmpeg's libraries: tens of ms)
 
     def tensor_encoder(self, dtype, shape) -> TensorEncoder:
-        if not is_float(np.dtype(dtype)):
+        if not pictured(np.dtype(dtype), tuple(shape)):
             return _RawEncoder(self._zstd)
         return _Encoder(self, vp.layout_for(tuple(shape)))
 
     def tensor_decoder(self, dtype, shape) -> TensorDecoder:
         dtype, shape = np.dtype(dtype), tuple(shape)
-        if not is_float(dtype):
+        if not pictured(dtype, shape):
             return _RawDecoder(self._zstd, dtype, shape)
         return _Decoder(self, dtype, shape, vp.layout_for(shape))
 
@@ -166,6 +167,11 @@ def encoder_threads() -> int:
     if not text.isdecimal() or not 1 <= int(text) <= 16:
         raise UserError(f"SPLITINFER_VIDEO_THREADS={text!r}: give a whole number of threads in 1..16")
     return int(text)
+
+
+def pictured(dtype: np.dtype, shape: tuple) -> bool:
+    """Whether a tensor is coded as pictures: floats of at least MIN_PICTURED elements (the rest: zstd)."""
+    return is_float(dtype) and numel(shape) >= MIN_PICTURED
 
 
 def _av():

@@ -120,10 +120,13 @@ def test_gop_intra_and_restart_set_the_keyframes_and_a_fresh_decoder_starts_at_a
     assert psnr(codec.decode(codec.encode(frames[0]), np.float32, SHAPE), frames[0]) > 35
 
 
-def test_non_float_tensors_round_trip_exactly_and_float16_keeps_its_dtype():
+def test_non_float_and_tiny_tensors_round_trip_exactly_and_float16_keeps_its_dtype():
     ints = [np.arange(24, dtype=np.int64).reshape(2, 3, 4) * k for k in range(3)]
     _, _, outs = stream("video", ints)
     assert all(np.array_equal(o, i) and o.dtype == np.int64 for o, i in zip(outs, ints))
+    for small in (np.float32(2.5), np.zeros((0, 4), np.float32), np.linspace(0, 1, 255, dtype=np.float32)):
+        payloads, _, outs = stream("video", [small, small])
+        assert np.array_equal(outs[1], small) and payloads[1][HEADER.size:HEADER.size + 1] == b"Z"
     halves = [f.astype(np.float16) for f in smooth_sequence(2)]
     _, _, outs = stream("video:20", halves)
     assert outs[1].dtype == np.float16 and psnr(outs[1].astype(np.float32), halves[1].astype(np.float32)) > 35
@@ -189,7 +192,7 @@ def test_a_bitstream_of_a_larger_picture_is_refused_before_the_decoder_allocates
     lay_small, lay_big = vp.layout_for(SHAPE), vp.layout_for(big.shape)
     assert lay_big.width * lay_big.height > lay_small.max_pixels
     # and a smaller picture than announced is refused after decoding (its size checked exactly)
-    (key_tiny,) = codec.sequence_encoder().encode_frame(["t"], [np.ones((1, 1, 8, 8), np.float32)])
+    (key_tiny,) = codec.sequence_encoder().encode_frame(["t"], [np.ones((1, 4, 8, 8), np.float32)])
     hostile = _resign(key_big, key_info=small_info, packet=key_tiny[HEADER.size + 1 + vp.KEY_INFO.size + CRC.size:])
     with pytest.raises(CodecError, match="decoded a 64x64"):
         codec.sequence_decoder().decode("t", hostile, np.float32, SHAPE)
