@@ -36,8 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = (ROOT / "data" / "vtest" / "vtest.avi", Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"))
-SPEED = ("video:14,video:14:superfast,video:14:veryfast,video:14:b8,video:22,video:30,video:14:intra,"
-         "video:20:av1,video:20:av1:p8,video:20:vp9,video:20:vp9:p6")
+SPEED = ("video:6,video:6:superfast,video:6:veryfast,video:6:b8,video:14,video:22,video:30,video:6:intra,"
+         "video:6:av1,video:6:av1:p8,video:6:vp9,video:6:vp9:p6")
 LADDERS = "nnc:-38..-10/4,fq:-26..-2/4:x,video:2..34/4,video:2..34/8:intra"
 
 
