@@ -37,9 +37,9 @@ Payload body (after the sequence header): a kind byte, then
   losslessly and alone: zstd of its bytes (every frame; ints that cross a split are shapes and indices).
 Decoding checks, before any decoder sees a byte: the kind against the header's keyframe flag, the layout
 and bit depth against those dtype x shape gives (video_pack.layout_for), the CRC (decoders conceal
-damage rather than report it); the decoder is opened with `max_pixels` = the picture's samples, so a
-bitstream announcing a larger picture is refused before anything is allocated for it; the decoded picture
-must have exactly the size and sample format expected. Any failure: CodecError.
+damage rather than report it); the decoder is opened with `max_pixels` = the picture's samples (sides
+rounded up to 64), so a bitstream announcing a larger picture is refused before anything is allocated for
+it; the decoded picture must have exactly the size and sample format expected. Any failure: CodecError.
 """
 
 from __future__ import annotations
@@ -111,13 +111,13 @@ class VideoCodec(SequentialCodec):
 
     @property
     def spec(self) -> str:
-        default = VideoCodec(self.qp, self.encoder)
+        _, _, _, _, _, default_preset, depths = ENCODERS[self.encoder]
         parts = [str(self.qp)]
         if self.encoder != "x265":
             parts.append(self.encoder)
-        if self.preset != default.preset:
+        if self.preset != default_preset:
             parts.append(self.preset_name)
-        if self.bits != default.bits:
+        if self.bits != (10 if 10 in depths else depths[0]):
             parts.append(f"b{self.bits}")
         if self.gop:
             parts.append("intra" if self.gop == 1 else f"g{self.gop}")
@@ -223,7 +223,10 @@ class _Encoder(TensorEncoder):
         self.pts += 1
         if key:
             frame.pict_type = PictureType.I
-        packets = self.ctx.encode(frame)
+        try:
+            packets = self.ctx.encode(frame)
+        except av.FFmpegError as exc:
+            raise CodecError(f"video: {self.codec.ff_encoder} failed on a picture ({exc})") from None
         if len(packets) != 1:
             raise CodecError(f"video: {self.codec.ff_encoder} gave {len(packets)} packets for one picture "
                              "(a zero-latency encoder gives exactly one)")
