@@ -319,7 +319,7 @@ def main(argv=None) -> int:
     ap.add_argument("--oip-in-flight", type=int, default=8, help="ModelInfer calls each keeps in flight (default 8)")
     args = ap.parse_args(argv)
 
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     work = Path(tempfile.mkdtemp(prefix="bench_load_"))
     try:

@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     import grpc
 
     from splitinfer.common.transport import wire
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
     from splitinfer.common.transport.proto import splitinfer_pb2 as pb
     from splitinfer.device.oip_client import OIPClient
 

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import get_family
     from splitinfer.common.core.runtime import make_session
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     tune_allocator()
     model_path, family = default_model_path(), get_family("nanodet")

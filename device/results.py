@@ -13,6 +13,9 @@ A row aggregates every inference of one source (image, video, or image repeated 
 `predictions` holds the last inference's detections. `Frames_failed` counts the frames of the source
 that were reported failed (their times are left out of every statistic).
 
+`read_results(path)` reads such a file back as typed `ResultRow`s (the reader beside the writer, so callers
+such as netexp never spell column names or parse cells).
+
 Beside it, `FrameLog` writes one line per frame as it ends (`<results>_frames.csv`): source, index, frame
 id, status (ok / failed), how many times it was sent, the error. Written and flushed frame by frame, so a
 crash or Ctrl-C keeps every frame that ended, and a fault test can check that each frame ended exactly once.
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -183,6 +188,88 @@ def write_rows(path, rows: list[dict]) -> Path:
         for row in rows:
             w.writerow(row)
     return path
+
+
+class MinAvgMax(NamedTuple):
+    """A `min,avg,max` cell (ms or bytes)."""
+    min: float
+    avg: float
+    max: float
+
+
+class AvgStd(NamedTuple):
+    """An `avg;std` cell (ms)."""
+    avg: float
+    std: float
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of the results CSV, typed; a cell left empty (not measured) reads as None."""
+    source: str
+    model: str
+    encoding_algo: str
+    split_rank: int | None
+    nb_inference: int | None
+    crossing_tensors: int | None
+    frames_failed: int | None
+    intermediate_bytes: MinAvgMax | None
+    encoded_bytes: MinAvgMax | None
+    encoding_ms: MinAvgMax | None
+    decoding_ms: MinAvgMax | None
+    transfer_ms: MinAvgMax | None
+    end_to_end_ms: AvgStd | None
+    equal_to_anchor: str
+    predictions: str
+
+
+def _cell(row: dict, column: str, parse, where: str):
+    text = (row.get(column) or "").strip()
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UserError(f"{where}: column {column}: {text[:80]!r} is not a valid cell ({exc})") from None
+
+
+def _triple(text: str) -> MinAvgMax:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) != 3:
+        raise ValueError("expected min,avg,max")
+    return MinAvgMax(*parts)
+
+
+def _pair(text: str) -> AvgStd:
+    parts = [float(x) for x in text.split(";")]
+    if len(parts) != 2:
+        raise ValueError("expected avg;std")
+    return AvgStd(*parts)
+
+
+def read_results(path) -> list[ResultRow]:
+    """The rows of a results CSV written by `write_rows`, typed (UserError naming the file, row and column)."""
+    path = Path(path)
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != COLUMNS:
+            raise UserError(f"{path}: not a results CSV of this version (its header differs)")
+        rows = []
+        for n, row in enumerate(reader, start=2):
+            where = f"{path} line {n}"
+            rows.append(ResultRow(
+                source=row["Source"], model=row["Model"], encoding_algo=row["encoding_algo"],
+                split_rank=_cell(row, "Split_rank", int, where), nb_inference=_cell(row, "nb_inference", int, where),
+                crossing_tensors=_cell(row, "Crossing_tensors", int, where),
+                frames_failed=_cell(row, "Frames_failed", int, where),
+                intermediate_bytes=_cell(row, "intermediate_data_size", _triple, where),
+                encoded_bytes=_cell(row, "encoded_intermediate_data_size", _triple, where),
+                encoding_ms=_cell(row, "Encoding_time", _triple, where),
+                decoding_ms=_cell(row, "Decoding_time", _triple, where),
+                transfer_ms=_cell(row, "Transfer_time", _triple, where),
+                end_to_end_ms=_cell(row, "End_to_end_latency", _pair, where),
+                equal_to_anchor=row["Equal_to_anchor"], predictions=row["predictions"]))
+    return rows
 
 
 FRAME_COLUMNS = ["Source", "Index", "Frame_id", "Status", "Attempts", "End_to_end_ms", "Ended_unix_s", "Detections",

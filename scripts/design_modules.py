@@ -1,7 +1,7 @@
 """Write the module table of docs/DESIGN.md from the modules' own docstrings (first line each).
 
 Usage: .venv/bin/python scripts/design_modules.py [--check]
-Every module of common/, device/ and server/ is listed once, in layer order; the text between the
+Every module of common/, device/, server/ and experiments/ is listed once, in layer order; the text between the
 `<!-- modules:begin -->` and `<!-- modules:end -->` markers is replaced. `--check` exits 1 when the file
 differs from what would be written (tests/test_design_doc.py runs it), so the map cannot drift from the code.
 """
@@ -20,7 +20,7 @@ LAYERS = [
     ("assets", "common/assets"), ("core", "common/core"), ("split", "common/split"), ("codecs", "common/codecs"),
     ("families", "common/families"), ("transport", "common/transport"), ("eval", "common/eval"),
     ("studies", "common/studies"), ("cli", "common/cli"), ("device (UE process)", "device"),
-    ("server (network process)", "server"),
+    ("server (network process)", "server"), ("experiments (drive both processes)", "experiments"),
 ]
 GENERATED = ("common/transport/proto", "common/transport/oip_proto")
 

@@ -16,7 +16,7 @@ from concurrent import futures
 from splitinfer.common.core.allocator import tune_allocator
 from splitinfer.common.core.errors import UserError
 
-from splitinfer.common.transport.process import READY_PREFIX
+from splitinfer.common.transport.ready import READY_PREFIX
 
 
 # Keepalive: the server pings a silent client every 30 s and drops it after 10 s without an answer (a

@@ -20,7 +20,7 @@ def test_every_module_listed_once():
     text = (REPO / "docs" / "DESIGN.md").read_text()
     listed = re.findall(r"^\| [^|]+ \| `([^`]+\.py)` \|", text, flags=re.M)
     assert len(listed) == len(set(listed)), "a module is listed twice"
-    on_disk = {p.relative_to(REPO).as_posix() for folder in ("common", "device", "server")
+    on_disk = {p.relative_to(REPO).as_posix() for folder in ("common", "device", "server", "experiments")
                for p in (REPO / folder).rglob("*.py")
                if "/proto/" not in p.as_posix() and "/oip_proto/" not in p.as_posix()
                and ("/assets/" not in p.as_posix() or p.name == "__init__.py" and p.parent.name == "assets")}

@@ -9,11 +9,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_three_packages_share_one_namespace():
-    for name in ("splitinfer.common", "splitinfer.device", "splitinfer.server"):
+    for name in ("splitinfer.common", "splitinfer.device", "splitinfer.server", "splitinfer.experiments"):
         spec = importlib.util.find_spec(name)
         assert spec is not None, name
     # A bare `common` (or `server`, `device`) must not be importable from site-packages.
-    for bare in ("common", "server", "device"):
+    for bare in ("common", "server", "device", "experiments"):
         spec = importlib.util.find_spec(bare)
         if spec is not None:
             origin = Path(spec.origin or next(iter(spec.submodule_search_locations)))
@@ -23,7 +23,7 @@ def test_three_packages_share_one_namespace():
 def test_console_command_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "splitinfer.common.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for command in ("split", "detect", "serve", "device", "demo", "analyze", "map"):
+    for command in ("split", "detect", "serve", "device", "demo", "netexp", "analyze", "map"):
         assert command in out, f"subcommand {command!r} missing from --help"
 
 

@@ -120,7 +120,7 @@ def test_device_anchor_mode_keeps_results_before_a_bad_image(files, tmp_path, ca
 
 
 def test_device_split_mode_keeps_results_before_a_bad_image(files, tmp_path, capsys):
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     out = tmp_path / "split"
     with ServerProcess(threads=1, device="cpu") as server:

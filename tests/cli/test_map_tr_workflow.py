@@ -44,7 +44,7 @@ def test_map_scores_predicted_frames_and_says_how_many_were_left_out(tmp_path, c
 
 
 def test_device_threshold_gives_coco_convention_ap(tmp_path, capsys):
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     photo = tmp_path / "photo"
     photo.mkdir()

@@ -60,7 +60,7 @@ def test_detect_sweep_analyze_study(models_dir, photo, tmp_path):
 
 
 def test_serve_and_device_anchor_take_the_id_from_the_model(models_dir, photo, tmp_path, capsys):
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     with ServerProcess(models_dir, threads=1, device="cpu", env=env_one_thread()) as srv:
         assert " models x " in srv.ready_line + " "

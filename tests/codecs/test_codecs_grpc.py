@@ -21,7 +21,7 @@ CODECS = ("fq:6", "fq:4", "float16+zstd", "fq:6+blosc2:lz4")
 
 @pytest.fixture(scope="module")
 def server():
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     srv = ServerProcess(threads=1, device="cpu", env={"SPLITINFER_NNC_WORKERS": "1", "OMP_NUM_THREADS": "1"})
     yield srv

@@ -277,7 +277,7 @@ def test_a_stream_through_the_network_process_decodes_in_order_near_the_lossless
 
     from grpc_helpers import Stubs, real_frame, setup_msg, stream_status
     from splitinfer.common.transport import wire
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     spec, rank = "fqi:-14", 95
     frames = [real_frame(rank, image) for image in ("dog.jpg", "dog.jpg", "horses.jpg")]

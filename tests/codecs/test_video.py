@@ -228,7 +228,7 @@ def test_a_stream_through_the_real_network_process(tmp_path):
 
     from grpc_helpers import cli, env_one_thread, read_csv, stop_process
     from splitinfer.common.assets import bundled_images
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     src = tmp_path / "photos"
     src.mkdir()

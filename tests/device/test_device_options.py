@@ -5,7 +5,7 @@ import pytest
 
 from splitinfer.common.cli import build_parser
 from splitinfer.common.codecs import codec_names
-from splitinfer.device.demo import table_lines
+from splitinfer.experiments.demo import table_lines
 from splitinfer.device.part1 import parse_split
 
 

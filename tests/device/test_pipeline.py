@@ -28,7 +28,7 @@ def part1():
 
 
 def start_server():
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     return ServerProcess(threads=1, device="cpu", env=env_one_thread())
 

@@ -25,7 +25,7 @@ def test_an_oversize_unary_frame_ends_after_one_attempt():
     from grpc_helpers import env_one_thread
     from splitinfer.common.assets import bundled_images, default_model_path
     from splitinfer.common.core.images import read_image
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
     from splitinfer.device.part1 import Part1
     from splitinfer.device.retry import RetryPolicy
 

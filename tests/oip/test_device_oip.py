@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from oip_helpers import ROOT, KServeProcess
-from splitinfer.common.transport.process import ServerProcess
+from splitinfer.experiments.server_process import ServerProcess
 
 SAME = ("Source", "Nodes", "Inference_loop", "nb_inference", "intermediate_data_size",
         "encoded_intermediate_data_size", "predictions_size", "predictions", "Model", "Split_rank",

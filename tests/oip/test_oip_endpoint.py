@@ -15,7 +15,7 @@ from oip_helpers import anchor_detections, as_rows, equal_to_rounding, frame_fil
 from grpc_helpers import Stubs, real_frame, setup_msg, stream_status
 from splitinfer.common.codecs import get_codec
 from splitinfer.common.transport.oip_proto import grpc_predict_v2_pb2 as pb
-from splitinfer.common.transport.process import ServerProcess
+from splitinfer.experiments.server_process import ServerProcess
 from splitinfer.device.oip_client import OIPClient, build_request
 
 RANK = 60

@@ -18,7 +18,7 @@ import pytest
 
 from grpc_helpers import real_frame
 from oip_helpers import IA, METHOD, NF, OK, RE, Caller, measured, request
-from splitinfer.common.transport.process import ServerProcess
+from splitinfer.experiments.server_process import ServerProcess
 from splitinfer.device.oip_client import build_request
 
 pytestmark = pytest.mark.timeout(300)

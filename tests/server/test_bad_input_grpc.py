@@ -33,7 +33,7 @@ SMALL = 256 << 10  # chunking limit of the many-part frames
 
 @pytest.fixture(scope="module")
 def server():
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     srv = ServerProcess(threads=1, device="cpu", max_message_mb=2, env={"SPLITINFER_NNC_WORKERS": "1"})
     yield srv

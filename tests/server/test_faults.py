@@ -35,7 +35,7 @@ def photos(tmp_path):
 
 
 def start_server(port: int = 0, extra=()):
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     args = ["--port", str(port)] if port else []
     return ServerProcess(threads=1, device="cpu", extra_args=[*args, *extra], env=env_one_thread())

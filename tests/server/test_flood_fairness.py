@@ -14,7 +14,7 @@ import pytest
 from grpc_helpers import Stubs, real_frame, setup_msg, setup_pb
 from splitinfer.common.codecs import get_codec
 from splitinfer.common.transport import wire
-from splitinfer.common.transport.process import ServerProcess
+from splitinfer.experiments.server_process import ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN = "fairness-token"

@@ -41,7 +41,7 @@ STATS = {"messages": 0, "streams": 0, "unary": 0, "codes": {}, "rss_mb": []}
 
 @pytest.fixture(scope="module")
 def server():
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     # --cache-mb: set-ups at ranks hypothesis draws build Part IIs (50-100 MB each at early ranks); the budget
     # keeps about one of them, so the memory bound below holds whatever ranks are drawn

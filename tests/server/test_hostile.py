@@ -81,7 +81,7 @@ def peaks_mb(pids) -> dict:
 
 @pytest.fixture(scope="module")
 def server():
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     srv = ServerProcess(threads=1, device="cpu", max_message_mb=2, extra_args=["--token", TOKEN],
                         env={"SPLITINFER_NNC_WORKERS": "1"})
@@ -413,7 +413,7 @@ def test_flood_of_real_nnc_calls_without_a_token_gets_fast_refusals_and_health_s
     wait on them, and a good frame is answered after the flood."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     frame = frames[60]  # four tensors, ~2 MB raw: each call keeps the one NNC helper busy for a while
     (call,) = wire.frame_messages(1, frame.tensors(NNC), meta_json=frame.meta_json, max_message_bytes=LIMIT,
@@ -476,7 +476,7 @@ def test_many_set_ups_without_frames_stay_within_the_part2_cache_budget(frames):
     the /metrics page past its label-set bound."""
     import urllib.request
 
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     srv = ServerProcess(threads=1, device="cpu", extra_args=["--cache-mb", "100"], env={"SPLITINFER_NNC_WORKERS": "1"})
     stubs = Stubs(srv.address)

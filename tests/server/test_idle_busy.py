@@ -11,7 +11,7 @@ import pytest
 
 from grpc_helpers import Stubs, real_frame, setup_msg
 from splitinfer.common.codecs import get_codec
-from splitinfer.common.transport.process import ServerProcess
+from splitinfer.experiments.server_process import ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
 IDLE_S = 0.3

@@ -32,7 +32,7 @@ def device_args(address, photo, out):
 def test_eight_ue_processes_at_once(tmp_path):
     import subprocess
 
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     paths = {p.name: p for p in bundled_images()}
     photos = []

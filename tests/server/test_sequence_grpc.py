@@ -20,7 +20,7 @@ SPEC = "dzstd"
 
 @pytest.fixture(scope="module")
 def server():
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     srv = ServerProcess(threads=1, device="cpu", env={"OMP_NUM_THREADS": "1"})
     yield srv

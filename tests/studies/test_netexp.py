@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from splitinfer.common.studies import netexp
+from splitinfer.experiments import netexp
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.transport.shaper import Shaper, from_options, parse_delay, parse_rate
 
@@ -135,7 +135,7 @@ def test_shaper_delays_a_slow_producer_by_the_delay_only():
 def test_device_with_in_process_shaper_matches_bytes_over_rate(tmp_path):
     """The real UE process with --shape-rate/--shape-delay against the real network process on loopback."""
     from splitinfer.common.assets import bundled_images
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     with ServerProcess(threads=1) as server:
         address = server.address
@@ -145,10 +145,10 @@ def test_device_with_in_process_shaper_matches_bytes_over_rate(tmp_path):
                 "--shape-rate", "40mbit", "--shape-delay", "30ms"]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-        with open(tmp_path / "shaped.csv", newline="") as fh:
-            row = list(csv.DictReader(fh))[-1]
-        _, nbytes, _ = netexp._triple(row["encoded_intermediate_data_size"])
-        t_min, t_avg, _ = netexp._triple(row["Transfer_time"])
+        from splitinfer.device.results import read_results
+
+        row = read_results(tmp_path / "shaped.csv")[-1]
+        nbytes, t_avg = row.encoded_bytes.avg, row.transfer_ms.avg
         expected_ms = (nbytes * 8 / rate + delay) * 1e3
         print(f"in-process shaper: {nbytes / 1e6:.2f} MB, measured {t_avg:.0f} ms, expected {expected_ms:.0f} ms")
         assert nbytes > 4e6
@@ -160,7 +160,7 @@ def test_server_process_runs_under_an_argv_prefix():
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     with ServerProcess(threads=1, argv_prefix=["env", "SPLITINFER_PREFIX_TEST=1"]) as server:
         assert server.proc.args[:2] == ["env", "SPLITINFER_PREFIX_TEST=1"] and server.port > 0

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from splitinfer.common.assets import bundled_images
-from splitinfer.common.transport.process import ServerProcess
+from splitinfer.experiments.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def server():
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     srv = ServerProcess(threads=1, device="cpu")
     assert srv.proc.pid and srv.proc.poll() is None

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def test_yolov3_tiny_split_through_both_processes_equals_the_whole_model(tmp_path):
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     repo = tmp_path / "models"
     import_yolov3_tiny(repo / "yolov3_tiny")

@@ -39,7 +39,7 @@ def pki(tmp_path_factory):
 
 
 def _server(*extra, env=None):
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     return ServerProcess(threads=1, device="cpu", extra_args=list(extra), env={**env_one_thread(), **(env or {})})
 

@@ -1,4 +1,4 @@
-"""Measure transfer time over a real shaped link against the estimate bytes x 8 / rate.
+"""`splitinfer netexp` (CLI plug-in of experiments/netexp.py): measured transfer time on a shaped link vs bytes x 8 / rate.
 
 The network process and the UE process run as separate OS processes in two network namespaces
 joined by a veth pair (10.77.0.1 server, 10.77.0.2 UE; the addresses exist only inside these
@@ -37,7 +37,7 @@ def add_arguments(p):
 def run(args) -> int:
     from pathlib import Path
 
-    from splitinfer.common.studies import netexp
+    from splitinfer.experiments import netexp
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.core.rates import parse_rate
     from splitinfer.common.split.cut import parse_cuts

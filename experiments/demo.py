@@ -48,7 +48,7 @@ def run(args) -> int:
     from splitinfer.common.families import get_family
     from splitinfer.device.client import UEClient
     from splitinfer.device.part1 import Anchor, Part1, parse_split
-    from splitinfer.common.transport.process import ServerProcess
+    from splitinfer.experiments.server_process import ServerProcess
 
     splits = [parse_split(s) for s in args.splits]
     codecs = [get_codec(s) for s in args.codecs]

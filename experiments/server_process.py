@@ -1,4 +1,6 @@
-"""Start the network process as a separate OS process and stop it gracefully (demo, tests, benches).
+"""The network-process handle: start `splitinfer.server.main` as a separate OS process, stop it gracefully.
+
+Used by the demo, netexp, tests and benches; it starts the server by module name and never imports it.
 
 Why a separate process rather than a thread: the point of the emulation is two processes that share
 nothing but the gRPC connection (own interpreter, own onnxruntime threads, own metrics registry).
@@ -17,10 +19,7 @@ import time
 from collections import deque
 
 from splitinfer.common.core.errors import UserError
-
-
-# The network process prints this, then its bound ports, on its first stdout line (server/main.py).
-READY_PREFIX = "splitinfer serve: listening on"
+from splitinfer.common.transport.ready import READY_PREFIX, parse_ready
 
 
 class ServerProcess:
@@ -50,9 +49,7 @@ class ServerProcess:
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         self.host, self.port, self.metrics_port = host, None, None
         line = self._read_ready(timeout)
-        words = line[len(READY_PREFIX):].split()
-        self.port = int(words[0].rsplit(":", 1)[1])
-        self.metrics_port = int(words[words.index("metrics") + 1])
+        self.port, self.metrics_port = parse_ready(line)
         self.ready_line = line
         threading.Thread(target=self._drain_stdout, daemon=True).start()
 

@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass
 
 from splitinfer.common.core.errors import UserError
-from splitinfer.common.transport.process import ServerProcess
+from splitinfer.device.results import ResultRow, read_results
+from splitinfer.experiments.server_process import ServerProcess
 
 SERVER_ADDR = "10.77.0.1"
 UE_ADDR = "10.77.0.2"
@@ -220,14 +221,6 @@ class Row:
     drops: int
 
 
-def _triple(cell: str) -> tuple[float, float, float]:
-    """'min,avg,max' -> floats."""
-    parts = [float(x) for x in str(cell).split(",")]
-    if len(parts) != 3:
-        raise ValueError(f"expected min,avg,max, got {cell!r}")
-    return parts[0], parts[1], parts[2]
-
-
 def device_args(address: str, image, split: int, codec: str, frames: int, out_dir, name: str,
                 anchor=None) -> list[str]:
     """`splitinfer device` options for one measured run: one image, `frames` times, one reply at a time."""
@@ -238,9 +231,8 @@ def device_args(address: str, image, split: int, codec: str, frames: int, out_di
 
 
 def run_device(link: NetnsLink, address: str, image, split: int, codec: str, frames: int, out_dir,
-               anchor=None, timeout: float = 600.0) -> dict:
-    """One `splitinfer device` run in the UE namespace; its results CSV row (one source)."""
-    import csv
+               anchor=None, timeout: float = 600.0) -> ResultRow:
+    """One `splitinfer device` run in the UE namespace; its results row (one source), read typed."""
     from pathlib import Path
 
     out_dir = Path(out_dir)
@@ -254,10 +246,9 @@ def run_device(link: NetnsLink, address: str, image, split: int, codec: str, fra
     path = out_dir / name
     if not path.is_file():
         raise UserError(f"the UE process wrote no results file {path}")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise UserError(f"{path}: no result rows")
+    rows = read_results(path)
+    if not rows or rows[-1].encoded_bytes is None or rows[-1].transfer_ms is None:
+        raise UserError(f"{path}: no result row with encoded bytes and transfer times")
     return rows[-1]
 
 
@@ -291,11 +282,10 @@ def run_experiment(rates_bps, splits, *, models=None, model_id: str = "nanodet",
                     before = link.qdisc_stats().get("drops", 0)
                     row = run_device(link, server.address, image, split, codec, frames,
                                      out_dir / "runs" / f"{rate / 1e6:g}mbit", anchor=anchor)
-                    _, enc_avg, _ = _triple(row["encoded_intermediate_data_size"])
-                    t_min, t_avg, _ = _triple(row["Transfer_time"])
+                    enc_avg, t_avg = row.encoded_bytes.avg, row.transfer_ms.avg
                     est = estimate_seconds(enc_avg, rate) * 1e3
-                    rows.append(Row(rate / 1e6, split, int(row.get("Crossing_tensors") or 0), enc_avg,
-                                    int(row.get("nb_inference") or frames), t_avg, t_min, est, t_avg / est,
+                    rows.append(Row(rate / 1e6, split, row.crossing_tensors or 0, enc_avg,
+                                    row.nb_inference or frames, t_avg, row.transfer_ms.min, est, t_avg / est,
                                     tcp_ratio, link.qdisc_stats().get("drops", 0) - before))
                     bar.update(1)
         finally:
