@@ -316,10 +316,7 @@ class AnchorOnlyRun:
     def infer(self, anchors, name, k, img) -> None:
         feeds, meta = self.family.preprocess(img)
         for dev, anchor in anchors.items():
-            t0 = time.perf_counter()
-            out = anchor.run(feeds)
-            seconds = time.perf_counter() - t0
-            dets = self.family.postprocess(out, meta)
+            dets, seconds = anchor.infer(feeds, meta, self.family)
             self.runs.setdefault(self.source.group_of(name), []).append((dev, seconds, dets))
         if k == self.args.loop - 1:
             self.outputs.write_predictions(name, dets, img)

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.core.whole_model import WholeModel
 
 
 def parse_split(text: str | None) -> tuple[int | None, str | None]:
@@ -175,16 +176,6 @@ class Part1:
         return make_session(part2, device=device, threads=threads)
 
 
-class Anchor:
-    """The whole model run locally (CPU or GPU): the reference the split's detections are compared with."""
-
-    def __init__(self, model, device: str, threads: int | None = None):
-        from splitinfer.common.core.runtime import make_session
-
-        self.session = make_session(model, device=device, threads=threads)
-        self.provider = self.session.provider
-
-    def run(self, feeds: dict) -> dict:
-        from splitinfer.common.core.runtime import keep_feeds
-
-        return dict(zip(self.session.output_names, self.session.run(keep_feeds(feeds, self.session.input_names))))
+# The anchor: the whole model run locally (CPU or GPU), the reference the split's detections are compared
+# with; the one whole-model implementation (common/core/whole_model.py), the same `detect` runs.
+Anchor = WholeModel

@@ -413,10 +413,8 @@ class FramePipeline:
         rec.end_to_end_s = t_end - pend.t_start
         rec.detections = detections_from_reply(result)
         for dev, anchor in self.anchors.items():  # the reference, after the reply: it never delays a frame
-            a0 = time.perf_counter()
-            out = anchor.run(pend.feeds)
-            a1 = time.perf_counter()
-            rec.anchor[dev] = (a1 - a0, self.family.postprocess(out, pend.meta))
+            dets, seconds = anchor.infer(pend.feeds, pend.meta, self.family)
+            rec.anchor[dev] = (seconds, dets)
         if self.metrics is not None:
             self.metrics.observe(self.labels, part1=rec.part1_s, encode=rec.encode_s, serialize=rec.serialize_s,
                                  transfer=rec.transfer_s, end_to_end=rec.end_to_end_s)

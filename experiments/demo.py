@@ -47,7 +47,8 @@ def run(args) -> int:
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.families import get_family
     from splitinfer.device.client import UEClient
-    from splitinfer.device.part1 import Anchor, Part1, parse_split
+    from splitinfer.common.core.whole_model import WholeModel
+    from splitinfer.device.part1 import Part1, parse_split
     from splitinfer.experiments.server_process import ServerProcess
 
     splits = [parse_split(s) for s in args.splits]
@@ -58,11 +59,8 @@ def run(args) -> int:
     pan = pan_frames(images[0][2], args.pan_frames) if seq_codecs and args.pan_frames else []
     family = get_family("nanodet")
     model_path = default_model_path()
-    anchor = Anchor(model_path, "cpu", threads=args.threads)
-    reference = {}
-    for name, index, img in images + pan:
-        feeds, meta = family.preprocess(img)
-        reference[name, index] = family.postprocess(anchor.run(feeds), meta)
+    anchor = WholeModel(model_path, "cpu", threads=args.threads, family=family)
+    reference = {(name, index): anchor.detect(img)[0] for name, index, img in images + pan}
 
     print(f"starting the network process (bundled model repository {MODELS_DIR}) ...", flush=True)
     rows, failures = [], []

@@ -58,7 +58,6 @@ def warn_random_weights(model_path, folder) -> None:
 
 def run(args) -> int:
     import itertools
-    import time
     from pathlib import Path
 
     from splitinfer.common.core.detections import write_predictions
@@ -67,7 +66,7 @@ def run(args) -> int:
     from splitinfer.common.families import resolve_model
     from splitinfer.common.core.images import frame_count, iter_frames, write_image
     from splitinfer.common.eval.overlay import draw_detections
-    from splitinfer.common.core.runtime import make_session
+    from splitinfer.common.core.whole_model import WholeModel
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold must be within 0..1, got {args.threshold}")
@@ -77,7 +76,8 @@ def run(args) -> int:
     if not source.exists():
         raise UserError(f"source not found: {source}")
     model_path, family = resolve_model(args.model, args.family)
-    sess = make_session(model_path, device=args.device, threads=args.threads)
+    model = WholeModel(model_path, device=args.device, threads=args.threads, family=family)
+    sess = model.session
     missing = [n for n in family.input_names if n not in sess.input_names]
     if missing:
         raise UserError(f"{model_path}: inputs {sess.input_names} do not match family {family.name} "
@@ -109,11 +109,8 @@ def run(args) -> int:
     bar = tqdm(itertools.chain([first], frames_iter), total=total, unit="frame", desc="detect", leave=False)
     try:
         for name, frame in bar:
-            feeds, meta = family.preprocess(frame)
-            t0 = time.perf_counter()
-            outputs = dict(zip(sess.output_names, sess.run(feeds)))
-            infer_s += time.perf_counter() - t0
-            dets = family.postprocess(outputs, meta, args.threshold)
+            dets, seconds = model.detect(frame, args.threshold)
+            infer_s += seconds
             write_predictions(out / f"{name}.txt", dets)
             if collected is not None:
                 collected[name] = dets
