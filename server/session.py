@@ -75,10 +75,11 @@ class Session:
                                    max_message_bytes=max_message_bytes, model_sha256=part2.sha256,
                                    crossing_count=len(plan.crossing))
 
-    def check_header(self, fp) -> None:
-        """Part 0 of a frame: tensor headers within this split's bounds, meta clean; before any allocation."""
+    def check_header(self, fp) -> dict:
+        """Part 0 of a frame: tensor headers within this split's bounds, meta clean; before any allocation.
+        Returns the clean meta, which the assembled frame carries (`Frame.checked`) to `process_frame`."""
         self.bounds.check(fp)
-        clean_meta(fp.meta_json, fp.frame_id)
+        return clean_meta(fp.meta_json, fp.frame_id)
 
     def close(self) -> None:
         """Free the session's decoder state (a sequential codec's references and decoder contexts)."""
@@ -152,7 +153,7 @@ def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
 def process_frame(sess: Session, frame: wire.Frame, codecs: Codecs, metrics, deserialize_s: float) -> pb.FrameResult:
     """Decode, Part II, consolidation and post-processing of one complete frame, timed and counted."""
     clock = _Clock()
-    meta = clean_meta(frame.meta_json, frame.frame_id)
+    meta = frame.checked  # cleaned once, at part 0, by ResolvedSetup.check_header
     arrays = clock.step("decode", decode_frame, sess, frame, codecs)
     out2 = clock.step("part2", run_part2, sess.part2, arrays, frame.frame_id)
     outputs = clock.step("consolidate", consolidate_outputs, sess.part2.plan, arrays, out2)

@@ -434,6 +434,7 @@ class Frame:
     timestamp_ns: int
     meta_json: str
     tensors: list[ReceivedTensor]
+    checked: object = None  # what the assembler's `check_header` returned for part 0 (the server: the clean meta)
 
     @property
     def encoded_bytes(self) -> int:
@@ -448,6 +449,7 @@ class _Pending:
     chunk: int = 0  # next expected chunk index of that tensor
     filled: list[int] = field(default_factory=list)
     buffers: list = field(default_factory=list)
+    checked: object = None  # what check_header returned for part 0
 
 
 def validate_headers(fp: pb.FramePart, max_frame_bytes: int) -> None:
@@ -476,7 +478,8 @@ class FrameAssembler:
 
     `check_header(frame_part)`, when given, sees part 0's tensor headers before any reassembly buffer is
     allocated and raises to refuse them (the server checks names, dtypes and announced shapes against what
-    the session's split can need there). `discard()` drops a half-received frame's buffers at once and says
+    the session's split can need there); what it returns travels with the frame (`Frame.checked`).
+    `discard()` drops a half-received frame's buffers at once and says
     how many bytes they held (the server then trims them from the heaps, core/allocator.py).
     """
 
@@ -514,9 +517,9 @@ class FrameAssembler:
             if h.part_count < 1:
                 raise WireError(f"frame {h.frame_id}: part_count must be at least 1")
             validate_headers(h, self.max_frame_bytes)
-            if self.check_header is not None:
-                self.check_header(h)
-            p = _Pending(header=h, filled=[0] * len(h.tensors), buffers=[None] * len(h.tensors))
+            checked = self.check_header(h) if self.check_header is not None else None
+            p = _Pending(header=h, filled=[0] * len(h.tensors), buffers=[None] * len(h.tensors),
+                         checked=checked)
             self._pending = p
         else:
             fid = p.header.frame_id
@@ -587,4 +590,4 @@ class FrameAssembler:
                                           dict(h.codec_params), payload))
         self._pending = None
         self._last_id = fid
-        return Frame(int(fid), int(hdr.timestamp_ns), hdr.meta_json, tensors)
+        return Frame(int(fid), int(hdr.timestamp_ns), hdr.meta_json, tensors, p.checked)
