@@ -26,7 +26,8 @@ trap 'rm -f "$build_lock"' EXIT
 for t in $tools; do entry "$t"; done > "$build_lock"
 pip install -q --require-hashes --no-deps -r "$build_lock"
 pip install -q --require-hashes --no-deps --no-build-isolation -r "$LOCK"
-[ -z "$PROJECT" ] || pip install -q --no-deps --no-build-isolation -e "$PROJECT"
+# (setuptools' "Editable installation ... folders with the same name as your package" notice: none here)
+[ -z "$PROJECT" ] || PYTHONWARNINGS="ignore:Editable installation" pip install -q --no-deps --no-build-isolation -e "$PROJECT"
 
 project=$(sed -n -E 's/^name = "(.*)"$/\1/p' "$ROOT/pyproject.toml" | head -1)
 check=$("$PY" -m pip check 2>&1) || true
