@@ -27,7 +27,8 @@ for t in $tools; do entry "$t"; done > "$build_lock"
 pip install -q --require-hashes --no-deps -r "$build_lock"
 pip install -q --require-hashes --no-deps --no-build-isolation -r "$LOCK"
 # (setuptools' "Editable installation ... folders with the same name as your package" notice: none here)
-[ -z "$PROJECT" ] || PYTHONWARNINGS="ignore:Editable installation" pip install -q --no-deps --no-build-isolation -e "$PROJECT"
+[ -z "$PROJECT" ] \
+  || PYTHONWARNINGS="ignore:Editable installation" pip install -q --no-deps --no-build-isolation -e "$PROJECT"
 
 project=$(sed -n -E 's/^name = "(.*)"$/\1/p' "$ROOT/pyproject.toml" | head -1)
 check=$("$PY" -m pip check 2>&1) || true

@@ -56,7 +56,8 @@ def _mismatches(pins: dict[str, Version], declared: list[dict]) -> list[str]:
 @pytest.mark.parametrize("lock", sorted(SOURCES))
 def test_every_declared_package_is_locked_inside_its_range(lock):
     problems = _mismatches(lock_pins(LOCKS / lock), _declared(lock))
-    assert not problems, f"locks/{lock} disagrees with the declared ranges (run scripts/lock.sh):\n" + "\n".join(problems)
+    assert not problems, (f"locks/{lock} disagrees with the declared ranges (run scripts/lock.sh):\n"
+                          + "\n".join(problems))
 
 
 def test_the_check_finds_a_pin_outside_its_range_and_a_missing_package():

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from declared_deps import lower_bound, pyproject, requirements_file  # noqa: E402
 
-STUBS = {"own": ("common/transport/proto", "splitinfer_pb2"), "oip": ("common/transport/oip_proto", "grpc_predict_v2_pb2")}
+STUBS = {"own": ("common/transport/proto", "splitinfer_pb2"),
+         "oip": ("common/transport/oip_proto", "grpc_predict_v2_pb2")}
 
 
 def gen_proto_check(root: Path, which: str) -> subprocess.CompletedProcess:
@@ -51,9 +52,10 @@ def _rewrite(path: Path, pattern: str, repl: str) -> None:
 
 def _other_generator_release(copy: Path, folder: str, module: str) -> None:
     """The banner another patch release of grpcio-tools (and of its bundled protoc) would write."""
-    _rewrite(copy / folder / f"{module}_grpc.py", r"^GRPC_GENERATED_VERSION = '[^']*'$", "GRPC_GENERATED_VERSION = '1.85.99'")
-    _rewrite(copy / folder / f"{module}.py", r"^# Protobuf Python Version: (\d+)\.\S+$", r"# Protobuf Python Version: \1.98.7")
-    _rewrite(copy / folder / f"{module}.py", r"(Domain\.PUBLIC,\n\s+\d+,\n\s+)\d+,\n(\s+)\d+,\n(\s+)'[^']*',",
+    grpc_file, pb_file = copy / folder / f"{module}_grpc.py", copy / folder / f"{module}.py"
+    _rewrite(grpc_file, r"^GRPC_GENERATED_VERSION = '[^']*'$", "GRPC_GENERATED_VERSION = '1.85.99'")
+    _rewrite(pb_file, r"^# Protobuf Python Version: (\d+)\.\S+$", r"# Protobuf Python Version: \1.98.7")
+    _rewrite(pb_file, r"(Domain\.PUBLIC,\n\s+\d+,\n\s+)\d+,\n(\s+)\d+,\n(\s+)'[^']*',",
              r"\g<1>98,\n\g<2>7,\n\g<3>'-rc1',")
 
 
@@ -83,14 +85,15 @@ def test_stub_runtime_floors_lie_in_the_declared_ranges():
     older than its gencode version: every grpcio/protobuf that requirements.txt and pyproject.toml allow must pass."""
     declared = [requirements_file(ROOT / "requirements.txt"), pyproject()]
     for folder, module in STUBS.values():
-        grpc_floor = re.search(r"^GRPC_GENERATED_VERSION = '([^']+)'$", (ROOT / folder / f"{module}_grpc.py").read_text(),
-                               re.M).group(1)
+        grpc_stub = (ROOT / folder / f"{module}_grpc.py").read_text()
+        grpc_floor = re.search(r"^GRPC_GENERATED_VERSION = '([^']+)'$", grpc_stub, re.M).group(1)
         major, minor, patch = re.search(r"Domain\.PUBLIC,\n\s+(\d+),\n\s+(\d+),\n\s+(\d+),",
                                         (ROOT / folder / f"{module}.py").read_text()).groups()
         for reqs in declared:
             grpcio, protobuf = reqs["grpcio"], reqs["protobuf"]
             assert lower_bound(grpcio) >= Version(grpc_floor), (
-                f"{folder}: stubs made by grpcio-tools {grpc_floor} need grpcio>={grpc_floor}, the ranges allow {grpcio}")
+                f"{folder}: stubs made by grpcio-tools {grpc_floor} need grpcio>={grpc_floor}, "
+                f"the ranges allow {grpcio}")
             gencode = f"{major}.{minor}.{patch}"
             assert lower_bound(protobuf) >= Version(gencode), (
                 f"{folder}: gencode {gencode} needs protobuf>={gencode}, the ranges allow {protobuf}")
