@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-step set-up: a virtual environment in .venv with every runtime and test dependency at the exact versions
 # of locks/requirements.lock (hashes checked; locks/requirements-gpu.lock on a GPU machine), splitinfer
-# installed in editable mode, and .venv-oip (scripts/setup_oip.sh). Safe to run again: it brings an existing
-# .venv to the lock. The ranges live in requirements.txt; scripts/lock.sh re-locks.
+# installed in editable mode, .venv-oip (scripts/setup_oip.sh) and .venv-ultra (scripts/setup_ultralytics.sh).
+# Safe to run again: it brings an existing .venv to the lock. The ranges live in requirements.txt; scripts/lock.sh re-locks.
 # Environment: PYTHON (the interpreter for the venvs, default python3.11);
 #              SPLITINFER_VARIANT=cpu|gpu (default: gpu where nvidia-smi lists a GPU, else cpu).
 set -euo pipefail
@@ -48,4 +48,5 @@ bash scripts/install_lock.sh "$VENV_PY" "$LOCK" .
 .venv/bin/splitinfer --help >/dev/null
 echo ".venv: $LOCK installed ($variant) in $(( $(date +%s) - start )) s"
 bash scripts/setup_oip.sh  # .venv-oip: KServe SDK + tritonclient (protobuf < 7), see the script
-echo "splitinfer is set up in .venv and .venv-oip ($(( $(date +%s) - start )) s)"
+bash scripts/setup_ultralytics.sh  # .venv-ultra: the YOLOv8n/YOLO11n tests' exporter (AGPL, test-time only)
+echo "splitinfer is set up in .venv, .venv-oip and .venv-ultra ($(( $(date +%s) - start )) s)"
