@@ -122,14 +122,6 @@ class ThresholdFamily:
         return self._family.postprocess(outputs, meta, self.threshold if score_threshold is None else score_threshold)
 
 
-def check_family(model_path, family, input_names) -> None:
-    """The family's preprocessing must feed the model's inputs (else onnxruntime fails on the first frame)."""
-    missing = [n for n in family.input_names if n not in input_names]
-    if missing:
-        raise UserError(f"{model_path}: inputs {list(input_names)} do not match family {family.name} "
-                        f"(expects {list(family.input_names)}; give the right one with -f)")
-
-
 def check_ref_label(label: str) -> str:
     """A `-ref_split` label names a folder under -results_dir: one plain name."""
     if not label or label.startswith(".") or any(c in label for c in "/\\\0"):
@@ -268,23 +260,6 @@ def resolve_anchor(args):
     return model.model_path, family
 
 
-def make_anchors(args, model_path, family) -> dict:
-    """The whole model on CPU and/or GPU (as the -no_CPU_anchor / -no_GPU_anchor flags allow)."""
-    from splitinfer.common.core.runtime import CUDA, available_providers
-    from splitinfer.device.part1 import Anchor
-
-    anchors = {}
-    if not args.no_cpu_anchor:
-        anchors["cpu"] = Anchor(model_path, "cpu", threads=args.threads)
-    if not args.no_gpu_anchor and CUDA in available_providers():
-        anchors["gpu"] = Anchor(model_path, "gpu", threads=args.threads)
-    elif not args.no_gpu_anchor:
-        say("no usable CUDA here, GPU anchor skipped")
-    for anchor in anchors.values():
-        check_family(model_path, family, anchor.session.input_names)
-    return anchors
-
-
 class AnchorOnlyRun:
     """`-no_split`: the field's anchor-only mode (no server, no split)."""
 
@@ -294,7 +269,9 @@ class AnchorOnlyRun:
         self.runs: OrderedDict[str, list] = OrderedDict()  # group -> [(device, seconds, detections)]
 
     def run(self) -> int:
-        anchors = make_anchors(self.args, self.model_path, self.family)
+        from splitinfer.device.reference import make_anchors
+
+        anchors = make_anchors(self.args, self.model_path, self.family, say)
         if not anchors:
             raise UserError("-no_split with both anchors disabled leaves nothing to run")
         progress = progress_bar(self.source.total)
@@ -332,16 +309,60 @@ class AnchorOnlyRun:
             say(f"{sum(len(v) for v in self.runs.values())} anchor runs, results in {path}")
 
 
-class SplitRun:
-    """The split system: Part I here, Part II in the network process, frames over gRPC."""
+class GrpcTransport:
+    """How a SplitRun reaches the network process over our protocol: its client and its frame pipeline
+    (device/oip_client.py `OIPTransport` is the Open Inference Protocol's)."""
 
-    def __init__(self, args, model_path, family, source, codec, retry, signals):
+    name = "grpc"
+
+    def connect(self, run):
+        """A client of the network process, once it answers (waiting up to --reconnect-s)."""
+        import os
+
+        from splitinfer.common.transport import wire
+        from splitinfer.common.transport.security import channel_credentials, resolve_token
+        from splitinfer.common.transport.shaper import from_options as shaper_from_options
+        from splitinfer.device.client import UEClient
+
+        a, env = run.args, os.environ.get
+        credentials = channel_credentials(a.tls_ca or env("SPLITINFER_TLS_CA"),
+                                          a.tls_cert or env("SPLITINFER_TLS_CERT"),
+                                          a.tls_key or env("SPLITINFER_TLS_KEY"))
+        token = resolve_token(a.token)
+        if token and credentials is None:
+            say("warning: bearer token without TLS: it travels in clear (add --tls-ca)", err=True)
+        client = UEClient(a.server, int(a.max_message_mb * wire.MIB),
+                          shaper=shaper_from_options(a.shape_rate, a.shape_delay), credentials=credentials,
+                          token=token, server_name=a.tls_server_name or env("SPLITINFER_TLS_SERVER_NAME") or None,
+                          retry=run.retry)
+        try:
+            client.wait_ready(say=lambda text: say(text, err=True))
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def pipeline(self, run, client, metrics):
+        from splitinfer.device.pipeline import FramePipeline
+
+        a = run.args
+        want = {"gpu": "cuda", "cpu": "cpu"}.get(a.pu_part2) if a.pu_part2 else None
+        return FramePipeline(client, run.part1, run.family, run.codec, run.model_id, in_flight=a.in_flight,
+                             unary=a.unary, keep_feeds=run.reference.needs_feeds, keep_image=run.outputs.overlays,
+                             metrics=metrics, keep_intermediate=run.keeps_intermediate,
+                             expect_server_provider=want, tolerate_failures=True)
+
+
+class SplitRun:
+    """The split system: Part I here, Part II in the network process, frames over `transport` (our gRPC
+    protocol by default, GrpcTransport; or the Open Inference Protocol's, oip_client.OIPTransport)."""
+
+    def __init__(self, args, model_path, family, source, codec, retry, signals, transport=None):
         self.args, self.model_path, self.family, self.source = args, model_path, family, source
         self.codec, self.retry, self.signals = codec, retry, signals
+        self.transport = transport or GrpcTransport()
         self.outputs = Outputs(args)
         self.groups: OrderedDict[str, list] = OrderedDict()  # group -> FrameRecords
-        self.ref_agreements: dict[str, list] = {}  # group -> agreement.Agreement with the -ref_split reference
-        self.images: dict[tuple, np.ndarray] = {}  # (name, index) -> image, until the frame ends
         self.frame_log = None
 
     # -- the run, step by step ------------------------------------------------------------------------
@@ -355,10 +376,10 @@ class SplitRun:
             say(f"metrics on :{metrics.serve(self.args.metrics_port)}")
         try:
             self.part1 = self.build_part1()
-            self.ref = self.build_ref_split()
-            client = self.connect()
+            self.reference = self.build_reference()
+            client = self.transport.connect(self)
             try:
-                pipeline = self.build_pipeline(client, metrics)
+                pipeline = self.transport.pipeline(self, client, metrics)
                 stopped = self.process(pipeline)  # from here on every frame has ended: the rest completes
                 pipeline.close(cancel=stopped is not None or self.signals.requested.is_set())
             finally:
@@ -377,7 +398,7 @@ class SplitRun:
         self.frame_log = self.open_frame_log()
         progress = progress_bar(self.source.total)
         try:
-            for rec in pipeline.run(self.read_frames(), progress=progress):
+            for rec in pipeline.run(self.source, progress=progress):
                 self.take(rec)
         except BaseException as exc:
             self.signals.interrupting = False  # a second signal must not cut the ending short
@@ -390,24 +411,29 @@ class SplitRun:
         return None
 
     def take(self, rec) -> None:
-        """One ended frame: its log line first, then its outputs."""
-        image = self.images.pop((rec.source, rec.index), None)
+        """One ended frame: its log line first, then the references (device/reference.py), then its outputs;
+        what only these needed (image, feeds, Part I's outputs) is freed."""
+        image, rec.image = rec.image, None
         self.frame_log.write(rec)
         self.groups.setdefault(self.source.group_of(rec.source), []).append(rec)
         if not rec.ok:
+            rec.feeds = rec.intermediate = None
             say(f"frame {rec.frame_id} ({rec.source} #{rec.index}) failed: {rec.error}", err=True)
             return
+        ref_dets = self.reference.check(rec)
+        last = rec.index == self.args.loop - 1
         if rec.intermediate is not None:
             self.save_intermediate(rec)
-            self.compare_with_ref_split(rec, image)
             rec.intermediate = None
-        if rec.index == self.args.loop - 1:
+        if ref_dets is not None and last:
+            self.outputs.write_predictions(rec.source, ref_dets, image, folder=f"predictions_{self.args.ref_split}")
+        if last:
             self.outputs.write_predictions(rec.source, rec.detections, image)
 
     # -- the steps --------------------------------------------------------------------------------------
 
     def build_part1(self):
-        from splitinfer.device.part1 import Part1, parse_split
+        from splitinfer.device.part1 import Part1, check_family, parse_split
 
         rank, node = parse_split(self.args.split)
         part1 = Part1(self.model_path, rank=rank, name=node, flag=self.args.flag, device=self.args.pu_part1,
@@ -416,49 +442,16 @@ class SplitRun:
         check_family(self.model_path, self.family, part1.input_names)
         return part1
 
-    def build_ref_split(self):
-        """-ref_split: Part II run here too (no codec, no network), a reference for the server's answers."""
-        if self.args.ref_split is None:
-            return None
-        return self.part1.part2_session(self.args.part2, device=self.args.pu_part1, threads=self.args.threads,
-                                        check_model=not self.args.no_check_model)
+    def build_reference(self):
+        """The anchors and -ref_split (device/reference.py), built before the first frame."""
+        from splitinfer.device.reference import Reference
 
-    def connect(self):
-        """A client of the network process, once it answers (waiting up to --reconnect-s)."""
-        import os
+        return Reference.for_run(self.args, self.model_path, self.family, self.part1, say=say)
 
-        from splitinfer.common.transport import wire
-        from splitinfer.common.transport.security import channel_credentials, resolve_token
-        from splitinfer.common.transport.shaper import from_options as shaper_from_options
-        from splitinfer.device.client import UEClient
-
-        a, env = self.args, os.environ.get
-        credentials = channel_credentials(a.tls_ca or env("SPLITINFER_TLS_CA"),
-                                          a.tls_cert or env("SPLITINFER_TLS_CERT"),
-                                          a.tls_key or env("SPLITINFER_TLS_KEY"))
-        token = resolve_token(a.token)
-        if token and credentials is None:
-            say("warning: bearer token without TLS: it travels in clear (add --tls-ca)", err=True)
-        client = UEClient(a.server, int(a.max_message_mb * wire.MIB),
-                          shaper=shaper_from_options(a.shape_rate, a.shape_delay), credentials=credentials,
-                          token=token, server_name=a.tls_server_name or env("SPLITINFER_TLS_SERVER_NAME") or None,
-                          retry=self.retry)
-        try:
-            client.wait_ready(say=lambda text: say(text, err=True))
-        except BaseException:
-            client.close()
-            raise
-        return client
-
-    def build_pipeline(self, client, metrics):
-        from splitinfer.device.pipeline import FramePipeline
-
-        a = self.args
-        want = {"gpu": "cuda", "cpu": "cpu"}.get(a.pu_part2) if a.pu_part2 else None
-        return FramePipeline(client, self.part1, self.family, self.codec, self.model_id, in_flight=a.in_flight,
-                             unary=a.unary, anchors=make_anchors(a, self.model_path, self.family), metrics=metrics,
-                             keep_intermediate=a.save_intermediate or a.ref_split is not None,
-                             expect_server_provider=want, tolerate_failures=True)
+    @property
+    def keeps_intermediate(self) -> bool:
+        """Records keep Part I's outputs: for --save-intermediate or -ref_split."""
+        return bool(self.args.save_intermediate) or self.reference.needs_intermediate
 
     @property
     def model_id(self) -> str:
@@ -469,33 +462,9 @@ class SplitRun:
 
         return FrameLog(frames_path(self.outputs.results))
 
-    def read_frames(self):
-        for name, k, img in self.source:
-            self.images[(name, k)] = img
-            yield name, k, img
-
     def save_intermediate(self, rec) -> None:
         if self.args.save_intermediate:
             self.outputs.save_intermediate(rec)
-
-    def compare_with_ref_split(self, rec, image) -> None:
-        """-ref_split: the same split run here; its detections against the server's, and its predictions
-        written under -results_dir/predictions_LABEL/."""
-        if self.args.ref_split is None:
-            return
-        from splitinfer.common.split.verify import consolidated_outputs
-        from splitinfer.device.agreement import compare_detections
-
-        plan = self.part1.plan
-        out2 = {} if self.ref is None else dict(
-            zip(self.ref.output_names, self.ref.run({n: rec.intermediate[n] for n in plan.part2_inputs})))
-        outs = consolidated_outputs(plan, rec.intermediate, out2)
-        _, meta = self.family.preprocess(image)
-        ref_dets = self.family.postprocess(outs, meta)
-        self.ref_agreements.setdefault(self.source.group_of(rec.source), []).append(
-            compare_detections(ref_dets, rec.detections))
-        if rec.index == self.args.loop - 1:
-            self.outputs.write_predictions(rec.source, ref_dets, image, folder=f"predictions_{self.args.ref_split}")
 
     def write_results(self, pipeline, stopped, seconds: float) -> int:
         """The results CSV (one row per source) and the summary line; the exit code of a run that ran out."""
@@ -508,7 +477,7 @@ class SplitRun:
         rows = [R.summarize(recs, source=g, nodes=nodes, loops=a.loop, encoding_algo=a.codec,
                             ue_provider=self.part1.provider, model=self.model_id, rank=plan.rank,
                             label_of=self.outputs.label_of, ref_split=a.ref_split,
-                            ref_agreements=self.ref_agreements.get(g))
+                            ref_agreements=[r.ref_agreement for r in recs if r.ref_agreement is not None])
                 for g, recs in self.groups.items()]
         if not rows:
             if stopped is None:

@@ -213,7 +213,8 @@ class OIPSessionInfo:
 class OIPFramePipeline:
     """The twin of device/pipeline.py's FramePipeline over the Open Inference Protocol: the same
     FrameRecords (Part I, encode = the FP16 cast, serialization, round trip, transfer, the server's stage
-    times when it reports them, anchors), one ModelInfer call per frame, frames in order.
+    times when it reports them; meta, and feeds and image when kept), one ModelInfer call per frame, frames
+    in order.
 
     A transient failure (UNAVAILABLE, DEADLINE_EXCEEDED) is retried up to `max_attempts` times; any other
     status fails the frame with the server's message; with `tolerate_failures` failed frames come back as
@@ -221,8 +222,8 @@ class OIPFramePipeline:
 
     TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
-    def __init__(self, client: OIPClient, part1, family, codec, model_id: str, *, anchors: dict | None = None,
-                 metrics=None, keep_intermediate: bool = False, tolerate_failures: bool = False,
+    def __init__(self, client: OIPClient, part1, family, codec, model_id: str, *, keep_feeds: bool = False,
+                 keep_image: bool = False, metrics=None, keep_intermediate: bool = False, tolerate_failures: bool = False,
                  max_attempts: int = 3, expect_server_provider: str | None = None):
         from splitinfer.common.transport.metrics import labels_for
 
@@ -232,7 +233,7 @@ class OIPFramePipeline:
                             f"use {' or '.join(OIP_CODECS)}")
         self.client, self.part1, self.family, self.half = client, part1, family, OIP_CODECS[spec]
         self.name = model_name(model_id, part1.plan.rank)
-        self.anchors = anchors or {}
+        self.keep_feeds, self.keep_image = keep_feeds, keep_image
         self.metrics, self.keep_intermediate = metrics, keep_intermediate
         self.tolerate_failures, self.max_attempts = tolerate_failures, max(1, int(max_attempts))
         self.labels = labels_for(model_id, part1.plan.rank, f"oip-{spec}")
@@ -288,6 +289,8 @@ class OIPFramePipeline:
         rec.encoded_bytes, rec.tensors, rec.messages = encoded, len(names), 1
         if self.keep_intermediate:
             rec.intermediate = {n: outs[n] for n in names}
+        rec.meta, rec.feeds = meta, (feeds if self.keep_feeds else None)
+        rec.image = image if self.keep_image else None
         reply = None
         while reply is None:
             rec.attempts += 1
@@ -315,10 +318,6 @@ class OIPFramePipeline:
         rec.round_trip_s = t_end - t_sent
         rec.transfer_s = max(0.0, rec.round_trip_s - rec.server.get("total", 0.0))
         rec.end_to_end_s = t_end - t_start
-        for dev, anchor in self.anchors.items():
-            a0 = time.perf_counter()
-            out = anchor.run(feeds)
-            rec.anchor[dev] = (time.perf_counter() - a0, self.family.postprocess(out, meta))
         if self.metrics is not None:
             self.metrics.observe(self.labels, part1=rec.part1_s, encode=rec.encode_s, serialize=rec.serialize_s,
                                  transfer=rec.transfer_s, end_to_end=rec.end_to_end_s)
@@ -344,29 +343,8 @@ def run_oip_device(args) -> int:
     e.g. the network process or a KServe ModelServer) as ModelInfer calls; the same results CSV, frame log,
     predictions and overlays as over our own protocol. Options our protocol alone has (--in-flight,
     --unary, TLS, token, shaping) are not used."""
-    from splitinfer.device import main as M
-
-    class OIPSplitRun(M.SplitRun):
-        def connect(self):
-            client = OIPClient(self.args.server, int(self.args.max_message_mb * (1 << 20)), timeout=self.args.timeout)
-            try:
-                client.wait_ready(timeout=self.args.reconnect_s)
-            except BaseException:
-                client.close()
-                raise
-            return client
-
-        def build_pipeline(self, client, metrics):
-            a = self.args
-            pipeline = OIPFramePipeline(client, self.part1, self.family, self.codec, self.model_id,
-                                        anchors=M.make_anchors(a, self.model_path, self.family), metrics=metrics,
-                                        keep_intermediate=a.save_intermediate or a.ref_split is not None,
-                                        tolerate_failures=True, max_attempts=a.max_attempts,
-                                        expect_server_provider={"gpu": "cuda", "cpu": "cpu"}.get(a.pu_part2 or ""))
-            pipeline.open()
-            return pipeline
-
     from splitinfer.common.codecs import get_codec
+    from splitinfer.device import main as M
 
     M.check_options(args)
     if args.no_split:
@@ -379,4 +357,30 @@ def run_oip_device(args) -> int:
         raise UserError(f"-encode_algo {args.codec}: the Open Inference Protocol carries raw contents only "
                         f"(use {' or '.join(OIP_CODECS)})")
     with M.StopSignals() as signals:
-        return OIPSplitRun(args, model_path, family, source, codec, retry, signals).run()
+        return M.SplitRun(args, model_path, family, source, codec, retry, signals, transport=OIPTransport()).run()
+
+
+class OIPTransport:
+    """How a SplitRun (device/main.py) reaches an OIP server: its client and its frame pipeline."""
+
+    name = "oip"
+
+    def connect(self, run) -> OIPClient:
+        a = run.args
+        client = OIPClient(a.server, int(a.max_message_mb * (1 << 20)), timeout=a.timeout)
+        try:
+            client.wait_ready(timeout=a.reconnect_s)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def pipeline(self, run, client, metrics) -> OIPFramePipeline:
+        a = run.args
+        pipeline = OIPFramePipeline(client, run.part1, run.family, run.codec, run.model_id,
+                                    keep_feeds=run.reference.needs_feeds, keep_image=run.outputs.overlays,
+                                    metrics=metrics, keep_intermediate=run.keeps_intermediate,
+                                    tolerate_failures=True, max_attempts=a.max_attempts,
+                                    expect_server_provider={"gpu": "cuda", "cpu": "cpu"}.get(a.pu_part2 or ""))
+        pipeline.open()
+        return pipeline

@@ -176,6 +176,14 @@ class Part1:
         return make_session(part2, device=device, threads=threads)
 
 
+def check_family(model_path, family, input_names) -> None:
+    """The family's preprocessing must feed the model's inputs (else onnxruntime fails on the first frame)."""
+    missing = [n for n in family.input_names if n not in input_names]
+    if missing:
+        raise UserError(f"{model_path}: inputs {list(input_names)} do not match family {family.name} "
+                        f"(expects {list(family.input_names)}; give the right one with -f)")
+
+
 # The anchor: the whole model run locally (CPU or GPU), the reference the split's detections are compared
 # with; the one whole-model implementation (common/core/whole_model.py), the same `detect` runs.
 Anchor = WholeModel

@@ -56,8 +56,12 @@ class FrameRecord:
     tensors: int = 0
     messages: int = 0
     detections: list = field(default_factory=list)
-    anchor: dict = field(default_factory=dict)  # device -> (seconds, detections)
+    anchor: dict = field(default_factory=dict)  # device -> (seconds, detections), filled by device/reference.py
+    meta: dict | None = None  # the family's preprocessing meta of this frame (what its detections are read with)
+    feeds: dict | None = None  # the model's inputs, when kept for the anchors (freed once they ran)
+    image: object = None  # the frame's image, when kept for overlays (freed once written)
     intermediate: dict | None = None  # name -> array, when kept
+    ref_agreement: object = None  # agreement.Agreement with the -ref_split reference, when it ran
     status: str = "ok"  # "ok": answered; "failed": see `error`
     error: str = ""
     attempts: int = 0  # times the frame was sent (0: never sent)
@@ -73,8 +77,6 @@ class _Pending:
     record: FrameRecord
     t_start: float
     t_sent: float = 0.0
-    feeds: dict | None = None
-    meta: dict | None = None
     reply: object = None
     t_reply: float = 0.0
     messages: list | None = None  # kept until answered: sent again after a reconnect
@@ -93,11 +95,13 @@ class FramePipeline:
 
     `tolerate_failures`: yield failed frames as records with status "failed" (the device reports them);
     otherwise the first failed frame raises UserError. Transient failures are retried either way.
-    `anchors`: {device: Anchor} run after each reply, for the agreement columns.
+    `keep_feeds` / `keep_image`: each record keeps its frame's feeds (for the anchors, device/reference.py)
+    / image (for overlays); every record carries its meta.
     """
 
     def __init__(self, client: UEClient, part1: Part1, family, codec, model_id: str, *, in_flight: int = 1,
-                 unary: bool = False, anchors: dict | None = None, metrics=None, keep_intermediate: bool = False,
+                 unary: bool = False, keep_feeds: bool = False, keep_image: bool = False, metrics=None,
+                 keep_intermediate: bool = False,
                  client_name: str = "splitinfer-device", expect_server_provider: str | None = None,
                  tolerate_failures: bool = False):
         from splitinfer.common.transport.metrics import labels_for
@@ -106,7 +110,7 @@ class FramePipeline:
         self.model_id = model_id
         self.in_flight = max(1, int(in_flight))
         self.unary = unary
-        self.anchors = anchors or {}
+        self.keep_feeds, self.keep_image = keep_feeds, keep_image
         self.metrics = metrics
         self.keep_intermediate = keep_intermediate
         self.tolerate_failures = tolerate_failures
@@ -168,7 +172,8 @@ class FramePipeline:
         rec.raw_bytes = sum(int(np.asarray(a).nbytes) for a in pend.outs)
         if self.keep_intermediate:
             rec.intermediate = {n: outs[n] for n in names}
-        pend.feeds, pend.meta = (feeds if self.anchors else None), meta
+        rec.meta, rec.feeds = meta, (feeds if self.keep_feeds else None)
+        rec.image = image if self.keep_image else None
         self._encode(pend)
         if not self.encoder.sequential:
             pend.outs = None  # the messages are all a resend needs
@@ -412,9 +417,6 @@ class FramePipeline:
         rec.transfer_s = max(0.0, rec.round_trip_s - tm.total_ms / 1e3)
         rec.end_to_end_s = t_end - pend.t_start
         rec.detections = detections_from_reply(result)
-        for dev, anchor in self.anchors.items():  # the reference, after the reply: it never delays a frame
-            dets, seconds = anchor.infer(pend.feeds, pend.meta, self.family)
-            rec.anchor[dev] = (seconds, dets)
         if self.metrics is not None:
             self.metrics.observe(self.labels, part1=rec.part1_s, encode=rec.encode_s, serialize=rec.serialize_s,
                                  transfer=rec.transfer_s, end_to_end=rec.end_to_end_s)

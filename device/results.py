@@ -110,7 +110,8 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
               ref_agreements: list | None = None) -> dict:
     """One CSV row from the FrameRecords of one source (`ref_agreements`: agreement.Agreement of each
     answered frame with the `-ref_split` reference named `ref_split`)."""
-    from splitinfer.device.agreement import compare_detections, verdict
+    from splitinfer.device.agreement import verdict
+    from splitinfer.device.reference import anchor_verdict
 
     if not records:
         raise ValueError("no records to summarize")
@@ -156,13 +157,10 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
     })
     row[f"Server_inference_time_{server_pu}"] = avg_std(part2)
     row[f"Server_inference_time_{server_pu}_steady_state"] = avg_std(steady(part2))
-    agreements = []
     for dev in ("cpu", "gpu"):
-        times = [r.anchor[dev][0] for r in records if dev in r.anchor]
-        row[f"Anchor_inference_time_{dev.upper()}"] = avg_std(times)
-        agreements += [(r.anchor[dev][1], r.detections) for r in records if dev in r.anchor]
-    if agreements:
-        v = verdict(compare_detections(a, s) for a, s in agreements)
+        row[f"Anchor_inference_time_{dev.upper()}"] = avg_std(r.anchor[dev][0] for r in records if dev in r.anchor)
+    v = anchor_verdict(records)  # the comparison: device/reference.py
+    if v is not None:
         row["Equal_to_anchor"], row["Anchor_agreement"] = v.word, v.boxes
     if ref_split is not None:
         row["Ref_split"] = ref_split
