@@ -45,7 +45,6 @@ HELP = "COCO mAP of predictions (one image, a video's frames, a dataset, many sp
 OUTPUTS = {"plot": "file", "csv": "file", "coco_results": "file", "results_filename": "file",
            "plot_out": "file"}
 # Lowest prediction score that looks like a display threshold rather than an evaluation one.
-CUT_SCORE = 0.2
 FIELD_DATASET = "SFU-HW-Objects"
 
 
@@ -94,73 +93,12 @@ def _note(text: str) -> None:
     print(f"splitinfer map: {text}", file=sys.stderr, flush=True)
 
 
-def _label_aliases(paths) -> dict[str, str]:
-    """Names of a coco_labels.csv-style file -> COCO names (ids are COCO-80 indices or category ids)."""
-    from splitinfer.common.core.labels import CATEGORY_ID_TO_NAME, COCO80_NAMES, canonical_label, read_labels_csv
+def _hint(runs: dict, threshold: float) -> None:
+    from splitinfer.common.eval.map_runs import threshold_hint
 
-    out = {}
-    for path in paths:
-        table = read_labels_csv(path)
-        by_category = max(table, default=0) >= len(COCO80_NAMES)
-        for key, name in table.items():
-            coco = CATEGORY_ID_TO_NAME.get(key) if by_category else (COCO80_NAMES[key] if 0 <= key < 80 else None)
-            if coco and canonical_label(name) != coco:
-                out[canonical_label(name)] = coco
-    return out
-
-
-def _load_predictions(path: Path, gt=None) -> dict:
-    """A predictions file or folder, or a COCO results .json (matched through a COCO ground truth's ids)."""
-    from splitinfer.common.eval.coco_results import is_results_file, load_results, to_predictions
-    from splitinfer.common.eval.evaluation import load_detections_dir
-
-    if is_results_file(path):
-        return to_predictions(load_results(path), gt.coco if gt is not None else None, str(path))
-    return load_detections_dir(path)
-
-
-def _covered(preds: dict, gt, what: str) -> dict:
-    """The predicted images the ground truth covers; the others are named in a note (all missing: error)."""
-    from splitinfer.common.core.errors import UserError
-
-    keys = gt.keys
-    missing = sorted(k for k in preds if k not in keys)
-    if not missing:
-        return preds
-    if len(missing) == len(preds):
-        show = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise UserError(f"{gt.source}: no ground truth for any of the {len(missing)} predicted image(s) of "
-                        f"{what}: {show}")
-    show = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-    _note(f"note: {len(missing)} predicted image(s) of {what} have no ground truth in {gt.source}, not scored: {show}")
-    return {k: v for k, v in preds.items() if k in keys}
-
-
-def _unpredicted(preds: dict, gt, what: str, count: bool) -> bool:
-    """Whether to score only the predicted images (`subset`); says how many ground-truth images have no
-    predictions file (a `device -nb_frames 10` run on a long video predicts 10 of its frames)."""
-    left = len(gt.keys - set(preds))
-    if left:
-        how = ("counted as misses (--count-unpredicted)" if count else
-               "left out, only predicted frames scored (--count-unpredicted counts them as misses)")
-        _note(f"note: {left} of {len(gt.keys)} ground-truth image(s) in {gt.source} have no predictions in "
-              f"{what}: {how}")
-    return not count
-
-
-def _threshold_hint(runs: dict, threshold: float) -> None:
-    """Say so when every prediction scores high: they were cut at a display threshold."""
-    scores = [d.score for preds in runs.values() for dets in preds.values() for d in dets]
-    if not scores:
-        return
-    low = min(scores)
-    if low >= CUT_SCORE and threshold < low:
-        from splitinfer.common.eval.coco_results import COCO_SCORE_THRESHOLD
-
-        _note(f"hint: every prediction scores {low:.2f} or more: they were cut at a display threshold "
-              f"(the family's, the default of detect and device). COCO AP counts low-score detections too; for AP "
-              f"comparable with `sweep` write them with `detect --threshold {COCO_SCORE_THRESHOLD}` or "
-              f"`device --threshold {COCO_SCORE_THRESHOLD}`")
+    hint = threshold_hint(runs, threshold)
+    if hint:
+        _note(hint)
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -182,24 +120,6 @@ def _print_result(result, label: str) -> None:
                   f"{fmt_pct(result.per_class_ap50[name]):>8}{fmt_pct(result.per_class_ap75.get(name)):>8}")
 
 
-def _write_class_csv(path, results: dict) -> None:
-    import csv
-
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        names = [n for n in results[next(iter(results))].STAT_NAMES]
-        w.writerow(["mode", "class", "gt_boxes"] + names)
-        for label, r in results.items():
-            mode = "absolute" if label.startswith("vs") else "relative"
-            s = r.summary()
-            w.writerow([mode, "all", r.num_gt] + [f"{s[n]:.6f}" for n in names])
-            for name in sorted(r.per_class):
-                w.writerow([mode, name, r.per_class_gt.get(name, 0), f"{r.per_class[name]:.6f}",
-                            f"{r.per_class_ap50[name]:.6f}", f"{r.per_class_ap75.get(name, float('nan')):.6f}"]
-                           + [""] * (len(names) - 3))
-    print(f"csv: {path}")
-
-
 def _write_coco_results(path, preds: dict, gt, threshold: float) -> None:
     from splitinfer.common.eval.coco_results import to_results, write_results
 
@@ -207,94 +127,9 @@ def _write_coco_results(path, preds: dict, gt, threshold: float) -> None:
     print(f"COCO results: {write_results(path, entries)} ({len(entries)} detections)")
 
 
-# ---------------------------------------------------------------------------------------------- modes
-
-
-def _single(args, preds_path: Path, threshold: float, aliases) -> int:
-    from splitinfer.common.eval.coco_results import is_results_file
-    from splitinfer.common.eval.evaluation import (GroundTruth, evaluate_against, load_detections_dir,
-                                                   load_ground_truth, plot_per_class, relative_ground_truth)
-
-    from splitinfer.common.core.errors import UserError
-
-    if not preds_path.exists():
-        raise UserError(f"predictions folder not found: {preds_path}")
-    if is_results_file(preds_path):  # a COCO results file is matched to images through the ground truth
-        gt = load_ground_truth(args.gt) if args.gt else None
-        preds = _load_predictions(preds_path, gt)
-    else:
-        preds = _load_predictions(preds_path)
-        gt = load_ground_truth(args.gt) if args.gt else None
-    one_file = preds_path.is_file() and not is_results_file(preds_path)
-    _threshold_hint({"": preds}, threshold)
-    results, scored = {}, preds
-    if gt is not None:
-        if one_file and gt.boxes is not None and Path(args.gt).is_file():
-            gt = GroundTruth(gt.source, boxes={preds_path.stem: next(iter(gt.boxes.values()))})
-        scored = _covered(preds, gt, str(preds_path))
-        subset = one_file or _unpredicted(scored, gt, str(preds_path), args.count_unpredicted)
-        results["vs ground truth"] = evaluate_against(scored, gt, threshold=threshold, aliases=aliases,
-                                                      subset=subset)
-    if args.anchor:
-        anchor = load_detections_dir(args.anchor, "anchor predictions")
-        if one_file and Path(args.anchor).is_file():
-            anchor = {preds_path.stem: next(iter(anchor.values()))}
-        rel = GroundTruth(Path(args.anchor), boxes=relative_ground_truth(anchor, args.anchor_threshold))
-        covered = _covered(preds, rel, str(preds_path))
-        subset = one_file or _unpredicted(covered, rel, str(preds_path), args.count_unpredicted)
-        results["relative to anchor"] = evaluate_against(covered, rel, threshold=threshold, aliases=aliases,
-                                                         subset=subset)
-    for label, r in results.items():
-        _print_result(r, label)
-    main_label, main = next(iter(results.items()))
-    if args.plot:
-        print(f"plot: {plot_per_class(main, args.plot, f'{preds_path.name} ({main_label})')}")
-    if args.csv:
-        _write_class_csv(args.csv, results)
-    if args.coco_results:
-        _write_coco_results(args.coco_results, scored, gt, threshold)
-    return 0
-
-
-def _leaf_folders(root: Path) -> list[Path]:
-    """Folders under root (root included) that directly hold .txt files, sorted."""
-    return sorted(d for d in [root, *root.rglob("*")] if d.is_dir() and any(
-        f.suffix == ".txt" and f.is_file() for f in d.iterdir()))
-
-
-def _run_name(folder: Path, root: Path) -> str:
-    """Row name: the folder's path under the root, without the `predictions` level `device` adds."""
-    rel = folder.relative_to(root) if folder != root else Path(root.name)
-    if rel.name == "predictions" and rel.parent != Path("."):
-        rel = rel.parent
-    return rel.as_posix()
-
-
-def _score_runs(runs: dict, gt, rel, threshold: float, aliases, count: bool = False) -> tuple[list[dict], dict]:
-    """One row per run (images, predictions, COCO summary vs gt and rel_ vs the anchor) and its MapResults."""
-    from splitinfer.common.eval.evaluation import evaluate_against
-    from splitinfer.common.core.progress import bar
-
-    rows, per_class = [], {}
-    for name, preds in bar(runs.items(), total=len(runs), desc="runs", unit="run", leave=False):
-        row = {"run": name, "images": len(preds), "predictions": sum(
-            1 for ds in preds.values() for d in ds if d.score >= threshold)}
-        for prefix, truth in (("", gt), ("rel_", rel)):
-            if truth is None:
-                continue
-            covered = _covered(preds, truth, name)
-            r = evaluate_against(covered, truth, threshold=threshold, aliases=aliases,
-                                 subset=_unpredicted(covered, truth, name, count))
-            if prefix == "":
-                row["images"] = r.num_images
-            row.update({prefix + k: v for k, v in r.summary().items()})
-            per_class.setdefault(name, r)
-        rows.append(row)
-    return rows, per_class
-
-
 def _report_runs(rows: list[dict], per_class: dict, csv_path, plot_path, mode: str) -> None:
     from splitinfer.common.eval.evaluation import fmt_pct, plot_per_class, plot_per_class_table
+    from splitinfer.common.eval.map_runs import write_runs_csv
 
     shown = ["run", "images", "predictions"] + [c for c in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100",
                                                             "rel_AP", "rel_AP50", "rel_AP75") if c in rows[0]]
@@ -305,14 +140,7 @@ def _report_runs(rows: list[dict], per_class: dict, csv_path, plot_path, mode: s
         cells = {c: str(r[c]) if c in ("images", "predictions") else fmt_pct(r[c]) for c in shown[1:]}
         print(f"{r['run']:<{width}}" + "".join(f"{cells[c]:>{cols[c]}}" for c in shown[1:]))
     if csv_path:
-        import csv
-
-        cols = list(rows[0])
-        with open(csv_path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols)
-            w.writeheader()
-            for r in rows:
-                w.writerow({c: (f"{r[c]:.6f}" if isinstance(r[c], float) else r[c]) for c in cols})
+        write_runs_csv(csv_path, rows)
         print(f"csv: {csv_path}")
     if plot_path:
         if len(per_class) == 1:
@@ -322,34 +150,37 @@ def _report_runs(rows: list[dict], per_class: dict, csv_path, plot_path, mode: s
             print(f"plot: {plot_per_class_table(per_class, plot_path, f'AP per class and run ({mode})')}")
 
 
-def _anchor_truth(args, root: Path | None):
-    from splitinfer.common.eval.evaluation import GroundTruth, load_detections_dir, relative_ground_truth
+# ---------------------------------------------------------------------------------------------- modes
 
-    if not args.anchor:
-        return None
-    anchor_dir = Path(args.anchor)
-    if root is not None and not anchor_dir.exists() and (root / args.anchor).is_dir():
-        anchor_dir = root / args.anchor
-    anchor = load_detections_dir(anchor_dir, "anchor predictions folder")
-    return GroundTruth(anchor_dir, boxes=relative_ground_truth(anchor, args.anchor_threshold))
+
+def _single(args, preds_path: Path, threshold: float, aliases) -> int:
+    from splitinfer.common.eval.evaluation import plot_per_class
+    from splitinfer.common.eval.map_runs import score_one, write_class_csv
+
+    results, scored, gt = score_one(preds_path, args.gt, args.anchor, anchor_threshold=args.anchor_threshold,
+                                    threshold=threshold, aliases=aliases, count=args.count_unpredicted, note=_note)
+    for label, r in results.items():
+        _print_result(r, label)
+    main_label, main = next(iter(results.items()))
+    if args.plot:
+        print(f"plot: {plot_per_class(main, args.plot, f'{preds_path.name} ({main_label})')}")
+    if args.csv:
+        write_class_csv(args.csv, results)
+        print(f"csv: {args.csv}")
+    if args.coco_results:
+        _write_coco_results(args.coco_results, scored, gt, threshold)
+    return 0
 
 
 def _many(args, root: Path, threshold: float, aliases) -> int:
-    from splitinfer.common.core.errors import UserError
-    from splitinfer.common.eval.evaluation import load_detections_dir, load_ground_truth
+    from splitinfer.common.eval.evaluation import load_ground_truth
+    from splitinfer.common.eval.map_runs import anchor_truth, score_runs, tree_runs
 
-    if not root.is_dir():
-        raise UserError(f"splits root not found: {root}")
-    folders = _leaf_folders(root)
-    if not folders:
-        raise UserError(f"{root}: no folder of .txt predictions files")
+    runs = tree_runs(root, args.gt)
     gt = load_ground_truth(args.gt) if args.gt else None
-    rel = _anchor_truth(args, root)
-    if gt is not None:  # a ground-truth folder kept under the root is not a run
-        folders = [f for f in folders if f.resolve() != Path(args.gt).resolve()]
-    runs = {_run_name(f, root): load_detections_dir(f) for f in folders}
-    _threshold_hint(runs, threshold)
-    rows, per_class = _score_runs(runs, gt, rel, threshold, aliases, args.count_unpredicted)
+    rel = anchor_truth(args.anchor, args.anchor_threshold, root)
+    _hint(runs, threshold)
+    rows, per_class = score_runs(runs, gt, rel, threshold, aliases, args.count_unpredicted, _note)
     _report_runs(rows, per_class, args.csv, args.plot, "vs ground truth" if gt is not None else "relative to anchor")
     return 0
 
@@ -365,32 +196,6 @@ def _field_form(args) -> bool:
     # calc_map.py's `calc_map.py VIDEO_NAME` with the default dataset folder
     p = args.predictions
     return bool(p) and not Path(p).exists() and (Path(FIELD_DATASET) / p).is_dir()
-
-
-def _field_runs(preds_path: Path, multisplit: bool, image_key: str | None) -> dict:
-    """{run name: predictions} of the field's -p: a file, a folder of files (one image per file, or with
-    -i one split per file), or a folder of split folders."""
-    from splitinfer.common.core.errors import UserError
-    from splitinfer.common.eval.evaluation import load_detections_dir, read_detections_file
-
-    if not preds_path.exists():
-        raise UserError(f"predictions not found: {preds_path}")
-    if preds_path.is_file():
-        key = image_key or preds_path.stem
-        name = preds_path.parent.name if image_key and preds_path.stem == image_key else preds_path.stem
-        return {name: {key: read_detections_file(preds_path)}}
-    files = sorted(f for f in preds_path.iterdir() if f.is_file() and f.suffix == ".txt")
-    folders = [f for f in _leaf_folders(preds_path) if f != preds_path]
-    if image_key is not None and files and not multisplit:  # calc_map_image.py: one file per split
-        return {f.stem: {image_key: read_detections_file(f)} for f in files}
-    if multisplit or (folders and not files):
-        if not folders:
-            raise UserError(f"{preds_path}: --multisplit, but no folder of .txt predictions under it")
-        runs = {_run_name(f, preds_path): load_detections_dir(f) for f in folders}
-        if image_key is not None:
-            runs = {n: {image_key: p[image_key]} for n, p in runs.items() if image_key in p}
-        return runs
-    return {preds_path.name: load_detections_dir(preds_path)}
 
 
 def _field_source_keys(args) -> tuple[str | None, set[str] | None]:
@@ -421,6 +226,7 @@ def _field(args, aliases) -> int:
     """The field's calc_map forms, scored as runs (one row per split) and reported as a table/CSV/plot."""
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.eval.evaluation import GroundTruth, load_ground_truth
+    from splitinfer.common.eval.map_runs import anchor_truth, field_runs, score_runs
 
     gt_path, preds_path = args.groundtruth_path or args.gt, args.prediction_path
     plot = None if args.no_plot else (args.plot_out or args.plot or (args.image_path if args.video_path else None))
@@ -443,15 +249,15 @@ def _field(args, aliases) -> int:
     gt = load_ground_truth(gt_path) if gt_path else None
     if gt is not None and image_key is not None and gt.boxes is not None and Path(gt_path).is_file():
         gt = GroundTruth(gt.source, boxes={image_key: next(iter(gt.boxes.values()))})
-    runs = _field_runs(Path(preds_path), args.multisplit, image_key)
+    runs = field_runs(Path(preds_path), args.multisplit, image_key)
     if allowed is not None:
         runs = {n: {k: v for k, v in p.items() if k in allowed} for n, p in runs.items()}
         empty = [n for n, p in runs.items() if not p]
         if empty:
             raise UserError(f"{preds_path}: run {empty[0]} has no predictions for images of {args.image_dataset_path}")
-    _threshold_hint(runs, args.threshold)
-    rows, per_class = _score_runs(runs, gt, _anchor_truth(args, None), args.threshold, aliases,
-                                  args.count_unpredicted)
+    _hint(runs, args.threshold)
+    rows, per_class = score_runs(runs, gt, anchor_truth(args.anchor, args.anchor_threshold), args.threshold,
+                                 aliases, args.count_unpredicted, _note)
     if len(runs) == 1:
         _print_result(next(iter(per_class.values())), "vs ground truth" if gt is not None else "relative to anchor")
     _report_runs(rows, per_class, args.results_filename or args.csv, plot,
@@ -462,10 +268,11 @@ def _field(args, aliases) -> int:
 def run(args: argparse.Namespace) -> int:
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.eval.evaluation import parse_aliases
+    from splitinfer.common.eval.map_runs import label_aliases
 
     if not 0.0 <= args.anchor_threshold <= 1.0:
         raise UserError(f"--anchor-threshold must be in [0, 1], got {args.anchor_threshold}")
-    aliases = {**_label_aliases([p for p in (args.labels_coco, args.labels_imagenet) if p]),
+    aliases = {**label_aliases([p for p in (args.labels_coco, args.labels_imagenet) if p]),
                **(parse_aliases(args.alias) or {})} or None
     if _field_form(args):
         return _field(args, aliases)
