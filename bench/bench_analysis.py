@@ -30,14 +30,15 @@ def main() -> None:
     import onnx
 
     from splitinfer.common.studies import analysis as A
-    from splitinfer.common.studies import zoo
+    from splitinfer.common.studies.feeds import image_feeds, load_image
+    from splitinfer.common.models import zoo
     from splitinfer.common.split.graph import SplitGraph
     from splitinfer.common.core.runtime import make_session
 
     path = args.model or zoo.model_path("retinanet")
     model = onnx.load(str(path))
-    img, img_name = A.load_image(None)
-    feeds, how = A.image_feeds(model, img, None, path)
+    img, img_name = load_image(None)
+    feeds, how = image_feeds(model, img, None, path)
     t = time.perf_counter()
     graph = SplitGraph(model)
     t_graph = time.perf_counter() - t

@@ -114,11 +114,11 @@ def nnc_parallel_vs_serial(frames: list[list[np.ndarray]], qp: int, repeat: int)
     Wall times depend on how many cores are free; CPU seconds do not: `critical_path_s` is the busiest
     helper's CPU time per run, i.e. the wall time of the parallel run with one free core per helper, and
     `speedup_free_cores` = serial CPU / critical path is the speed-up on an otherwise idle machine."""
-    from splitinfer.common.codecs import encode_many, get_codec, nnc
+    from splitinfer.common.codecs import encode_many, get_codec, nnc, nnc_pool
 
     codec = get_codec(f"nnc:{qp}")
     tensors = [t for f in frames for t in f]
-    pool = nnc._pool()
+    pool = nnc_pool.helper_pool()
     pool.warm_up()  # starts every helper
     saved_min, saved_size = nnc.PARALLEL_MIN, pool.size
     serial, parallel, serial_cpu, critical = [], [], [], []

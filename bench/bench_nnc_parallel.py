@@ -54,9 +54,9 @@ def cpu_s(pid: int | None = None) -> float:
 
 def serial(codec, tensors) -> list[bytes]:
     """The bitstreams encode_many makes, coded one after the other in this process."""
-    from splitinfer.common.codecs import nnc
+    from splitinfer.common.codecs import nnc, nnc_pool
 
-    pool = nnc._pool()
+    pool = nnc_pool.helper_pool()
     out = []
     for a in tensors:
         plan = nnc._coding_plan(np.asarray(a), pool.size)
@@ -87,13 +87,13 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from splitinfer.common.codecs import encode_many, get_codec, nnc
+    from splitinfer.common.codecs import encode_many, get_codec, nnc_pool
 
     codec = get_codec(f"nnc:{args.qp}")
     frames = frames_at(args.split, args.images)
     tensors = frames[0]
     codec.warm_up()  # every helper started and nncodec imported here
-    pool = nnc._pool()
+    pool = nnc_pool.helper_pool()
     with pool.cv:
         pids = [w.proc.pid for w in pool.idle]
     ways = {"serial": lambda: [serial(codec, f) for f in frames],  # frame after frame, as the UE sends them

@@ -47,7 +47,7 @@ def load_frames(n: int):
 
 def bench_npz(model_path, family, frames, threads, rank):
     from splitinfer.common.split.graph import SplitGraph
-    from splitinfer.common.split.verify import consolidated_outputs
+    from splitinfer.common.split.consolidate import consolidated_outputs
     from splitinfer.common.core.onnx_io import load_model
     from splitinfer.common.core.runtime import make_session
 

@@ -1,1 +1,1 @@
-"""splitinfer's library, in layers (core < split | codecs | families < eval | transport < studies < cli): see docs/DESIGN.md."""
+"""splitinfer's library, in layers (core < split | codecs | families < eval | transport | models < studies < cli): see docs/DESIGN.md."""

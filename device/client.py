@@ -138,7 +138,7 @@ class UEClient:
         self.channel.close()
 
 
-class StreamSession:
+class FrameStream:
     """One bidirectional stream: set-up first, then frames; replies in frame order.
 
     Failures come out of `receive` as RpcFailure; the set-up's answer and each reply have deadlines.

@@ -30,7 +30,7 @@ from splitinfer.common.core.detections import Detection
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.transport import wire
 from splitinfer.common.transport.proto import splitinfer_pb2 as pb
-from splitinfer.device.client import StreamSession, UEClient
+from splitinfer.device.client import FrameStream, UEClient
 from splitinfer.device.part1 import Part1
 from splitinfer.device.retry import RpcFailure
 
@@ -73,7 +73,7 @@ class FrameRecord:
 
 
 @dataclass
-class _Pending:
+class _InFlightFrame:
     record: FrameRecord
     t_start: float
     t_sent: float = 0.0
@@ -125,11 +125,11 @@ class FramePipeline:
                                      codec=pb.CodecProfile(spec=str(getattr(codec, "spec", "") or self.codec_label),
                                                            codec_id=int(codec.codec_id),
                                                            params=wire.codec_params_of(codec)))
-        self._stream: StreamSession | None = None
+        self._stream: FrameStream | None = None
         self.info: pb.SessionInfo | None = None
         self.expect_server_provider = expect_server_provider
         self._next_id = 1
-        self.pending: deque[_Pending] = deque()
+        self.pending: deque[_InFlightFrame] = deque()
         self.reconnects = 0  # streams opened again after a failure
         self._dead: RpcFailure | UserError | None = None  # set when the server is given up on
 
@@ -150,14 +150,14 @@ class FramePipeline:
                 raise UserError(f"{self._dead} (no more frames sent)")
         yield from self._ended(keep=0)
 
-    def _admit(self, source: str, index: int) -> _Pending:
+    def _admit(self, source: str, index: int) -> _InFlightFrame:
         """A new frame: its id, its record, its place in the queue (in frame order)."""
-        pend = _Pending(FrameRecord(source, index, self._next_id), time.perf_counter())
+        pend = _InFlightFrame(FrameRecord(source, index, self._next_id), time.perf_counter())
         self._next_id += 1
         self.pending.append(pend)
         return pend
 
-    def _part1_and_encode(self, pend: _Pending, image) -> None:
+    def _part1_and_encode(self, pend: _InFlightFrame, image) -> None:
         """Preprocess, Part I, encode and frame one image; the messages are kept until it is answered."""
         rec, t_start = pend.record, pend.t_start
         ts = time.time_ns()
@@ -178,7 +178,7 @@ class FramePipeline:
         if not self.encoder.sequential:
             pend.outs = None  # the messages are all a resend needs
 
-    def _encode(self, pend: _Pending) -> None:
+    def _encode(self, pend: _InFlightFrame) -> None:
         """Encode the frame's crossing tensors (in stream order for a sequential codec) and frame them."""
         rec = pend.record
         if self.unary:
@@ -229,14 +229,14 @@ class FramePipeline:
                 raise exc.user_error() from None
         return self.info
 
-    def _connect(self) -> StreamSession:
+    def _connect(self) -> FrameStream:
         """A stream with its set-up answered, retrying transient failures (and a server at its stream
         limit) with backoff until `retry.reconnect_s` has passed; RpcFailure or UserError otherwise."""
         policy = self.client.retry
         start, delays = time.monotonic(), policy.delays()
         while True:
             try:
-                stream = StreamSession(self.client, self.setup)
+                stream = FrameStream(self.client, self.setup)
                 break
             except RpcFailure as exc:
                 if not (exc.transient or exc.code == "RESOURCE_EXHAUSTED"):
@@ -270,7 +270,7 @@ class FramePipeline:
 
     # -- failures ------------------------------------------------------------------------------------
 
-    def _mark_failed(self, pend: _Pending, message: str, code: str) -> None:
+    def _mark_failed(self, pend: _InFlightFrame, message: str, code: str) -> None:
         if pend.failed:
             return
         pend.failed = True
@@ -323,7 +323,7 @@ class FramePipeline:
                 p.t_sent = time.perf_counter()
                 self._stream.send(p.messages)
 
-    def _failed_record(self, pend: _Pending) -> FrameRecord:
+    def _failed_record(self, pend: _InFlightFrame) -> FrameRecord:
         if not self.tolerate_failures:
             raise UserError(pend.record.error)
         return pend.record
@@ -363,7 +363,7 @@ class FramePipeline:
             except RpcFailure as exc:
                 self._on_stream_failure(exc)
 
-    def _transmit(self, pend: _Pending) -> None:
+    def _transmit(self, pend: _InFlightFrame) -> None:
         """Send a prepared frame: on the stream (reconnecting first when it broke), or as unary calls."""
         if self.unary:
             self._transmit_unary(pend)
@@ -375,7 +375,7 @@ class FramePipeline:
         pend.t_sent = time.perf_counter()
         self._stream.send(pend.messages)
 
-    def _transmit_unary(self, pend: _Pending) -> None:
+    def _transmit_unary(self, pend: _InFlightFrame) -> None:
         while True:
             pend.record.attempts += 1
             pend.t_sent = time.perf_counter()
@@ -402,7 +402,7 @@ class FramePipeline:
             pend.reply, pend.t_reply, pend.messages = reply.result, t_reply, None
             return
 
-    def _finish(self, pend: _Pending) -> FrameRecord:
+    def _finish(self, pend: _InFlightFrame) -> FrameRecord:
         result, t_end = pend.reply, pend.t_reply
         pend.messages = pend.outs = None
         rec = pend.record

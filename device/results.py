@@ -110,9 +110,6 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
               ref_agreements: list | None = None) -> dict:
     """One CSV row from the FrameRecords of one source (`ref_agreements`: agreement.Agreement of each
     answered frame with the `-ref_split` reference named `ref_split`)."""
-    from splitinfer.device.agreement import verdict
-    from splitinfer.device.reference import anchor_verdict
-
     if not records:
         raise ValueError("no records to summarize")
     failed = [r for r in records if getattr(r, "status", "ok") != "ok"]
@@ -157,16 +154,24 @@ def summarize(records, *, source: str, nodes: str, loops: int, encoding_algo: st
     })
     row[f"Server_inference_time_{server_pu}"] = avg_std(part2)
     row[f"Server_inference_time_{server_pu}_steady_state"] = avg_std(steady(part2))
+    _reference_columns(row, records, ref_split, ref_agreements)
+    return row
+
+
+def _reference_columns(row: dict, records, ref_split: str | None, ref_agreements: list | None) -> None:
+    """The anchor's times and verdict, and the `-ref_split` verdict, into `row` (verdicts: device/reference.py)."""
+    from splitinfer.device.agreement import verdict
+    from splitinfer.device.reference import anchor_verdict
+
     for dev in ("cpu", "gpu"):
         row[f"Anchor_inference_time_{dev.upper()}"] = avg_std(r.anchor[dev][0] for r in records if dev in r.anchor)
-    v = anchor_verdict(records)  # the comparison: device/reference.py
+    v = anchor_verdict(records)
     if v is not None:
         row["Equal_to_anchor"], row["Anchor_agreement"] = v.word, v.boxes
     if ref_split is not None:
         row["Ref_split"] = ref_split
         if ref_agreements:
             row["Equal_to_ref_split"] = verdict(ref_agreements).word
-    return row
 
 
 def write_rows(path, rows: list[dict]) -> Path:

@@ -19,6 +19,7 @@ BEGIN, END = "<!-- modules:begin -->", "<!-- modules:end -->"
 LAYERS = [
     ("assets", "common/assets"), ("core", "common/core"), ("split", "common/split"), ("codecs", "common/codecs"),
     ("families", "common/families"), ("transport", "common/transport"), ("eval", "common/eval"),
+    ("models", "common/models"),
     ("studies", "common/studies"), ("cli", "common/cli"), ("device (UE process)", "device"),
     ("server (network process)", "server"), ("experiments (drive both processes)", "experiments"),
 ]

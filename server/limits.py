@@ -149,29 +149,16 @@ def probe_feeds(model, input_hw=None, seed: int = 0) -> dict:
 
 def reference_shapes(model, names: list[str], input_hw=None) -> dict[str, tuple]:
     """Shapes of `names` in one onnxruntime run of the whole model on `probe_feeds` ({} where it fails)."""
-    import onnx
-    import onnxruntime as ort
-
-    from splitinfer.common.core.onnx_io import cap_ir_version
+    from splitinfer.common.core.runtime import exposed_values
 
     feeds = probe_feeds(model, input_hw)
     found = {n: tuple(int(d) for d in feeds[n].shape) for n in names if n in feeds}
     rest = [n for n in names if n not in found]
     if not rest:
         return found
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in rest)
-    cap_ir_version(probe)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 4
     try:
-        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        values = sess.run(rest, feeds)
+        values = exposed_values(model, rest, feeds, optimize=False, threads=1, quiet=True)
     except Exception:  # an unusual model: its open tensors get the default bound
         return found
-    found.update({n: tuple(int(d) for d in np.shape(v)) for n, v in zip(rest, values)})
+    found.update({n: tuple(int(d) for d in v.shape()) for n, v in values.items() if v.is_tensor()})
     return found

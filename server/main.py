@@ -113,20 +113,8 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
     from splitinfer.server.model_repository import ModelRepository
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if max_message_mb <= 0:
-        raise UserError(f"--max-message-mb must be positive, got {max_message_mb}")
-    if max_streams < 1:
-        raise UserError(f"--max-streams must be at least 1, got {max_streams}")
-    if max_workers is not None and max_workers < max_streams + 1:
-        raise UserError(f"--max-workers must exceed --max-streams ({max_streams}), got {max_workers}")
-    if work_slots is not None and work_slots < 1:
-        raise UserError(f"--work-slots must be at least 1, got {work_slots}")
-    if queue is not None and queue < 0:
-        raise UserError(f"--queue must be 0 or more, got {queue}")
-    if queue_wait_s <= 0:
-        raise UserError(f"--queue-wait-s must be positive, got {queue_wait_s}")
-    if cache_mb <= 0:
-        raise UserError(f"--cache-mb must be positive, got {cache_mb}")
+    _check_limits(max_message_mb=max_message_mb, max_streams=max_streams, max_workers=max_workers,
+                  work_slots=work_slots, queue=queue, queue_wait_s=queue_wait_s, cache_mb=cache_mb)
     if stream_idle_s is not None and stream_idle_s <= 0:
         stream_idle_s = None
     credentials = server_credentials(tls_cert, tls_key, tls_client_ca)  # files checked before the slow start
@@ -149,16 +137,43 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
                                                      stream_idle_s=stream_idle_s, work_slots=work_slots, queue=queue,
                                                      queue_wait_s=queue_wait_s)
 
+    security = ("mtls" if tls_client_ca else "tls") if credentials else "plaintext"
+    ready = (f"{READY_PREFIX} {host}:{bound} metrics {mport} models {','.join(repo.ids())} "
+             f"device {device}{' providers ' + ','.join(providers) if providers else ''} "
+             f"security {security}{'+token' if token else ''} max-streams {max_streams}")
+    _run_until_signal(server, health_servicer, metrics, grace_s, ready)
+    print("splitinfer serve: stopped", flush=True)
+    return 0
+
+
+def _check_limits(*, max_message_mb: float, max_streams: int, max_workers: int | None, work_slots: int | None,
+                  queue: int | None, queue_wait_s: float, cache_mb: float) -> None:
+    """UserError naming the flag when a limit of `serve` is out of its range."""
+    if max_message_mb <= 0:
+        raise UserError(f"--max-message-mb must be positive, got {max_message_mb}")
+    if max_streams < 1:
+        raise UserError(f"--max-streams must be at least 1, got {max_streams}")
+    if max_workers is not None and max_workers < max_streams + 1:
+        raise UserError(f"--max-workers must exceed --max-streams ({max_streams}), got {max_workers}")
+    if work_slots is not None and work_slots < 1:
+        raise UserError(f"--work-slots must be at least 1, got {work_slots}")
+    if queue is not None and queue < 0:
+        raise UserError(f"--queue must be 0 or more, got {queue}")
+    if queue_wait_s <= 0:
+        raise UserError(f"--queue-wait-s must be positive, got {queue_wait_s}")
+    if cache_mb <= 0:
+        raise UserError(f"--cache-mb must be positive, got {cache_mb}")
+
+
+def _run_until_signal(server, health_servicer, metrics, grace_s: float, ready_line: str) -> None:
+    """Print the ready line, serve until SIGTERM/SIGINT, then drain: health NOT_SERVING, `grace_s` to finish."""
     stop = threading.Event()
 
     def on_signal(signum, _frame):
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    security = ("mtls" if tls_client_ca else "tls") if credentials else "plaintext"
-    print(f"{READY_PREFIX} {host}:{bound} metrics {mport} models {','.join(repo.ids())} "
-          f"device {device}{' providers ' + ','.join(providers) if providers else ''} "
-          f"security {security}{'+token' if token else ''} max-streams {max_streams}", flush=True)
+    print(ready_line, flush=True)
     try:
         while not stop.wait(0.5):
             pass
@@ -168,8 +183,6 @@ def serve(models, port: int = 50051, metrics_port: int = 9101, host: str = "0.0.
         metrics.close()
         for s, h in previous.items():
             signal.signal(s, h)
-    print("splitinfer serve: stopped", flush=True)
-    return 0
 
 
 def main(argv=None) -> int:

@@ -232,7 +232,7 @@ def check_complete(part2, names) -> None:
 def run_part2(part2, arrays: dict, meta: dict) -> Part2Result:
     """Part II, consolidation and the family's post-processing on checked inputs."""
     from splitinfer.common.core.errors import UserError
-    from splitinfer.common.split.verify import consolidated_outputs
+    from splitinfer.common.split.consolidate import consolidated_outputs
 
     plan = part2.plan
     t1 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Why apart from the servicer: `service.py` only maps RPCs onto these functions and statuses (like gRPC's
 route_guide servicer), so the logic is testable without gRPC. Terms:
-- `Session`: a resolved set-up (Part II, the session's codec, metric labels, the frame limit and the
+- `ResolvedSetup`: a UE session's set-up resolved (Part II, the session's codec, metric labels, the frame limit and the
   `SplitBounds` every frame header is checked against before anything is allocated, see limits.py).
 - `Codecs`: codec objects by spec, made once (an NNC codec starts its decoder helper processes then).
 - `process_frame`: clean meta, decode each tensor within its bound, run Part II, consolidate, post-process.
@@ -59,7 +59,7 @@ class Codecs:
         return codec
 
 
-class Session:
+class ResolvedSetup:
     """A resolved set-up: the Part II to run, the session's codec, its metric labels and its bounds."""
 
     def __init__(self, part2, codec, max_message_bytes: int, max_frame_bytes: int):
@@ -108,8 +108,8 @@ def check_tensor_params(t, codec, frame_id) -> None:
 
 
 def open_session(repo, codecs: Codecs, setup: pb.SessionSetup, max_message_bytes: int,
-                 max_frame_bytes: int) -> Session:
-    """The Session a set-up asks for: NOT_FOUND for an unknown model, INVALID_ARGUMENT for a bad split/codec."""
+                 max_frame_bytes: int) -> ResolvedSetup:
+    """The ResolvedSetup a set-up asks for: NOT_FOUND for an unknown model, INVALID_ARGUMENT for a bad split/codec."""
     if not setup.model_id:
         raise invalid("session set-up names no model id")
     repo.get(setup.model_id)  # NOT_FOUND before anything else
@@ -126,10 +126,10 @@ def open_session(repo, codecs: Codecs, setup: pb.SessionSetup, max_message_bytes
         part2 = repo.part2(setup.model_id, rank=int(setup.split.rank), flag=flag)
     else:
         part2 = repo.part2(setup.model_id, name=setup.split.node, flag=flag)
-    return Session(part2, codec, max_message_bytes, max_frame_bytes)
+    return ResolvedSetup(part2, codec, max_message_bytes, max_frame_bytes)
 
 
-def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
+def decode_frame(sess: ResolvedSetup, frame: wire.Frame, codecs: Codecs) -> dict:
     """Each tensor decoded by its codec, never past its bound."""
     arrays = {}
     for t in frame.tensors:
@@ -150,7 +150,8 @@ def decode_frame(sess: Session, frame: wire.Frame, codecs: Codecs) -> dict:
     return arrays
 
 
-def process_frame(sess: Session, frame: wire.Frame, codecs: Codecs, metrics, deserialize_s: float) -> pb.FrameResult:
+def process_frame(sess: ResolvedSetup, frame: wire.Frame, codecs: Codecs, metrics,
+                  deserialize_s: float) -> pb.FrameResult:
     """Decode, Part II, consolidation and post-processing of one complete frame, timed and counted."""
     clock = _Clock()
     meta = frame.checked  # cleaned once, at part 0, by ResolvedSetup.check_header
@@ -198,7 +199,7 @@ def run_part2(p2, arrays: dict, frame_id: int) -> dict:
 
 def consolidate_outputs(plan, arrays: dict, out2: dict) -> dict:
     """The whole model's outputs, from what crossed and what Part II made (split engine's consolidation)."""
-    from splitinfer.common.split.verify import consolidated_outputs
+    from splitinfer.common.split.consolidate import consolidated_outputs
 
     return consolidated_outputs(plan, arrays, out2)
 

@@ -14,7 +14,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def retinanet_onnx(tmp_path_factory) -> Path:
     """torchvision retinanet_resnet50_fpn (random weights, seed 0) exported once per session (~1 min)."""
-    from splitinfer.common.studies import exporters
+    from splitinfer.common.models import export as exporters
 
     return exporters.export_retinanet(tmp_path_factory.mktemp("retinanet") / "retinanet.onnx")
 

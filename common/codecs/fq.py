@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -77,12 +78,25 @@ from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import (
     Codec, CodecError, from_raw, is_float, le_contiguous, norm_dtype, norm_shape, numel, raw_bytes,
 )
+# The codec's parts: fq_quant (the quantiser), fq_ans (packing and ANS), fq_context (the context coder).
+from splitinfer.common.codecs.fq_ans import (
+    ANS_MAX_LEVELS, NAME, PACK_MAX_WIDTH, ans_body, ans_encode, ans_symbols, pack_symbols, unpack_symbols,
+    wide_ans_body, wide_ans_symbols,
+)
+from splitinfer.common.codecs.fq_context import (
+    CTX_MAX_LEVELS, CTX_MIN_SYMBOLS, ctx_decode, ctx_encode, ctx_plan, entropy_bytes,
+)
+from splitinfer.common.codecs.fq_quant import (
+    MAX_LEVELS, MIN_CHANNEL_VALUES, MIN_LEVELS, STEP_MAX_LEVELS, channel_ranges, clip_range, dequantise,
+    quantise, side_information, step_quantise, step_size, symbol_grid, unbiased_offsets,
+)
 
-NAME = "fq"
+# Names of the parts that tests and fqi.py read as fq.X (the codec's vocabulary), beside this module's own.
+__all__ = ["FqCodec", "from_id", "from_param", "ans_encode", "ans_symbols", "pack_symbols", "unpack_symbols",
+           "wide_ans_symbols", "MIN_CHANNEL_VALUES"]
 DEFAULT_BITS = 4
 MIN_BITS, MAX_BITS = 2, 12
 ID_BASE = 30000
-MIN_LEVELS, MAX_LEVELS = 4, 4096
 OPT_FLAGS = {"t": 1, "c": 2, "k": 4, "x": 8}  # canonical order of the option letters
 HELP = (f"fq[:BITS[:OPTS]] (id 30000 + 1000*flags + 10*BITS; BITS {MIN_BITS}..{MAX_BITS}, one decimal "
         f"allowed (levels = round(2**BITS)), default {DEFAULT_BITS}; OPTS t=per tensor (flag 1), "
@@ -90,31 +104,17 @@ HELP = (f"fq[:BITS[:OPTS]] (id 30000 + 1000*flags + 10*BITS; BITS {MIN_BITS}..{M
         "fq:QP[:OPTS] (step mode: one step 2**(QP/4) per tensor, QP -64..0, id 50000 + 1000*flags - QP; "
         "e.g. fq:-14:x)")
 
-MIN_CHANNEL_VALUES = 64  # per channel only when each channel has this many values (side info <= 1 bit/value)
 ZSTD_LEVEL = 1
-ANS_MAX_LEVELS = 256  # ANS tables up to 256 entries
 ANS_GAIN = 0.9  # ANS (~100-150 MB/s decode) replaces zstd (GB/s) only when this much smaller
-HIST_BINS = 128  # histogram bins per channel for the clip search (8x that per tensor)
-LADDER = np.array([1.0, 0.85, 0.7, 0.58, 0.48, 0.4, 0.33, 0.27, 0.22, 0.18, 0.14, 0.11], np.float32)
 
 MIN_QP, MAX_QP = -64, 0  # step mode: step = 2**(QP/4), NNC's QP scale (QP density 2)
 QP_ID_BASE = 50000  # step mode ids: 50000 + 1000*flags - QP
-STEP_MAX_LEVELS = MAX_LEVELS  # step mode: the step widens only when a tensor would need more symbols
-# (it was 256 until the wide modes: at NanoDet's split 9 that widened fq:-14's step on wide-range tensors)
-
-CTX_CLASSES = 8  # context classes of the checkerboard's second half (sum of the 4 neighbours)
-CTX_MAX_LEVELS = MAX_LEVELS  # context tables up to 4096 entries (zstd-packed: mostly zeros)
-CTX_MIN_SYMBOLS = 4096
 
 _HEAD = struct.Struct("<2ssHBI")  # magic, mode, levels, layout, channels
 _MAGIC = b"FQ"
 MODE_RAW, MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX, MODE_WIDE = b"R", b"Z", b"P", b"A", b"C", b"W"
-PACK_MAX_WIDTH = 4  # symbols of 2, 3, 4 bits: 4, 2, 2 to a byte
-_TABLE = struct.Struct("<H")
-_WIDE_TABLE = struct.Struct("<I")  # W mode: bytes of the zstd-packed table
 HALF_SIDE = 0x80  # layout flag: lo and step sent as float16
 ONE_STEP = 0x40  # layout flag: one step for every channel, sent once (the step mode)
-_CTX_HEAD = struct.Struct("<BBI")  # channel groups G, context classes, bytes of the zstd-packed tables
 
 
 class FqCodec(Codec):
@@ -162,7 +162,7 @@ class FqCodec(Codec):
         if arr.size == 0 or not is_float(arr.dtype):
             return _MAGIC + MODE_RAW + raw_bytes(arr)
         x = le_contiguous(arr).astype(np.float32, copy=False)
-        cmin, cmax, view = _channel_ranges(x, self.per_tensor)
+        cmin, cmax, view = channel_ranges(x, self.per_tensor)
         if not (np.isfinite(cmin).all() and np.isfinite(cmax).all()):  # NaN/inf anywhere: exact
             return _MAGIC + MODE_RAW + raw_bytes(arr)
         if self.qp is not None:
@@ -178,7 +178,7 @@ class FqCodec(Codec):
             return _MAGIC + MODE_RAW + raw_bytes(arr)
         lo, step, half = side
         q = quantise(view, lo, step, const, levels, clipped=self.clip)
-        return self._payload(q, levels, view, const, lo, step, half, _grid(x, const, view))
+        return self._payload(q, levels, view, const, lo, step, half, symbol_grid(x, const, view))
 
     def _payload(self, q, levels, view, const, lo, step, half, grid) -> bytes:
         body, mode = self.entropy_code(q, grid, levels)
@@ -209,7 +209,7 @@ class FqCodec(Codec):
         q = (q - base).astype(np.uint8 if levels <= 256 else np.uint16).reshape(-1)
         lo, half = unbiased_offsets(view, qi, const, base, step)
         steps = np.full(c, step, np.float32)  # constant channels ignore it: one step sent for all
-        return self._payload(q, levels, view, const, lo, steps, half, _grid(x, const, view))
+        return self._payload(q, levels, view, const, lo, steps, half, symbol_grid(x, const, view))
 
     def entropy_code(self, q: np.ndarray, grid, levels: int) -> tuple[bytes, bytes]:
         """The smallest of: zstd (measured), ANS with one table, ANS with spatial contexts (estimated
@@ -226,7 +226,7 @@ class FqCodec(Codec):
         # (estimated bytes, mode, bytes it must beat): ANS only when clearly smaller (it is slower);
         # the context coder, asked for with `x`, whenever smaller
         table = 3 * int((counts > 0).sum()) + 32 if wide else 4 * counts.size + 8
-        options = [(_entropy_bytes(counts) + table, MODE_WIDE if wide else MODE_ANS, ANS_GAIN * len(z))]
+        options = [(entropy_bytes(counts) + table, MODE_WIDE if wide else MODE_ANS, ANS_GAIN * len(z))]
         if self.context and grid is not None and levels <= CTX_MAX_LEVELS and q.size >= CTX_MIN_SYMBOLS:
             plan = ctx_plan(q.reshape(grid), levels)
             options.append((plan.estimate, MODE_CTX, len(z)))
@@ -236,63 +236,27 @@ class FqCodec(Codec):
         if mode == MODE_CTX:
             body = ctx_encode(plan, self._zstd().c)
         elif mode == MODE_WIDE:
-            packed = self._zstd().c.compress(counts.astype("<u4").tobytes())
-            body = _WIDE_TABLE.pack(len(packed)) + packed + ans_encode(q, counts).astype("<u4").tobytes()
+            body = wide_ans_body(q, counts, self._zstd().c)
         else:
-            words = ans_encode(q, counts)
-            body = _TABLE.pack(counts.size) + counts.astype("<u4").tobytes() + words.astype("<u4").tobytes()
+            body = ans_body(q, counts)
         return (body, mode) if len(body) < len(z) else (z, zmode)
 
     # -- decode ------------------------------------------------------------------------------------
 
     def decode(self, payload, dtype, shape, *, trusted: bool = False):
+        """Named steps: the header (checked against dtype x shape), the side information (constant-channel
+        mask, lo and step), the symbols (`decode_symbols`), then the values (`dequantise`)."""
         dt, dims = norm_dtype(dtype), norm_shape(shape)
         view = memoryview(payload).cast("B")
         if view.nbytes >= 3 and bytes(view[:3]) == _MAGIC + MODE_RAW:
             return from_raw(view[3:], dt, dims, NAME)
-        if view.nbytes < _HEAD.size:
-            raise CodecError(f"{NAME}: payload of {view.nbytes} bytes is shorter than its {_HEAD.size}-byte header")
-        magic, mode, levels, layout, channels = _HEAD.unpack_from(view)
-        if magic != _MAGIC or mode not in (MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX, MODE_WIDE):
-            raise CodecError(f"{NAME}: payload does not start with an fq header (got {bytes(view[:3])!r})")
-        if not is_float(dt):
-            raise CodecError(f"{NAME}: payload is quantised but the tensor's dtype is {dt}")
-        n = numel(dims)
-        if n == 0:
-            raise CodecError(f"{NAME}: quantised payload for an empty tensor {list(dims)}")
-        if not MIN_LEVELS <= levels <= MAX_LEVELS:
-            raise CodecError(f"{NAME}: header claims {levels} levels, outside {MIN_LEVELS}..{MAX_LEVELS}")
-        half, one_step, layout = bool(layout & HALF_SIDE), bool(layout & ONE_STEP), layout & ~(HALF_SIDE | ONE_STEP)
-        expect_c = 1 if layout == 0 else (dims[1] if len(dims) >= 3 else -1)
-        if layout not in (0, 1) or channels != expect_c or (layout == 1 and channels < 2):
-            raise CodecError(f"{NAME}: header claims layout {layout} with {channels} channels, "
-                             f"which does not fit shape {list(dims)}")
-        pos = _HEAD.size
-        mask_len = (channels + 7) // 8
-        item = 2 if half else 4
-        n_steps = 1 if one_step else channels
-        side = mask_len + item * (channels + n_steps)
-        if view.nbytes < pos + side:
-            raise CodecError(f"{NAME}: payload of {view.nbytes} bytes ends inside its side information")
-        mask = np.unpackbits(np.frombuffer(view, np.uint8, mask_len, pos), bitorder="little")
-        if mask[channels:].any():
-            raise CodecError(f"{NAME}: constant-channel mask has bits set beyond channel {channels}")
-        const = mask[:channels].astype(bool)
-        pos += mask_len
-        side_dtype = "<f2" if half else "<f4"
-        lo = np.frombuffer(view, side_dtype, channels, pos).astype(np.float32)
-        step = np.frombuffer(view, side_dtype, n_steps, pos + item * channels).astype(np.float32)
-        if one_step:
-            step = np.full(channels, step[0], np.float32)
-        pos += item * (channels + n_steps)
-        if not (np.isfinite(lo).all() and np.isfinite(step).all()) or (step < 0).any():
-            raise CodecError(f"{NAME}: side information holds a non-finite or negative scale/offset")
-        per_channel = n // channels
-        n_sym = per_channel * int((~const).sum())
+        head = read_header(view, dt, dims)
+        const, lo, step, pos = read_side(view, head)
+        n_sym = numel(dims) // head.channels * int((~const).sum())
         spatial = len(dims) == 4 and min(dims[2], dims[3]) >= 2 and n_sym > 0
         grid = (dims[0], n_sym // (dims[0] * dims[2] * dims[3]), dims[2], dims[3]) if spatial else None
-        q = self.decode_symbols(mode, view[pos:], n_sym, levels, grid)
-        out = dequantise(q, lo, step, const, dims, channels, levels)
+        q = self.decode_symbols(head.mode, view[pos:], n_sym, head.levels, grid)
+        out = dequantise(q, lo, step, const, dims, head.channels, head.levels)
         return out.astype(dt, copy=False)
 
     def decode_symbols(self, mode: bytes, body, n_sym: int, levels: int, grid=None) -> np.ndarray:
@@ -357,466 +321,65 @@ class FqCodec(Codec):
         import constriction  # noqa: F401
 
 
-# -- quantiser ---------------------------------------------------------------------------------------
-
-
-def _channel_ranges(x: np.ndarray, per_tensor: bool):
-    """(min, max) per channel and the tensor viewed as (N, C, R): C = axis 1 when per channel applies."""
-    if not per_tensor and x.ndim >= 3 and x.shape[1] >= 2 and x.size // x.shape[1] >= MIN_CHANNEL_VALUES:
-        view = x.reshape(x.shape[0], x.shape[1], -1)
-    else:
-        view = x.reshape(1, 1, -1)
-    with np.errstate(invalid="ignore"):
-        cmin = view.min(axis=(0, 2))
-        cmax = view.max(axis=(0, 2))
-    return cmin, cmax, view
-
-
-def _grid(x: np.ndarray, const: np.ndarray, view: np.ndarray):
-    """(N, kept channels, H, W) where the spatial context coder applies, else None."""
-    if x.ndim == 4 and x.shape[2] >= 2 and x.shape[3] >= 2 and not const.all():
-        kept = int((~const).sum()) if view.shape[1] > 1 else x.shape[1]
-        return (x.shape[0], kept, x.shape[2], x.shape[3])
-    return None
-
-
-def step_size(qp: int, lo: float, hi: float) -> float | None:
-    """2**(QP/4) rounded up to a float16 value where one holds it, widened so that the tensor's [lo, hi]
-    needs at most STEP_MAX_LEVELS symbols; None when no finite float32 step does."""
-    step = 2.0 ** (qp / 4)
-    with np.errstate(over="ignore", invalid="ignore"):
-        width = np.float64(hi) - np.float64(lo)
-        step = max(step, float(width) / (STEP_MAX_LEVELS - 3))
-        s16 = np.float16(step)
-        if np.isfinite(s16) and s16 >= np.finfo(np.float16).tiny:
-            if float(s16) < step:
-                s16 = np.nextafter(s16, np.float16(np.inf))
-            step = float(s16)
-        else:
-            s32 = np.float32(step)
-            if float(s32) < step:
-                s32 = np.nextafter(s32, np.float32(np.inf))
-            step = float(s32)
-        top = np.float32(float(width) + 3 * step)  # the decoder's largest q * step
-    if not (np.isfinite(step) and step > 0 and np.isfinite(top)):
-        return None
-    return step
-
-
-def step_quantise(view: np.ndarray, step: float) -> np.ndarray:
-    """round(x / step) as int32. No dead zone: rounding toward zero (|q| = floor(|x|/step + 0.375))
-    saved 4-7 % of the bits on NanoDet but cost 2-7 dB of output PSNR and up to 2 points of relative mAP
-    (the zeroed small activations bias what Part II sees), a worse trade than a coarser step."""
-    t = view * np.float32(1 / step)
-    np.rint(t, out=t)
-    return t.astype(np.int32)
-
-
-def unbiased_offsets(view: np.ndarray, qi: np.ndarray, const: np.ndarray, base: int, step: float):
-    """(lo, half): per channel, base * step plus the mean rounding error x - q * step of the channel, so
-    that each channel comes back with its own mean (a constant channel: its mean); float16 when that moves
-    no offset by more than step/64. Measured on NanoDet (split 46, vtest): 4-6 dB more output PSNR and
-    up to 4 points more relative mAP than the plain grid q * step at 0.2-1.7 bits per element (PSNR
-    BD-rate against NNC +13 % -> -14 %): rounding the many small activations near 0 shifts each
-    channel's mean, and Part II sees that shift."""
-    mean_x = view.mean(axis=(0, 2), dtype=np.float64)
-    mean_q = qi.mean(axis=(0, 2), dtype=np.float64)
-    lo = np.where(const, mean_x, base * step + (mean_x - mean_q * step)).astype(np.float32)
-    with np.errstate(over="ignore"):
-        lo16 = lo.astype(np.float16).astype(np.float32)
-        half = bool(np.isfinite(lo16).all() and np.float32(np.float16(step)) == np.float32(step)
-                    and step >= np.finfo(np.float16).tiny and (np.abs(lo16 - lo) <= step / 64).all())
-    return (lo16 if half else lo), half
-
-
-def clip_range(view: np.ndarray, cmin: np.ndarray, cmax: np.ndarray, levels: int):
-    """Per channel [lo, hi] minimising the estimated MSE over the whole tensor.
-
-    One pass bins every value into HIST_BINS bins of its channel's [min, max]; for each candidate
-    range (the top shrinks along LADDER with lo = min, then the bottom with the best top) the error
-    is the granular error step**2/12 per value inside plus the squared distance of the clipped values,
-    both read off the histogram (bin centres). Rare large activations are counted, not sampled away."""
-    n, c, r = view.shape
-    bins = HIST_BINS if c > 1 else 8 * HIST_BINS
-    width = cmax - cmin
-    scale = np.where(width > 0, bins / np.where(width > 0, width, 1), 0).astype(np.float32)
-    t = view - cmin[None, :, None]
-    t *= scale[None, :, None]
-    idx = t.astype(np.int32)
-    np.minimum(idx, bins - 1, out=idx)
-    if c > 1:
-        idx += (np.arange(c, dtype=np.int32) * bins)[None, :, None]
-    hist = np.bincount(idx.reshape(-1), minlength=c * bins).reshape(c, bins).astype(np.float32)
-    centres = cmin[:, None] + (np.arange(bins, dtype=np.float32) + 0.5)[None, :] * (width / bins)[:, None]
-    total = float(n * r)
-    his = cmin[None, :] + LADDER[:, None] * width[None, :]  # (A, C)
-    over = np.square(np.maximum(centres[None] - his[:, :, None], 0))  # (A, C, B)
-    err = (over * hist[None]).sum(axis=2) + np.square((his - cmin[None, :]) / (levels - 1)) / 12 * total
-    hi = his[np.argmin(err, axis=0), np.arange(c)]
-    los = hi[None, :] - LADDER[:, None] * (hi - cmin)[None, :]
-    under = np.square(np.maximum(los[:, :, None] - centres[None], 0))
-    above = (np.square(np.maximum(centres - hi[:, None], 0)) * hist).sum(axis=1)
-    err = (under * hist[None]).sum(axis=2) + above[None, :] + np.square((hi[None, :] - los) / (levels - 1)) / 12 * total
-    lo = los[np.argmin(err, axis=0), np.arange(c)]
-    return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def side_information(lo, hi, cmin, const, levels: int):
-    """(lo, step, half): offsets and steps as the decoder will read them, so the quantiser uses exactly
-    those values. `half`: they fit float16 (lo rounded down, step up, every constant channel's value
-    exact, steps normal numbers), halving the side information; else float32. None when not even
-    float32 holds them (ranges near float32's limits): the tensor then goes raw."""
-    for dtype in (np.float16, np.float32):
-        with np.errstate(over="ignore", invalid="ignore"):
-            found = _side_as(dtype, lo, hi, cmin, const, levels)
-        if found is not None:
-            return (*found, dtype == np.float16)
-    return None
-
-
-def _side_as(dtype, lo, hi, cmin, const, levels: int):
-    lo_d = np.where(const, cmin, lo).astype(dtype)
-    bad = (lo_d.astype(np.float32) > lo) & ~const
-    lo_d[bad] = np.nextafter(lo_d[bad], dtype(-np.inf))
-    lo_f = lo_d.astype(np.float32)
-    step_d = ((hi - lo_f) / np.float32(levels - 1)).astype(dtype)
-    for _ in range(4):  # rounding: the top level must still reach hi
-        short = lo_f + step_d.astype(np.float32) * np.float32(levels - 1) < hi
-        if not short.any():
-            break
-        step_d[short] = np.nextafter(step_d[short], dtype(np.inf))
-    step_d[const | (step_d <= 0)] = 0
-    step_f = step_d.astype(np.float32)
-    ok = (np.isfinite(lo_f).all() and np.isfinite(step_f).all() and np.array_equal(lo_f[const], cmin[const])
-          and not (lo_f + step_f * np.float32(levels - 1) < hi)[~const].any())
-    if dtype == np.float16:
-        ok = ok and bool((step_f[~const] >= np.finfo(np.float16).tiny).all())
-    return (lo_f, step_f) if ok else None
-
-
-def quantise(view: np.ndarray, lo, step, const, levels: int, clipped: bool = True) -> np.ndarray:
-    """Symbols of the non-constant channels, flat in view order. `clipped=False` when [lo, hi] holds
-    every value (min/max): then rounding alone keeps symbols in 0..levels-1 and the clip pass is skipped."""
-    keep = ~const
-    v = view if keep.all() else view[:, keep]
-    lo_k, step_k = lo[keep][None, :, None], step[keep][None, :, None]
-    inv = np.where(step_k > 0, 1 / np.where(step_k > 0, step_k, 1), 0).astype(np.float32)
-    t = v - lo_k
-    t *= inv
-    if clipped:
-        np.clip(t, 0, levels - 1, out=t)
-    np.rint(t, out=t)
-    return t.astype(np.uint8 if levels <= 256 else np.uint16).reshape(-1)
-
-
-def dequantise(q: np.ndarray, lo, step, const, dims, channels: int, levels: int) -> np.ndarray:
-    """lo + q * step per channel, written straight into the output (2 passes; a table lookup per tensor)."""
-    n = numel(dims)
-    out = np.empty(n, np.float32)
-    if channels == 1:
-        if const[0]:
-            out.fill(lo[0])
-        else:
-            lut = lo[0] + np.arange(levels, dtype=np.float32) * step[0]
-            np.take(lut, q, out=out)
-        return out.reshape(dims)
-    nb = dims[0]
-    view = out.reshape(nb, channels, -1)
-    keep = ~const
-    if keep.all():
-        sym = q.reshape(nb, channels, -1)
-        np.multiply(sym, step[None, :, None], out=view)
-        view += lo[None, :, None]
-    elif keep.any():
-        vals = q.reshape(nb, int(keep.sum()), -1) * step[keep][None, :, None]
-        vals += lo[keep][None, :, None]
-        view[:, keep] = vals
-    if const.any():
-        view[:, const] = lo[const][None, :, None]
-    return out.reshape(dims)
-
-
-# -- packing: several symbols per byte, so zstd's Huffman stage codes pairs (or quads) of neighbours ----
-
-
-def pack_symbols(q: np.ndarray, bits: int) -> np.ndarray:
-    """8 // bits symbols per byte, first symbol in the high bits; the last byte padded with zeros."""
-    per = 8 // bits
-    pad = -q.size % per
-    qq = (np.concatenate([q, np.zeros(pad, q.dtype)]) if pad else q).astype(np.uint8, copy=False).reshape(-1, per)
-    out = qq[:, 0] << np.uint8(bits * (per - 1))
-    for j in range(1, per):
-        out |= qq[:, j] << np.uint8(bits * (per - 1 - j))
-    return out
-
-
-def unpack_symbols(packed: np.ndarray, bits: int, n_sym: int) -> np.ndarray:
-    """One 1-D table lookup per byte: the table's rows viewed as one uint16 (uint32) each."""
-    table = _unpack_table(bits)
-    rows = table.view(np.uint16 if table.shape[1] == 2 else np.uint32).reshape(-1)
-    return np.take(rows, packed).view(np.uint8)[:n_sym]
-
-
-_UNPACK: dict[int, np.ndarray] = {}
-
-
-def _unpack_table(bits: int) -> np.ndarray:
-    """byte -> its 8 // bits symbols (a 256-row lookup table, one gather per byte)."""
-    table = _UNPACK.get(bits)
-    if table is None:
-        per = 8 // bits
-        shifts = (bits * (per - 1 - np.arange(per))).astype(np.uint8)
-        table = (np.arange(256, dtype=np.uint8)[:, None] >> shifts[None, :]) & np.uint8((1 << bits) - 1)
-        _UNPACK[bits] = table
-    return table
-
-
-# -- ANS (constriction) --------------------------------------------------------------------------------
-
-
-def _model(counts: np.ndarray):
-    import constriction
-
-    p = counts.astype(np.float64) / counts.sum()
-    if p.size < 2:  # constriction needs two symbols at least; the second is never coded
-        p = np.append(p, 0.0)
-    return constriction.stream.model.Categorical(p, perfect=False)
-
-
-def ans_encode(q: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(q.astype(np.int32), _model(counts))
-    return coder.get_compressed()
-
-
-def ans_symbols(body, n_sym: int) -> np.ndarray:
-    """Symbols of an ANS body (table + words), checking the table against the announced count."""
-    if len(body) < _TABLE.size:
-        raise CodecError(f"{NAME}: ANS body of {len(body)} bytes has no table")
-    (t,) = _TABLE.unpack_from(body)
-    if not 1 <= t <= ANS_MAX_LEVELS:
-        raise CodecError(f"{NAME}: ANS table claims {t} symbols (1..{ANS_MAX_LEVELS})")
-    if len(body) < _TABLE.size + 4 * t:
-        raise CodecError(f"{NAME}: ANS body of {len(body)} bytes ends inside its {t}-entry table")
-    counts = np.frombuffer(body, "<u4", t, _TABLE.size).astype(np.int64)
-    if int(counts.sum()) != n_sym or n_sym == 0:
-        raise CodecError(f"{NAME}: ANS table counts {int(counts.sum())} symbols but the tensor needs {n_sym}")
-    return _ans_words(body[_TABLE.size + 4 * t:], counts, n_sym).astype(np.uint8 if t <= 256 else np.uint16, copy=False)
-
-
-def wide_ans_symbols(body, n_sym: int, levels: int, zstd_d) -> np.ndarray:
-    """Symbols of a W body (zstd-packed table of exactly `levels` counts + words), as uint16."""
-    view = memoryview(body)
-    if view.nbytes < _WIDE_TABLE.size:
-        raise CodecError(f"{NAME}: wide ANS body of {view.nbytes} bytes has no table")
-    (packed_len,) = _WIDE_TABLE.unpack_from(view)
-    if view.nbytes < _WIDE_TABLE.size + packed_len:
-        raise CodecError(f"{NAME}: wide ANS body ends inside its table")
-    raw = _zstd_table(view[_WIDE_TABLE.size:_WIDE_TABLE.size + packed_len], 4 * levels, zstd_d, "wide ANS table")
-    counts = np.frombuffer(raw, "<u4").astype(np.int64)
-    if int(counts.sum()) != n_sym or n_sym == 0:
-        raise CodecError(f"{NAME}: wide ANS table counts {int(counts.sum())} symbols but the tensor needs {n_sym}")
-    return _ans_words(view[_WIDE_TABLE.size + packed_len:], counts, n_sym).astype(np.uint16, copy=False)
-
-
-def _ans_words(words, counts: np.ndarray, n_sym: int) -> np.ndarray:
-    """`n_sym` symbols decoded from ANS words under the table `counts`; the stream must end exactly."""
-    if len(words) % 4 or len(words) > 4 * n_sym + 64:
-        raise CodecError(f"{NAME}: ANS stream of {len(words)} bytes is not a plausible word stream")
-    import constriction
-
-    try:
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
-        q = coder.decode(_model(counts), n_sym)
-    except Exception as exc:  # constriction raises on streams that do not decode
-        raise CodecError(f"{NAME}: corrupt ANS stream ({type(exc).__name__}: {str(exc)[:100]})") from None
-    if not coder.is_empty():
-        raise CodecError(f"{NAME}: ANS stream holds more than the announced {n_sym} symbols")
-    return q
-
-
-def _zstd_table(packed, need: int, zstd_d, what: str) -> bytes:
-    """A zstd frame of exactly `need` bytes (its content size checked before decompressing)."""
-    import zstandard
-
-    try:
-        size = zstandard.frame_content_size(packed)
-        if size != need:
-            raise CodecError(f"{NAME}: {what} holds {size} bytes, {need} expected")
-        return zstd_d.decompress(packed, max_output_size=need, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
-        raise CodecError(f"{NAME}: corrupt {what} ({exc})") from None
-
-
-# -- ANS with spatial contexts ------------------------------------------------------------------------
-#
-# The symbols of each (batch, channel) plane are split like a checkerboard. Anchors ((h + w) even) are
-# coded first, one table per channel group (channels ranked by their mean symbol into G groups); the
-# other half is coded with one table per (group, context class), the class being the sum of the four
-# anchor neighbours (mirrored at the border) cut at the tensor's own quantiles of that sum (sent as
-# thresholds, so each class holds about 1/8 of the symbols), so the decoder knows every context before
-# it needs it and decodes whole streams at once. Body: G u8 | classes u8 | table bytes u32 |
-# thresholds (classes - 1) u16 | group id per channel u8 | zstd frame of the tables (G x (1 + classes)
-# x levels counts, u32) | ANS words (u32).
-
-
-class _CtxPlan:
-    __slots__ = ("grid", "levels", "group", "order", "bounds", "streams", "tables", "thresholds", "estimate")
-
-
-def _anchor_mask(h: int, w: int) -> np.ndarray:
-    return ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2) == 0
-
-
-def _neighbour_sums(q4: np.ndarray) -> np.ndarray:
-    """Sum of every position's 4 neighbours (mirrored at the edges)."""
-    p = np.pad(q4, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
-    total = p[:, :, :-2, 1:-1].astype(np.uint16)
-    total += p[:, :, 2:, 1:-1]
-    total += p[:, :, 1:-1, :-2]
-    total += p[:, :, 1:-1, 2:]
-    return total
-
-
-def _thresholds(sums: np.ndarray, levels: int) -> np.ndarray:
-    """CTX_CLASSES - 1 cut points at the quantiles of the neighbour sums (non-decreasing)."""
-    cdf = np.cumsum(np.bincount(sums.reshape(-1), minlength=4 * (levels - 1) + 1))
-    goals = cdf[-1] * np.arange(1, CTX_CLASSES) / CTX_CLASSES
-    return np.searchsorted(cdf, goals).astype(np.uint16)
-
-
-def _class_table(thresholds: np.ndarray, levels: int) -> np.ndarray:
-    """neighbour sum -> context class (how many cut points lie below it)."""
-    return np.searchsorted(thresholds, np.arange(4 * (levels - 1) + 1), side="left").astype(np.uint8)
-
-
-def _group_bounds(group: np.ndarray, groups: int):
-    order = np.argsort(group, kind="stable")
-    return order, np.searchsorted(group[order], np.arange(groups + 1))
-
-
-def _entropy_bytes(counts: np.ndarray) -> float:
-    total = counts.sum()
-    if total == 0:
-        return 0.0
-    p = counts[counts > 0] / total
-    return float(-(p * np.log2(p)).sum() * total / 8)
-
-
-def ctx_plan(q4: np.ndarray, levels: int) -> _CtxPlan:
-    """Streams and tables of the context coder for symbols shaped (N, C, H, W), with its size estimate."""
-    n, c, h, w = q4.shape
-    groups = int(max(1, min(8, c // 8, q4.size // 32768)))
-    means = q4.mean(axis=(0, 2, 3))
-    group = (np.argsort(np.argsort(means, kind="stable"), kind="stable") * groups // c).astype(np.uint8)
-    order, bounds = _group_bounds(group, groups)
-    qp = q4[:, order]
-    anchor = _anchor_mask(h, w)
-    sums = _neighbour_sums(qp)
-    thresholds = _thresholds(sums[..., ~anchor], levels)
-    ctx = np.take(_class_table(thresholds, levels), sums)
-    tables = np.zeros((groups, 1 + CTX_CLASSES, levels), np.uint32)
-    streams = []
-    for g in range(groups):
-        a = qp[:, bounds[g]:bounds[g + 1]][..., anchor].reshape(-1)
-        tables[g, 0] = np.bincount(a, minlength=levels)
-        streams.append((a, g, 0))
-    for g in range(groups):
-        block = qp[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
-        cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
-        by_class = np.argsort(cx, kind="stable")
-        sizes = np.bincount(cx, minlength=CTX_CLASSES)
-        for k, part in enumerate(np.split(block[by_class], np.cumsum(sizes)[:-1])):
-            tables[g, 1 + k] = np.bincount(part, minlength=levels)
-            streams.append((part, g, 1 + k))
-    plan = _CtxPlan()
-    plan.grid, plan.levels, plan.group, plan.order, plan.bounds = q4.shape, levels, group, order, bounds
-    plan.streams, plan.tables, plan.thresholds = streams, tables, thresholds
-    nonzero = int((tables > 0).sum())
-    plan.estimate = sum(_entropy_bytes(t) for t in tables.reshape(-1, levels)) + 2 * nonzero + c + 16
-    return plan
-
-
-def ctx_encode(plan: _CtxPlan, zstd_c) -> bytes:
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder()
-    for symbols, g, k in reversed(plan.streams):  # a stack: the last coded is the first decoded
-        if symbols.size:
-            coder.encode_reverse(symbols.astype(np.int32), _model(plan.tables[g, k]))
-    packed = zstd_c.compress(plan.tables.astype("<u4").tobytes())
-    head = _CTX_HEAD.pack(plan.tables.shape[0], CTX_CLASSES, len(packed))
-    return (head + plan.thresholds.astype("<u2").tobytes() + plan.group.tobytes() + packed
-            + coder.get_compressed().astype("<u4").tobytes())
-
-
-def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np.ndarray:
-    """Flat symbols (in channel order) of a context-coded body, every table checked against the grid."""
-    import constriction
-
-    n, c, h, w = grid
-    view = memoryview(body)
-    if view.nbytes < _CTX_HEAD.size + 2 * (CTX_CLASSES - 1) + c:
-        raise CodecError(f"{NAME}: context body of {view.nbytes} bytes ends inside its header")
-    groups, classes, packed_len = _CTX_HEAD.unpack_from(view)
-    if not 1 <= groups <= min(16, c) or classes != CTX_CLASSES:
-        raise CodecError(f"{NAME}: context body claims {groups} groups and {classes} classes")
-    pos = _CTX_HEAD.size
-    thresholds = np.frombuffer(view, "<u2", CTX_CLASSES - 1, pos).astype(np.uint16)
-    if (np.diff(thresholds.astype(np.int64)) < 0).any() or int(thresholds.max()) > 4 * (levels - 1):
-        raise CodecError(f"{NAME}: context thresholds {thresholds.tolist()} are not ordered sums of 4 symbols")
-    pos += 2 * (CTX_CLASSES - 1)
-    group = np.frombuffer(view, np.uint8, c, pos)
-    if int(group.max()) >= groups:
-        raise CodecError(f"{NAME}: channel group {int(group.max())} is beyond the {groups} groups")
-    pos += c
-    if view.nbytes < pos + packed_len:
-        raise CodecError(f"{NAME}: context body ends inside its tables")
-    need = groups * (1 + CTX_CLASSES) * levels * 4
-    raw = _zstd_table(view[pos:pos + packed_len], need, zstd_d, f"context tables of {groups} groups")
-    tables = np.frombuffer(raw, "<u4").reshape(groups, 1 + CTX_CLASSES, levels).astype(np.int64)
-    words = view[pos + packed_len:]
-    total = n * c * h * w
-    if words.nbytes % 4 or words.nbytes > 4 * total + 64 * groups * (1 + CTX_CLASSES):
-        raise CodecError(f"{NAME}: context ANS stream of {words.nbytes} bytes is not a plausible word stream")
-    order, bounds = _group_bounds(group, groups)
-    anchor = _anchor_mask(h, w)
-    n_anchor = int(anchor.sum())
-    sym = np.uint8 if levels <= 256 else np.uint16
-    qp = np.zeros((n, c, h, w), sym)
-    try:
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
-        for g in range(groups):
-            count = n * int(bounds[g + 1] - bounds[g]) * n_anchor
-            if int(tables[g, 0].sum()) != count:
-                raise CodecError(f"{NAME}: anchor table of group {g} counts {int(tables[g, 0].sum())} symbols, "
-                                 f"the group has {count}")
-            if count:
-                vals = coder.decode(_model(tables[g, 0]), count)
-                qp[:, bounds[g]:bounds[g + 1]][..., anchor] = vals.reshape(n, -1, n_anchor)
-        ctx = np.take(_class_table(thresholds, levels), _neighbour_sums(qp))
-        for g in range(groups):
-            cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
-            sizes = np.bincount(cx, minlength=CTX_CLASSES)
-            vals = np.empty(cx.size, sym)
-            for k in range(CTX_CLASSES):
-                if int(tables[g, 1 + k].sum()) != sizes[k]:
-                    raise CodecError(f"{NAME}: context table ({g}, {k}) counts {int(tables[g, 1 + k].sum())} "
-                                     f"symbols, the decoded anchors give {int(sizes[k])}")
-                if sizes[k]:
-                    vals[cx == k] = coder.decode(_model(tables[g, 1 + k]), int(sizes[k]))
-            qp[:, bounds[g]:bounds[g + 1]][..., ~anchor] = vals.reshape(n, -1, h * w - n_anchor)
-        if not coder.is_empty():
-            raise CodecError(f"{NAME}: context ANS stream holds more than the announced symbols")
-    except CodecError:
-        raise
-    except Exception as exc:  # constriction refuses streams that do not decode
-        raise CodecError(f"{NAME}: corrupt context ANS stream ({type(exc).__name__}: {str(exc)[:100]})") from None
-    q4 = np.empty_like(qp)
-    q4[:, order] = qp
-    return q4.reshape(-1)
+# -- decoding the header and the side information ------------------------------------------------------
+
+
+class Header(NamedTuple):
+    """An fq payload's header, checked: entropy mode, levels, layout (0 tensor, 1 channel), channels, and the
+    layout flags (lo and step as float16; one step for every channel)."""
+
+    mode: bytes
+    levels: int
+    layout: int
+    channels: int
+    half: bool
+    one_step: bool
+
+
+def read_header(view: memoryview, dt: np.dtype, dims: tuple) -> Header:
+    """The header of a quantised payload, every field checked against dtype x shape."""
+    if view.nbytes < _HEAD.size:
+        raise CodecError(f"{NAME}: payload of {view.nbytes} bytes is shorter than its {_HEAD.size}-byte header")
+    magic, mode, levels, layout, channels = _HEAD.unpack_from(view)
+    if magic != _MAGIC or mode not in (MODE_ZSTD, MODE_PACKED, MODE_ANS, MODE_CTX, MODE_WIDE):
+        raise CodecError(f"{NAME}: payload does not start with an fq header (got {bytes(view[:3])!r})")
+    if not is_float(dt):
+        raise CodecError(f"{NAME}: payload is quantised but the tensor's dtype is {dt}")
+    if numel(dims) == 0:
+        raise CodecError(f"{NAME}: quantised payload for an empty tensor {list(dims)}")
+    if not MIN_LEVELS <= levels <= MAX_LEVELS:
+        raise CodecError(f"{NAME}: header claims {levels} levels, outside {MIN_LEVELS}..{MAX_LEVELS}")
+    half, one_step, layout = bool(layout & HALF_SIDE), bool(layout & ONE_STEP), layout & ~(HALF_SIDE | ONE_STEP)
+    expect_c = 1 if layout == 0 else (dims[1] if len(dims) >= 3 else -1)
+    if layout not in (0, 1) or channels != expect_c or (layout == 1 and channels < 2):
+        raise CodecError(f"{NAME}: header claims layout {layout} with {channels} channels, "
+                         f"which does not fit shape {list(dims)}")
+    return Header(mode, levels, layout, channels, half, one_step)
+
+
+def read_side(view: memoryview, head: Header) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(constant-channel mask, lo per channel, step per channel, position of the body) after the header."""
+    channels = head.channels
+    pos = _HEAD.size
+    mask_len = (channels + 7) // 8
+    item = 2 if head.half else 4
+    n_steps = 1 if head.one_step else channels
+    if view.nbytes < pos + mask_len + item * (channels + n_steps):
+        raise CodecError(f"{NAME}: payload of {view.nbytes} bytes ends inside its side information")
+    mask = np.unpackbits(np.frombuffer(view, np.uint8, mask_len, pos), bitorder="little")
+    if mask[channels:].any():
+        raise CodecError(f"{NAME}: constant-channel mask has bits set beyond channel {channels}")
+    const = mask[:channels].astype(bool)
+    pos += mask_len
+    side_dtype = "<f2" if head.half else "<f4"
+    lo = np.frombuffer(view, side_dtype, channels, pos).astype(np.float32)
+    step = np.frombuffer(view, side_dtype, n_steps, pos + item * channels).astype(np.float32)
+    if head.one_step:
+        step = np.full(channels, step[0], np.float32)
+    pos += item * (channels + n_steps)
+    if not (np.isfinite(lo).all() and np.isfinite(step).all()) or (step < 0).any():
+        raise CodecError(f"{NAME}: side information holds a non-finite or negative scale/offset")
+    return const, lo, step, pos
 
 
 # -- registry hooks ---------------------------------------------------------------------------------

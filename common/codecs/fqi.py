@@ -52,7 +52,7 @@ import numpy as np
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import CodecError, is_float, le_contiguous, numel
-from splitinfer.common.codecs import fq
+from splitinfer.common.codecs import fq, fq_ans
 from splitinfer.common.codecs.sequence import SequentialCodec, TensorDecoder, TensorEncoder
 
 NAME = "fqi"
@@ -271,7 +271,7 @@ class _Decoder(TensorDecoder):
         pos += bitmap_len
         nz = _bits(view[pos:pos + sig_len], kept_units * self.per_unit, zd, "significance map")
         pos += sig_len
-        change = np.frombuffer(fq._zstd_table(view[pos:pos + off_len], self.layout[1], zd, "offsets"), np.uint8)
+        change = np.frombuffer(fq_ans.zstd_table(view[pos:pos + off_len], self.layout[1], zd, "offsets"), np.uint8)
         off = (self.off.view(np.uint8) + change).view(np.int8)
         if (off == -128).any():
             raise CodecError(f"{NAME}: an output offset is -128/{OFFSET_UNITS} of a step (at most 127)")
@@ -330,7 +330,7 @@ def from_param(param):
 
 def _bits(packed, count: int, zstd_d, what: str) -> np.ndarray:
     """`count` flags (bool) from a zstd frame of exactly ceil(count/8) packed bytes; bits beyond: refused."""
-    raw = fq._zstd_table(packed, (count + 7) // 8, zstd_d, what)
+    raw = fq_ans.zstd_table(packed, (count + 7) // 8, zstd_d, what)
     bits = np.unpackbits(np.frombuffer(raw, np.uint8)).view(bool)
     if bits[count:].any():
         raise CodecError(f"{NAME}: {what} has bits set beyond its {count} entries")

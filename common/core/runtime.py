@@ -15,7 +15,7 @@ CUDA = "CUDAExecutionProvider"
 
 
 @dataclass
-class Session:
+class ProviderSession:
     """An inference session plus the provider that really executes it ('cpu' or 'cuda')."""
 
     ort: object
@@ -35,7 +35,7 @@ def keep_feeds(feeds: dict, input_names) -> dict:
 
 
 def input_names_of(session) -> list[str]:
-    """Input names of a `Session` or of a bare onnxruntime InferenceSession."""
+    """Input names of a `ProviderSession` or of a bare onnxruntime InferenceSession."""
     names = getattr(session, "input_names", None)
     return list(names) if names is not None else [i.name for i in session.get_inputs()]
 
@@ -46,10 +46,12 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def make_session(model, device: str = "auto", threads: int | None = None, require_gpu: bool = False) -> Session:
+def make_session(model, device: str = "auto", threads: int | None = None, require_gpu: bool = False, *,
+                 optimize: bool = True, quiet: bool = False) -> ProviderSession:
     """Create a session from a path, bytes or ModelProto on 'cpu', 'gpu' or 'auto' (GPU when usable).
 
-    With `require_gpu`, raise UserError unless CUDA really runs the session.
+    With `require_gpu`, raise UserError unless CUDA really runs the session. `optimize=False` turns
+    onnxruntime's graph optimizations off; `quiet` silences its log (for a probe whose failure is handled).
     """
     import onnxruntime as ort
 
@@ -65,7 +67,9 @@ def make_session(model, device: str = "auto", threads: int | None = None, requir
     # host) needs: measured here, Part II went from 126-330 ms to 47-61 ms with spinning off.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4 if quiet else 3
     src = model
     if hasattr(model, "SerializeToString"):
         src = model.SerializeToString()
@@ -81,9 +85,50 @@ def make_session(model, device: str = "auto", threads: int | None = None, requir
         raise UserError(
             f"GPU requested but CUDA is not used (available: {ort.get_available_providers()}, in use: {used})"
         )
-    return Session(
+    return ProviderSession(
         ort=sess,
         provider=provider,
         input_names=[i.name for i in sess.get_inputs()],
         output_names=[o.name for o in sess.get_outputs()],
     )
+
+
+# -- expose tensors as outputs and run once ------------------------------------------------------------
+
+
+def exposing_session(model, names, *, elem_types: dict | None = None, device: str = "cpu",
+                     threads: int | None = None, optimize: bool = True, quiet: bool = False) -> ProviderSession:
+    """A session of a copy of `model` whose graph outputs are exactly the tensors `names`, intermediate ones
+    included, so that one run returns them all (`elem_types`: see onnx_io.with_outputs).
+
+    The one implementation of "expose tensors as outputs and run once": the split's type probe
+    (split/types.py), the server's reference shapes (server/limits.py) and the size analysis
+    (studies/measure.py) all use it.
+    """
+    from splitinfer.common.core.onnx_io import with_outputs
+
+    exposed = with_outputs(model, names, elem_types, replace=True)
+    return make_session(exposed, device=device, threads=threads, optimize=optimize, quiet=quiet)
+
+
+def run_exposed(session: ProviderSession, feeds: dict, quiet: bool = False) -> list:
+    """One run of an `exposing_session` on `feeds` (numpy arrays or OrtValues; the ones it does not take are
+    left out): its outputs as OrtValues, in its output order (shape and size readable without a copy)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    values = {k: v if isinstance(v, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
+              for k, v in keep_feeds(feeds, session.input_names).items()}
+    options = None
+    if quiet:
+        options = ort.RunOptions()
+        options.log_severity_level = 4
+    return list(session.ort.run_with_ort_values(session.output_names, values, options))
+
+
+def exposed_values(model, names, feeds: dict, **session_options) -> dict:
+    """The tensors `names` of `model` from one run on `feeds`: {name: OrtValue}; `session_options` as for
+    `exposing_session`. Errors of onnxruntime propagate (each caller decides what a failure means)."""
+    session = exposing_session(model, names, **session_options)
+    values = run_exposed(session, feeds, quiet=session_options.get("quiet", False))
+    return dict(zip(session.output_names, values))

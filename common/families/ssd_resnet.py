@@ -1,4 +1,4 @@
-"""SSD300 with ResNet-50 backbone (NVIDIA DeepLearningExamples layout), as exported by common/studies/exporters.py.
+"""SSD300 with ResNet-50 backbone (NVIDIA DeepLearningExamples layout), as exported by common/models/export.py.
 
 Input `input` [1,3,300,300]: RGB scaled to [0,1] and normalised with ImageNet mean/std. Outputs `output1`
 [1,4,8732] box offsets relative to the standard SSD300 COCO default boxes (encoded with scale_xy 0.1,

@@ -41,8 +41,8 @@ from splitinfer.common.split.parts import (WeightFragments, backward_closure, bu
 from splitinfer.common.split.plan import (MANIFEST_FORMAT, PassthroughInput, SplitPlan, consolidation_at, part_io,
                                           passthrough_and_hoisted)
 from splitinfer.common.split.types import TensorInfo, info_from_type, random_feeds, resolve_types
-from splitinfer.common.split.verify import (VerifyReport, VerifyRow, consolidate, consolidated_outputs,
-                                            load_feeds, reference_outputs, run_split, verify_split)
+from splitinfer.common.split.consolidate import consolidate, consolidated_outputs, run_split
+from splitinfer.common.split.verify import VerifyReport, VerifyRow, load_feeds, reference_outputs, verify_split
 
 __all__ = [
     "FLAGS", "MANIFEST_FORMAT", "NONDETERMINISTIC_OPS", "SHAPE_ONLY_OPS", "PassthroughInput", "SplitGraph",

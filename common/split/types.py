@@ -17,7 +17,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from splitinfer.common.core.onnx_io import with_outputs
 
 SKELETON_MAX_ELEMENTS = 4096  # initializers up to this size stay in the skeleton (shape arithmetic needs them)
 
@@ -116,25 +115,18 @@ def observed_types(model: onnx.ModelProto, names: list[str]) -> dict[str, onnx.T
     onnxruntime's static types still give the element type (its unoptimised shapes cannot tell a
     scalar from an unknown rank, so they are not used).
     """
-    import onnxruntime as ort
+    from splitinfer.common.core.runtime import exposing_session, run_exposed
 
-    probe = with_outputs(model, names, replace=True)
     try:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.log_severity_level = 4  # a failed probe is expected and handled: no error log
-        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = exposing_session(model, names, optimize=False, quiet=True)
     except Exception:  # an unusual model: keep the types unknown rather than fail the split
         return {}
-    del probe
     try:
-        quiet = ort.RunOptions()
-        quiet.log_severity_level = 4
-        values = sess.run(names, random_feeds(model), quiet)
+        values = [v.numpy() if v.is_tensor() else None for v in run_exposed(sess, random_feeds(model), quiet=True)]
     except Exception:
-        values = [None] * len(names)
+        values = [None] * len(sess.output_names)
     found = {}
-    for out, value in zip(sess.get_outputs(), values):
+    for out, value in zip(sess.ort.get_outputs(), values):
         if isinstance(value, np.ndarray):
             elem = helper.np_dtype_to_tensor_dtype(value.dtype)
             found[out.name] = helper.make_tensor_type_proto(elem, [None] * value.ndim)

@@ -1,4 +1,4 @@
-"""Running a split and checking it: Part I, then Part II, outputs reassembled, compared with the whole model.
+"""Checking a split: Part I then Part II (split/consolidate.py) compared with the whole model, tensor by tensor.
 
 Why bit for bit by default: a cut changes no arithmetic, so a lossless split must match the whole model
 exactly. Sessions run with graph optimizations off, because onnxruntime may fuse operators across the
@@ -20,41 +20,11 @@ import onnx
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.core.onnx_io import MAX_ORT_IR_VERSION, cap_ir_version, load_model
-from splitinfer.common.core.runtime import input_names_of, keep_feeds
+from splitinfer.common.split.consolidate import run_session, run_split
+# consolidated_outputs lives in consolidate.py; re-exported here until studies/sweep/tasks.py (another helper's) imports it there
+from splitinfer.common.split.consolidate import consolidated_outputs  # noqa: F401
 from splitinfer.common.split.plan import SplitPlan
 from splitinfer.common.split.types import random_feeds
-
-
-def run_session(session, feeds: dict, names: list[str]) -> dict:
-    """Outputs `names` of a `Session` or bare InferenceSession, fed only the feeds it takes."""
-    ort_sess = getattr(session, "ort", session)
-    outs = ort_sess.run(names, keep_feeds(feeds, input_names_of(session)))
-    return dict(zip(names, outs))
-
-
-def consolidate(plan: SplitPlan, part1_outputs: dict, part2_outputs: dict) -> list[np.ndarray]:
-    """The model's outputs in their original order, taken from Part I or Part II as the plan says."""
-    result = []
-    for name, part in plan.consolidation:
-        src = part1_outputs if part == "I" else part2_outputs
-        if name not in src:
-            raise KeyError(f"output {name!r} expected from Part {part} is missing")
-        result.append(src[name])
-    return result
-
-
-def consolidated_outputs(plan: SplitPlan, part1_outputs: dict, part2_outputs: dict) -> dict:
-    """`consolidate` as a dict: model output name -> array, in the model's order."""
-    return dict(zip(plan.output_names, consolidate(plan, part1_outputs, part2_outputs)))
-
-
-def run_split(part1_session, part2_session, plan: SplitPlan, feeds: dict) -> dict:
-    """Run Part I then Part II (sessions from `make_session` or onnxruntime) and reassemble outputs."""
-    out1 = run_session(part1_session, feeds, plan.part1_outputs)
-    out2 = {}
-    if not plan.part2_identity:
-        out2 = run_session(part2_session, {n: out1[n] for n in plan.part2_inputs}, plan.part2_outputs)
-    return consolidated_outputs(plan, out1, out2)
 
 
 def load_feeds(path) -> dict:

@@ -53,7 +53,7 @@ def model_label(path: Path) -> str:
 def model_task(model: onnx.ModelProto, path=None) -> str:
     """Task from metadata (`splitinfer.task`), else 'detection' for a model of a detector family, else
     'classification' for one 2-D output (batch x classes), else 'unknown'."""
-    from splitinfer.common.studies.analysis import metadata, model_family
+    from splitinfer.common.studies.inputs import metadata, model_family
 
     task = metadata(model, "splitinfer.task")
     if task:
@@ -97,7 +97,7 @@ def sample_ranks(graph, branches: list[int], samples: int) -> list[int]:
 
 def assess(path, samples: int = 4, image=None, progress: bool = False) -> SplitabilityRow:
     """Survey one model file (see the module docstring)."""
-    from splitinfer.common.studies.analysis import image_feeds, load_image
+    from splitinfer.common.studies.feeds import image_feeds, load_image
     from splitinfer.common.split.graph import SplitGraph, reference_outputs, verify_split
     from splitinfer.common.core.onnx_io import load_model
 

@@ -152,66 +152,23 @@ def make_test_pki(out_dir, hosts=("localhost", "127.0.0.1"), days: int = 2, name
 
     For tests and local trials only: the CA key is thrown away, keys are unencrypted.
     """
-    import datetime
-
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def key():
-        return ec.generate_private_key(ec.SECP256R1())
-
-    def subject(cn):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def builder(subj, issuer, pub):
-        return (x509.CertificateBuilder().subject_name(subj).issuer_name(issuer).public_key(pub)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=days)))
-
-    ca_key = key()
-    ca_name = subject(f"{name} CA")
-    ca = (builder(ca_name, ca_name, ca_key.public_key())
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-
-    def leaf(cn, usage, sans):
-        k = key()
-        b = (builder(subject(cn), ca_name, k.public_key())
-             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return b.sign(ca_key, hashes.SHA256()), k
-
+    ca = _TestCA(name, days)
     sans = []
     for h in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             sans.append(x509.DNSName(h))
-    server, server_key = leaf(hosts[0] if hosts else "server", ExtendedKeyUsageOID.SERVER_AUTH, sans)
-    client, client_key = leaf(f"{name} client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
-
-    def pem_cert(c):
-        return c.public_bytes(serialization.Encoding.PEM)
-
-    def pem_key(k):
-        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())
-
-    files = {"ca": ("ca.pem", pem_cert(ca)), "server_cert": ("server.pem", pem_cert(server)),
-             "server_key": ("server.key", pem_key(server_key)), "client_cert": ("client.pem", pem_cert(client)),
-             "client_key": ("client.key", pem_key(client_key))}
+    server, server_key = ca.leaf(hosts[0] if hosts else "server", ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    client, client_key = ca.leaf(f"{name} client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    files = {"ca": ("ca.pem", _pem_cert(ca.cert)), "server_cert": ("server.pem", _pem_cert(server)),
+             "server_key": ("server.key", _pem_key(server_key)), "client_cert": ("client.pem", _pem_cert(client)),
+             "client_key": ("client.key", _pem_key(client_key))}
     paths = {}
     for what, (fname, data) in files.items():
         p = out / fname
@@ -220,3 +177,74 @@ def make_test_pki(out_dir, hosts=("localhost", "127.0.0.1"), days: int = 2, name
             p.chmod(0o600)
         paths[what] = p
     return paths
+
+
+class _TestCA:
+    """A throwaway certificate authority (EC P-256, valid for `days`) that signs leaf certificates."""
+
+    def __init__(self, name: str, days: int):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        self.now = datetime.datetime.now(datetime.timezone.utc)
+        self.days = days
+        self.key = self._new_key()
+        self.name = self._subject(f"{name} CA")
+        self.cert = (self._builder(self.name, self.key.public_key())
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                     .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                                  content_commitment=False, key_encipherment=False,
+                                                  data_encipherment=False, key_agreement=False,
+                                                  encipher_only=False, decipher_only=False), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+
+    @staticmethod
+    def _new_key():
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        return ec.generate_private_key(ec.SECP256R1())
+
+    @staticmethod
+    def _subject(cn: str):
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def _builder(self, subj, pub):
+        import datetime
+
+        from cryptography import x509
+
+        return (x509.CertificateBuilder().subject_name(subj).issuer_name(self.name).public_key(pub)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(self.now - datetime.timedelta(minutes=5))
+                .not_valid_after(self.now + datetime.timedelta(days=self.days)))
+
+    def leaf(self, cn: str, usage, sans: list):
+        """(certificate, key) for `cn` with the extended key usage `usage` and subject alternative names."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        k = self._new_key()
+        b = (self._builder(self._subject(cn), k.public_key())
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return b.sign(self.key, hashes.SHA256()), k
+
+
+def _pem_cert(c) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return c.public_bytes(serialization.Encoding.PEM)
+
+
+def _pem_key(k) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                           serialization.NoEncryption())

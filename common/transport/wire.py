@@ -442,7 +442,9 @@ class Frame:
 
 
 @dataclass
-class _Pending:
+class _PartialFrame:
+    """A frame being reassembled from its FrameParts: the header, and how far each tensor's chunks have come."""
+
     header: pb.FramePart
     next_part: int = 0
     tensor: int = 0  # tensor whose chunks are arriving
@@ -486,7 +488,7 @@ class FrameAssembler:
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, check_header=None):
         self.max_frame_bytes = max_frame_bytes
         self.check_header = check_header
-        self._pending: _Pending | None = None
+        self._pending: _PartialFrame | None = None
         self._last_id: int | None = None
 
     def discard(self) -> int:
@@ -518,8 +520,8 @@ class FrameAssembler:
                 raise WireError(f"frame {h.frame_id}: part_count must be at least 1")
             validate_headers(h, self.max_frame_bytes)
             checked = self.check_header(h) if self.check_header is not None else None
-            p = _Pending(header=h, filled=[0] * len(h.tensors), buffers=[None] * len(h.tensors),
-                         checked=checked)
+            p = _PartialFrame(header=h, filled=[0] * len(h.tensors), buffers=[None] * len(h.tensors),
+                              checked=checked)
             self._pending = p
         else:
             fid = p.header.frame_id
@@ -540,7 +542,7 @@ class FrameAssembler:
             return None
         return self._finish(p)
 
-    def _add_chunk(self, p: _Pending, ti: int, ci: int, data: memoryview) -> None:
+    def _add_chunk(self, p: _PartialFrame, ti: int, ci: int, data: memoryview) -> None:
         fid, hs = p.header.frame_id, p.header.tensors
         if ti >= len(hs):
             raise WireError(f"frame {fid}: chunk for tensor {ti} but the frame has {len(hs)} tensors")
@@ -570,7 +572,7 @@ class FrameAssembler:
         p.filled[ti] += n
         p.chunk += 1
 
-    def _finish(self, p: _Pending) -> Frame:
+    def _finish(self, p: _PartialFrame) -> Frame:
         hdr = p.header
         fid, hs = hdr.frame_id, hdr.tensors
         if hs:

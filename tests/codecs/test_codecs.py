@@ -254,13 +254,13 @@ def test_corrupt_nnc():
 
 def test_nnc_helper_crash_is_a_codec_error():
     """A helper that dies mid-way (as a segfault in deepCABAC would) costs one frame, not the server."""
-    from splitinfer.common.codecs import nnc
+    from splitinfer.common.codecs import nnc_pool
 
     c = get_codec("nnc")
     x = relu_activation((1, 8, 24, 24), seed=6)
     payload = c.encode(x)
     c.warm_up()
-    pool = nnc._pool()
+    pool = nnc_pool.helper_pool()
     with pool.cv:
         victims = list(pool.idle)
     assert victims

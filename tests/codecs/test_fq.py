@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from splitinfer.common.codecs import CodecError, get_codec
-from splitinfer.common.codecs import fq
+from splitinfer.common.codecs import fq, fq_context
 from splitinfer.common.core.errors import UserError
 
 
@@ -279,8 +279,8 @@ def hostile_payloads():
     ctx = get_codec("fq:4:x").encode(sm)
     assert ctx[2:3] == fq.MODE_CTX
     cb = _body_at(ctx, sm.shape[1])
-    groups, classes, packed_len = fq._CTX_HEAD.unpack_from(ctx, cb)
-    gpos = cb + fq._CTX_HEAD.size + 2 * (classes - 1)
+    groups, classes, packed_len = fq_context._CTX_HEAD.unpack_from(ctx, cb)
+    gpos = cb + fq_context._CTX_HEAD.size + 2 * (classes - 1)
     tpos = gpos + sm.shape[1]
     tables = np.frombuffer(zstandard.ZstdDecompressor().decompress(ctx[tpos:tpos + packed_len]), "<u4").copy()
     moved = tables.copy().reshape(groups, 1 + classes, -1)
@@ -289,22 +289,22 @@ def hostile_payloads():
 
     def with_tables(t):
         z = repack(t)
-        return (ctx[:cb] + fq._CTX_HEAD.pack(groups, classes, len(z)) + ctx[cb + fq._CTX_HEAD.size:tpos] + z
+        return (ctx[:cb] + fq_context._CTX_HEAD.pack(groups, classes, len(z)) + ctx[cb + fq_context._CTX_HEAD.size:tpos] + z
                 + ctx[tpos + packed_len:])
 
-    thr = cb + fq._CTX_HEAD.size
+    thr = cb + fq_context._CTX_HEAD.size
 
     packed = get_codec("fq:4").encode(x)
     assert packed[2:3] == fq.MODE_PACKED
     cases_ctx = {
-        "ctx groups 0": ctx[:cb] + fq._CTX_HEAD.pack(0, classes, packed_len) + ctx[thr:],
-        "ctx classes 3": ctx[:cb] + fq._CTX_HEAD.pack(groups, 3, packed_len) + ctx[thr:],
+        "ctx groups 0": ctx[:cb] + fq_context._CTX_HEAD.pack(0, classes, packed_len) + ctx[thr:],
+        "ctx classes 3": ctx[:cb] + fq_context._CTX_HEAD.pack(groups, 3, packed_len) + ctx[thr:],
         "ctx thresholds beyond the sums": ctx[:thr] + struct.pack("<H", 999) * (classes - 1) + ctx[gpos:],
         "ctx thresholds out of order": ctx[:thr] + struct.pack("<H", 9) + struct.pack("<H", 1) * (classes - 2) + ctx[gpos:],
         "ctx group id beyond": ctx[:gpos] + bytes([200]) + ctx[gpos + 1:],
         "ctx tables longer": with_tables(np.concatenate([tables, tables[:16]])),
         "ctx table counts more": with_tables(moved.reshape(-1)),
-        "ctx table length lies": ctx[:cb] + fq._CTX_HEAD.pack(groups, classes, 10**9) + ctx[thr:],
+        "ctx table length lies": ctx[:cb] + fq_context._CTX_HEAD.pack(groups, classes, 10**9) + ctx[thr:],
         "ctx words garbage": ctx[:tpos + packed_len] + rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(),
         "ctx words cut": ctx[:-8],
     }

@@ -8,7 +8,7 @@ import pytest
 import zstandard
 
 from splitinfer.common.codecs import CodecError
-from splitinfer.common.codecs import fq
+from splitinfer.common.codecs import fq_ans as fq  # the ANS coders (fq_ans.py), named fq.X as before
 
 
 def _symbols(levels: int, n: int = 4000) -> np.ndarray:

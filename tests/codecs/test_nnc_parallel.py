@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from splitinfer.common.codecs import CodecError, get_codec
-from splitinfer.common.codecs import nnc
+from splitinfer.common.codecs import nnc, nnc_pool
 
 from codec_samples import relu_activation as relu
 
@@ -20,10 +20,10 @@ from codec_samples import relu_activation as relu
 def two_helpers(monkeypatch):
     """A fresh pool of 2 helpers (the parallel path), closed afterwards."""
     monkeypatch.setenv("SPLITINFER_NNC_WORKERS", "2")
-    monkeypatch.setattr(nnc, "_the_pool", None)
-    yield nnc._pool()
-    nnc._pool().close()
-    monkeypatch.setattr(nnc, "_the_pool", None)
+    monkeypatch.setattr(nnc_pool, "_the_pool", None)
+    yield nnc_pool.helper_pool()
+    nnc_pool.helper_pool().close()
+    monkeypatch.setattr(nnc_pool, "_the_pool", None)
 
 
 def _blocks(payload: bytes):
@@ -60,7 +60,7 @@ def test_small_tensors_and_one_helper_stay_one_bitstream(two_helpers, monkeypatc
     small = relu((1, 8, 20, 20))
     assert get_codec("nnc").encode(small)[3:4] == b"N"
     big = relu((1, 64, 40, 40))
-    monkeypatch.setattr(nnc._pool(), "size", 1)
+    monkeypatch.setattr(nnc_pool.helper_pool(), "size", 1)
     assert get_codec("nnc").encode(big)[3:4] == b"N"
 
 
@@ -153,8 +153,8 @@ def test_encode_many_with_one_helper_is_the_in_process_loop(two_helpers, monkeyp
     from splitinfer.common.codecs import encode_many
 
     frame = _frame(seed=4)[:4]
-    monkeypatch.setattr(nnc._pool(), "size", 1)
-    monkeypatch.setattr(nnc._Pool, "encode", lambda *a: pytest.fail("a helper was used"))
+    monkeypatch.setattr(nnc_pool.helper_pool(), "size", 1)
+    monkeypatch.setattr(nnc_pool.HelperPool, "encode", lambda *a: pytest.fail("a helper was used"))
     many = encode_many("nnc:-24", frame)
     assert [p[3:4] for p in many] == [b"N"] * 4
     assert many == [nnc._pack(b"N", nnc.encode_nnr(a, -24)) for a in frame]
@@ -173,13 +173,13 @@ def test_helper_exits_quietly_when_its_parent_went_away():
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", "from splitinfer.common.codecs.nnc import _worker_main; "
-                             "_worker_main()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", "from splitinfer.common.codecs.nnc_pool import worker_main; "
+                             "worker_main()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert proc.stdout.read(1) == nnc._READY
+        assert proc.stdout.read(1) == nnc_pool.READY
         proc.stdout.close()  # nobody reads the reply any more
         x = relu((1, 8, 20, 20))
-        proc.stdin.write(nnc._REQ.pack(1, x.nbytes, 1, x.size, -30) + struct.pack("<B4Q", 4, *x.shape) + x.tobytes())
+        proc.stdin.write(nnc_pool.REQUEST.pack(1, x.nbytes, 1, x.size, -30) + struct.pack("<B4Q", 4, *x.shape) + x.tobytes())
         proc.stdin.flush()
         _, err = proc.communicate(timeout=60)
     finally:

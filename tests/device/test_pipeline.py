@@ -131,7 +131,7 @@ def test_a_multi_branch_frame_coded_by_encode_many_is_what_the_server_decodes(im
     detections are those of Part II run here on the same payloads decoded by nncodec in this process."""
     import numpy as np
 
-    from splitinfer.common.split.verify import consolidated_outputs
+    from splitinfer.common.split.consolidate import consolidated_outputs
     from splitinfer.device.part1 import Part1
 
     part1 = Part1(default_model_path(), rank=74, threads=1)

@@ -10,7 +10,7 @@ import pytest
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.families import yolo
-from splitinfer.common.studies.darknet import convert, import_darknet
+from splitinfer.common.models.darknet import convert, import_darknet
 from tests.darknet_fixtures import darknet_forward
 
 CFG = """[net]

@@ -211,7 +211,7 @@ def test_ssd_resnet_declared_without_its_python_family_gives_its_detections(tmp_
     """The issue's case: the ssd_resnet export (random weights, seed 0: the structure is what counts) declared
     in model.json alone: preprocessing, boxes/scores by name, NVIDIA's NMS settings."""
     from splitinfer.common.families import ssd_resnet as ssd
-    from splitinfer.common.studies import exporters
+    from splitinfer.common.models import export as exporters
 
     import torch
 

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from splitinfer.common.studies import exporters
+from splitinfer.common.models import export as exporters
 from splitinfer.common.assets import IMAGES_DIR
 from splitinfer.common.cli import main
 from splitinfer.common.core.errors import UserError

@@ -19,7 +19,7 @@ from splitinfer.common.core.labels import CATEGORY_ID_TO_NAME
 from splitinfer.common.core.runtime import make_session
 from splitinfer.common.families import get_family
 from splitinfer.common.split.graph import SplitGraph
-from splitinfer.common.studies import exporters
+from splitinfer.common.models import export as exporters
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -166,7 +166,7 @@ def test_import_refuses_weights_of_another_cfg(tmp_path):
     cfg = tmp_path / "other.cfg"
     cfg.write_text(f["yolov3-tiny.cfg"].read_text().replace("filters=1024", "filters=512", 1))
     with pytest.raises(UserError, match="cfg and weights files do not belong together"):
-        from splitinfer.common.studies.darknet import convert
+        from splitinfer.common.models.darknet import convert
 
         convert(cfg, f["yolov3-tiny.weights"])
     assert main(["models", "import", "darknet", str(cfg), str(f["yolov3-tiny.weights"]), "-o",

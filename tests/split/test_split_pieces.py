@@ -24,7 +24,7 @@ from splitinfer.common.split.graph import NONDETERMINISTIC_OPS, SplitGraph
 from splitinfer.common.split.parts import WeightFragments, write_part
 from splitinfer.common.split.plan import part_io
 from splitinfer.common.split.types import has_rank, info_from_type, observed_types, resolve_types
-from splitinfer.common.split.verify import consolidated_outputs, run_split
+from splitinfer.common.split.consolidate import consolidated_outputs, run_split
 
 
 def _model(nodes, inputs, outputs, inits=()):

@@ -15,6 +15,8 @@ from onnx import numpy_helper
 
 import graph_fixtures as gf
 from splitinfer.common.studies import analysis as A
+from splitinfer.common.studies import analysis_report as R
+from splitinfer.common.studies import inputs as Inp
 from splitinfer.common.cli import main
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.split.graph import SplitGraph
@@ -33,12 +35,12 @@ def test_transfer_time():
 
 
 def test_parse_input_size():
-    assert A.parse_input_size("480x640") == (480, 640)
-    assert A.parse_input_size("320") == (320, 320)
-    assert A.parse_input_size((10, 20)) == (10, 20)
+    assert Inp.parse_input_size("480x640") == (480, 640)
+    assert Inp.parse_input_size("320") == (320, 320)
+    assert Inp.parse_input_size((10, 20)) == (10, 20)
     for bad in ("0x5", "axb", "480x", "-3x3"):
         with pytest.raises(UserError):
-            A.parse_input_size(bad)
+            Inp.parse_input_size(bad)
 
 
 # ---------------------------------------------------------------------------------------------- known sizes
@@ -178,7 +180,7 @@ def test_csv_json_and_plots(tmp_path):
     model = dynamic_graph()
     runs = [A.analyze(model, input_size=s, bandwidths=["500M", "1G", "5G"]) for s in [(16, 16), (32, 48), (64, 64)]]
     a = runs[1]
-    A.write_csv(a, tmp_path / "a.csv")
+    R.write_csv(a, tmp_path / "a.csv")
     with open(tmp_path / "a.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == a.num_nodes + 1
@@ -191,14 +193,14 @@ def test_csv_json_and_plots(tmp_path):
         sent = int(row["sent_bytes"])
         for lab, bps in (("500M", 5e8), ("1G", 1e9), ("5G", 5e9)):
             assert float(row[f"t_{lab}_ms"]) == pytest.approx(sent * 8 / bps * 1e3, rel=1e-6, abs=1e-6)
-    A.write_json(a, tmp_path / "a.json")
+    R.write_json(a, tmp_path / "a.json")
     d = json.loads((tmp_path / "a.json").read_text())
     assert d["bandwidths"] == {"500M": 5e8, "1G": 1e9, "5G": 5e9}
     assert [r["measured_bytes"] for r in d["rows"]] == [r.measured_bytes for r in a.rows]
     assert d["tensors"]["nz"]["static_bytes"] is None and d["tensors"]["up"]["agree"] is True
 
-    p = A.plot_per_node(a, tmp_path / "per_node.png")
-    lines, bars = A.plot_sizes_by_input(runs, tmp_path / "lines.png", tmp_path / "bars.png")
+    p = R.plot_per_node(a, tmp_path / "per_node.png")
+    lines, bars = R.plot_sizes_by_input(runs, tmp_path / "lines.png", tmp_path / "bars.png")
     for f in (p, lines, bars):
         assert f.read_bytes()[:8] == PNG_MAGIC and f.stat().st_size > 10_000
 

@@ -15,7 +15,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from splitinfer.common.studies import splitability as S
-from splitinfer.common.studies import zoo
+from splitinfer.common.models import zoo
 from splitinfer.common.studies.analysis import analyze
 from splitinfer.common.assets import default_model_path
 from splitinfer.common.cli import main

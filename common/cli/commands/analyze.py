@@ -58,7 +58,7 @@ def resolve_model_arg(spec: str):
     from pathlib import Path
 
     from splitinfer.common.core.models import find_model
-    from splitinfer.common.studies import zoo
+    from splitinfer.common.models import zoo
 
     if spec in zoo.ALL and not Path(spec).exists():
         path = zoo.model_path(spec, export=False)
@@ -70,6 +70,9 @@ def resolve_model_arg(spec: str):
 
 def run(args) -> int:
     from splitinfer.common.studies import analysis as A
+    from splitinfer.common.studies import analysis_report as R
+    from splitinfer.common.studies.feeds import load_image
+    from splitinfer.common.studies.inputs import is_dynamic_input, parse_input_size
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.core.files import make_output_dir
     from splitinfer.common.core.rates import parse_rate
@@ -78,7 +81,7 @@ def run(args) -> int:
     from splitinfer.common.studies.splitability import model_label
 
     bandwidths = [parse_rate(b) for b in args.bandwidth]
-    sizes = [A.parse_input_size(s) for s in args.input_size] if args.input_size else [None]
+    sizes = [parse_input_size(s) for s in args.input_size] if args.input_size else [None]
     if args.max_exposed_gb <= 0:
         raise UserError("--max-exposed-gb must be positive")
     path = resolve_model_arg(args.model)
@@ -88,7 +91,7 @@ def run(args) -> int:
     out = make_output_dir(args.output)
     image = None
     if not args.static_only:
-        image, image_label = A.load_image(args.image)  # read once, and fail early on a bad file
+        image, image_label = load_image(args.image)  # read once, and fail early on a bad file
     results = []
     for size in sizes:
         a = A.analyze(model, input_size=size, image=image, bandwidths=bandwidths, measure=not args.static_only,
@@ -98,15 +101,15 @@ def run(args) -> int:
         if image is not None:
             a.image = str(image_label)
         stem = out / f"{label}_{a.size_label}"
-        written = [A.write_csv(a, stem.with_suffix(".csv")), A.write_json(a, stem.with_suffix(".json"))]
+        written = [R.write_csv(a, stem.with_suffix(".csv")), R.write_json(a, stem.with_suffix(".json"))]
         if not args.no_plots:
-            written.append(A.plot_per_node(a, stem.with_suffix(".png")))
-        print("\n".join(A.summary_lines(a)))
+            written.append(R.plot_per_node(a, stem.with_suffix(".png")))
+        print("\n".join(R.summary_lines(a)))
         print("  wrote " + ", ".join(str(w) for w in written))
         results.append(a)
     if len(results) > 1 and not args.no_plots:
-        lines, bars = A.plot_sizes_by_input(results, out / f"{label}_sizes_lines.png", out / f"{label}_sizes_bars.png")
+        lines, bars = R.plot_sizes_by_input(results, out / f"{label}_sizes_lines.png", out / f"{label}_sizes_bars.png")
         print(f"sizes per node for {len(results)} input sizes: wrote {lines}, {bars}")
-    elif len(results) == 1 and A.is_dynamic_input(model) and not args.input_size:
+    elif len(results) == 1 and is_dynamic_input(model) and not args.input_size:
         print("  (dynamic input: give several --input-size HxW to compare sizes per node across input sizes)")
     return 0

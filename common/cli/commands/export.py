@@ -1,7 +1,7 @@
 """`splitinfer export triton`: split models as a Triton Inference Server model repository.
 
 Writes, per split rank, Part I and Part II as onnxruntime-backend models (`config.pbtxt` + `1/model.onnx`)
-and an ensemble chaining them; the library is splitinfer.common.studies.triton_export.
+and an ensemble chaining them; the library is splitinfer.common.models.triton.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def run(args) -> int:
 
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.core.models import find_model
-    from splitinfer.common.studies.triton_export import export_triton
+    from splitinfer.common.models.triton import export_triton
 
     if args.instances < 1:
         raise UserError(f"--instances must be at least 1, got {args.instances}")

@@ -59,7 +59,7 @@ def _export(args) -> int:
     import time
     from pathlib import Path
 
-    from splitinfer.common.studies import exporters
+    from splitinfer.common.models import export as exporters
     from splitinfer.common.core.errors import UserError
 
     out = Path(args.output or f"{args.name}.onnx")

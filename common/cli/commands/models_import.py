@@ -4,7 +4,7 @@ Why its own module: `models` (models.py) exports with torch; importing needs onl
 stays one small file. The folder holds `model.onnx` (opset 13, IR 7, batch norm folded) and `model.json`
 (family `yolo`, layout `darknet`, anchors per head, letterbox, labels), which every command takes
 (`detect`, `serve`, `device`, `analyze`, `sweep`, `study`, `export triton`). Converter:
-`common/studies/darknet.py`. Not a command by itself (no `run`): `models` adds it as `models import`.
+`common/models/darknet.py`. Not a command by itself (no `run`): `models` adds it as `models import`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 def run_import(args) -> int:
     import time
 
-    from splitinfer.common.studies.darknet import import_darknet
+    from splitinfer.common.models.darknet import import_darknet
 
     t0 = time.perf_counter()
     out = import_darknet(args.cfg, args.weights, args.output, args.names)

