@@ -57,16 +57,12 @@ def warn_random_weights(model_path, folder) -> None:
 
 
 def run(args) -> int:
-    import itertools
     from pathlib import Path
 
-    from splitinfer.common.core.detections import write_predictions
-    from splitinfer.common.core.progress import bar as tqdm
     from splitinfer.common.core.errors import UserError
-    from splitinfer.common.families import resolve_model
-    from splitinfer.common.core.images import frame_count, iter_frames, write_image
-    from splitinfer.common.eval.overlay import draw_detections
     from splitinfer.common.core.whole_model import WholeModel
+    from splitinfer.common.eval.detect_source import detect_source
+    from splitinfer.common.families import resolve_model
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold must be within 0..1, got {args.threshold}")
@@ -94,46 +90,27 @@ def run(args) -> int:
         from splitinfer.common.eval.evaluation import load_coco_json
 
         coco_gt = load_coco_json(args.gt)
-    collected = {} if args.coco_results else None
     out.mkdir(parents=True, exist_ok=True)
     warn_random_weights(model_path, out)
+    done = detect_source(model, source, out, threshold=args.threshold, max_frames=args.max_frames,
+                         overlay=not args.no_overlay, collect=bool(args.coco_results))
+    _report(args, done, family, model_path, sess.provider, out, coco_gt)
+    return 0
 
-    total = frame_count(source)
-    if total is not None and args.max_frames:
-        total = min(total, args.max_frames)
-    frames = n_dets = 0
-    infer_s = 0.0
-    last = []
-    frames_iter = iter_frames(source, args.max_frames)
-    first = next(frames_iter)  # unreadable sources fail here, before any progress bar is drawn
-    bar = tqdm(itertools.chain([first], frames_iter), total=total, unit="frame", desc="detect", leave=False)
-    try:
-        for name, frame in bar:
-            dets, seconds = model.detect(frame, args.threshold)
-            infer_s += seconds
-            write_predictions(out / f"{name}.txt", dets)
-            if collected is not None:
-                collected[name] = dets
-            if not args.no_overlay:
-                write_image(out / f"{name}.overlay.jpg", draw_detections(frame, dets, title=family.name))
-            frames += 1
-            n_dets += len(dets)
-            last = dets
-    finally:
-        bar.close()
-    if frames == 1:
-        for d in last:
+
+def _report(args, done, family, model_path, provider, out, coco_gt) -> None:
+    if done.frames == 1:
+        for d in done.last:
             print(f"  {d.line()}")
-    print(f"{frames} frame(s), {n_dets} detections; {family.name} model {model_path} on {sess.provider}, "
-          f"mean inference {1e3 * infer_s / max(frames, 1):.1f} ms; wrote {out}/")
-    if collected is not None:
+    print(f"{done.frames} frame(s), {done.detections} detections; {family.name} model {model_path} on {provider}, "
+          f"mean inference {done.mean_infer_ms:.1f} ms; wrote {out}/")
+    if done.collected is not None:
         from splitinfer.common.eval.coco_results import to_results, write_results
 
-        entries = to_results(collected, coco_gt)
+        entries = to_results(done.collected, coco_gt)
         print(f"COCO results: {write_results(args.coco_results, entries)} ({len(entries)} detections)")
     if args.threshold is None:
         from splitinfer.common.eval.coco_results import COCO_SCORE_THRESHOLD
 
         print(f"note: detections at {family.name}'s display threshold {family.score_threshold}; for mAP "
               f"(`splitinfer map`) write them with --threshold {COCO_SCORE_THRESHOLD}")
-    return 0
