@@ -296,3 +296,70 @@ def json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# a whole recommendation (what `splitinfer recommend` runs)
+
+
+@dataclass
+class Inputs:
+    """What a recommendation prices: the model, the sweep's results and the preprocessed probe image."""
+
+    model_path: Path
+    sha256: str
+    results: dict
+    num_nodes: int
+    feeds: dict
+    input_bytes: int  # the raw model input, sent by the whole-model-on-the-server baseline
+    image_name: str
+
+
+def load_inputs(model_path, family, results_path, image_path, keep_first: int = 0) -> Inputs:
+    """The model, its sweep results (refused when they were run on another model) and the probe image."""
+    from splitinfer.common.core.images import read_image
+    from splitinfer.common.core.onnx_io import load_model
+    from splitinfer.common.split.graph import SplitGraph, file_sha256
+    from splitinfer.common.studies.sweep import load_results
+
+    sha = file_sha256(model_path)
+    results = load_results(results_path)
+    if results["model_sha256"] != sha:
+        raise UserError(f"{results_path}: the sweep was run on a different model "
+                        f"({results['model']}, sha256 {results['model_sha256'][:16]}...)")
+    graph = SplitGraph(load_model(model_path), source_sha256=sha)
+    if keep_first > graph.num_nodes:
+        raise UserError(f"--keep-first {keep_first} exceeds the model's {graph.num_nodes} nodes")
+    feeds, _ = family.preprocess(read_image(image_path))
+    input_bytes = sum(v.nbytes for k, v in feeds.items() if k in graph.input_names)
+    return Inputs(Path(model_path), sha, results, graph.num_nodes, feeds, input_bytes, Path(image_path).name)
+
+
+def side_profiles(inputs: Inputs, sides: dict, runs: int, save_dir=None, say=print) -> dict:
+    """{side: NodeProfile} for `sides` = {"device"/"server": (saved profile path or None, threads)}: loaded
+    where a path is given, else profiled here (`runs` runs); saved under `save_dir` when given."""
+    profiles = {}
+    for side, (path, threads) in sides.items():
+        if path:
+            profiles[side] = load_profile(path, inputs.sha256, inputs.num_nodes, side)
+        else:
+            say(f"profiling the {side} side ({runs} runs, image {inputs.image_name})...")
+            profiles[side] = profile_model(inputs.model_path, inputs.feeds, side=side, runs=runs, threads=threads)
+        if save_dir:
+            profiles[side].save(Path(save_dir) / f"{side}_profile.json")
+    return profiles
+
+
+def choice_report(ch: Choice) -> dict:
+    """A Choice as JSON-ready dicts (each candidate with its total_ms)."""
+    row = lambda c: asdict(c) | {"total_ms": c.total_ms}  # noqa: E731
+    return {"best": row(ch.best) if ch.best else None, "pareto": [row(c) for c in ch.pareto],
+            "feasible": [row(c) for c in ch.feasible]}
+
+
+def best_line(b: Candidate, metric: str) -> str:
+    """The recommendation in one line: its latency by stage, bytes sent, accuracy."""
+    acc = "n/a" if math.isnan(b.accuracy) else f"{100 * b.accuracy:.1f} %"
+    return (f"recommended: {b.label}: {b.total_ms:.1f} ms = device {b.device_ms:.1f} + encode {b.encode_ms:.1f}"
+            f" + transfer {b.transfer_ms:.2f} + decode {b.decode_ms:.1f} + server {b.server_ms:.1f}; "
+            f"sends {b.sent_bytes / 1e3:.1f} kB per image; {METRICS[metric]} {acc}")

@@ -58,20 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     import json
-    import math
-    from dataclasses import asdict
     from pathlib import Path
 
-    from splitinfer.common.core.rates import parse_rate, rate_label
     from splitinfer.common.assets import IMAGES_DIR
     from splitinfer.common.core.errors import UserError
+    from splitinfer.common.core.rates import parse_rate, rate_label
     from splitinfer.common.families import resolve_model
-    from splitinfer.common.split.graph import SplitGraph, file_sha256
-    from splitinfer.common.core.images import read_image
-    from splitinfer.common.core.onnx_io import load_model
-    from splitinfer.common.studies.recommend import (METRICS, build_candidates, choose, json_safe, load_profile,
-                                             profile_line, profile_model, table_lines)
-    from splitinfer.common.studies.sweep import load_results
+    from splitinfer.common.studies import recommend as R
 
     if args.keep_first < 0:
         raise UserError(f"--keep-first must be 0 or more (got {args.keep_first})")
@@ -81,72 +74,52 @@ def run(args) -> int:
         raise UserError(f"--server-speedup must be positive (got {args.server_speedup})")
     bandwidths = [parse_rate(b) for b in args.bandwidth]
     model_path, family = resolve_model(args.model, args.family)
-    sha = file_sha256(model_path)
-    results = load_results(args.results)
-    if results["model_sha256"] != sha:
-        raise UserError(f"{args.results}: the sweep was run on a different model "
-                        f"({results['model']}, sha256 {results['model_sha256'][:16]}...)")
-    graph = SplitGraph(load_model(model_path), source_sha256=sha)
-    if args.keep_first > graph.num_nodes:
-        raise UserError(f"--keep-first {args.keep_first} exceeds the model's {graph.num_nodes} nodes")
-
     image_path = Path(args.image) if args.image else IMAGES_DIR / "dog.jpg"
-    feeds, _ = family.preprocess(read_image(image_path))
-    input_bytes = sum(v.nbytes for k, v in feeds.items() if k in graph.input_names)
-    profiles = {}
-    for side, path, threads in (("device", args.device_profile, args.device_threads),
-                                ("server", args.server_profile, args.server_threads)):
-        if path:
-            profiles[side] = load_profile(path, sha, graph.num_nodes, side)
-        else:
-            print(f"profiling the {side} side ({args.runs} runs, image {image_path.name})...", flush=True)
-            profiles[side] = profile_model(model_path, feeds, side=side, runs=args.runs, threads=threads)
-        if args.save_profiles:
-            profiles[side].save(Path(args.save_profiles) / f"{side}_profile.json")
+    inputs = R.load_inputs(model_path, family, args.results, image_path, args.keep_first)
+    sides = {"device": (args.device_profile, args.device_threads), "server": (args.server_profile, args.server_threads)}
+    profiles = R.side_profiles(inputs, sides, args.runs, args.save_profiles, say=lambda t: print(t, flush=True))
     dev, srv = profiles["device"], profiles["server"]
-    print(profile_line(dev))
-    print(profile_line(srv, args.server_speedup))
+    print(R.profile_line(dev))
+    print(R.profile_line(srv, args.server_speedup))
+    results = inputs.results
     min_acc = None if args.min_map is None else args.min_map / 100.0
     print(f"sweep: {results['model']} on {len(results['images'])} images, {len(results['rows'])} rows; "
-          f"accuracy = {METRICS[args.metric]}"
+          f"accuracy = {R.METRICS[args.metric]}"
           + (f" >= {args.min_map:g} %" if min_acc is not None else "")
           + (f"; privacy: first {args.keep_first} nodes on the device" if args.keep_first else ""))
-
     report = {"model": str(model_path), "metric": args.metric, "min_map": args.min_map,
               "keep_first": args.keep_first, "server_speedup": args.server_speedup, "bandwidths": {}}
     status = 0
     for bps in bandwidths:
-        label = rate_label(bps)
-        cands = build_candidates(results, dev, srv, bps, server_speedup=args.server_speedup, metric=args.metric,
-                                 input_bytes=input_bytes)
-        ch = choose(cands, min_accuracy=min_acc, keep_first=args.keep_first)
-        print(f"\nbandwidth {label}bit/s: {len(cands)} candidates, {ch.excluded_privacy} excluded by privacy, "
-              f"{ch.excluded_accuracy} below the accuracy floor, {len(ch.feasible)} feasible")
-        shown = sorted(ch.feasible, key=lambda c: c.total_ms) if args.all else ch.pareto
-        base = [c for c in ch.feasible if c.kind == "device only"]
-        if shown or base:
-            print("feasible candidates:" if args.all else
-                  "Pareto front of the networked candidates (bytes sent, latency, accuracy), and the device-only "
-                  "baseline:")
-            lines = table_lines(shown + ([] if args.all else base), args.metric)
-            for line in lines:
-                print("  " + line)
-        if ch.best is None:
-            print("no candidate meets the constraints")
-            status = 1
-        else:
-            b = ch.best
-            acc = "n/a" if math.isnan(b.accuracy) else f"{100 * b.accuracy:.1f} %"
-            print(f"recommended: {b.label}: {b.total_ms:.1f} ms = device {b.device_ms:.1f} + encode {b.encode_ms:.1f}"
-                  f" + transfer {b.transfer_ms:.2f} + decode {b.decode_ms:.1f} + server {b.server_ms:.1f}; "
-                  f"sends {b.sent_bytes / 1e3:.1f} kB per image; {METRICS[args.metric]} {acc}")
-        report["bandwidths"][label] = {
-            "best": asdict(ch.best) | {"total_ms": ch.best.total_ms} if ch.best else None,
-            "pareto": [asdict(c) | {"total_ms": c.total_ms} for c in ch.pareto],
-            "feasible": [asdict(c) | {"total_ms": c.total_ms} for c in ch.feasible]}
+        cands = R.build_candidates(results, dev, srv, bps, server_speedup=args.server_speedup, metric=args.metric,
+                                   input_bytes=inputs.input_bytes)
+        ch = R.choose(cands, min_accuracy=min_acc, keep_first=args.keep_first)
+        status = max(status, _print_choice(args, rate_label(bps), cands, ch))
+        report["bandwidths"][rate_label(bps)] = R.choice_report(ch)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(json_safe(report), indent=1))
+        out.write_text(json.dumps(R.json_safe(report), indent=1))
         print(f"wrote {out}")
     return status
+
+
+def _print_choice(args, label: str, cands, ch) -> int:
+    """One bandwidth's candidates, front and recommendation; 1 when no candidate meets the constraints."""
+    from splitinfer.common.studies.recommend import best_line, table_lines
+
+    print(f"\nbandwidth {label}bit/s: {len(cands)} candidates, {ch.excluded_privacy} excluded by privacy, "
+          f"{ch.excluded_accuracy} below the accuracy floor, {len(ch.feasible)} feasible")
+    shown = sorted(ch.feasible, key=lambda c: c.total_ms) if args.all else ch.pareto
+    base = [c for c in ch.feasible if c.kind == "device only"]
+    if shown or base:
+        print("feasible candidates:" if args.all else
+              "Pareto front of the networked candidates (bytes sent, latency, accuracy), and the device-only "
+              "baseline:")
+        for line in table_lines(shown + ([] if args.all else base), args.metric):
+            print("  " + line)
+    if ch.best is None:
+        print("no candidate meets the constraints")
+        return 1
+    print(best_line(ch.best, args.metric))
+    return 0
