@@ -347,8 +347,6 @@ def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | N
     """Draw `predictions` (and `compare` beside them, and `gt` under both) on every frame of
     `source`; write a PNG, a folder of PNGs or a video; optionally show them on screen, `wait_ms` apart
     (default: 1 ms for a video, until a key for pictures)."""
-    from splitinfer.common.core.progress import bar as tqdm
-
     from splitinfer.common.core.images import is_video, iter_frames
 
     source = Path(source)
@@ -365,19 +363,7 @@ def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | N
     video_source = source.is_file() and is_video(source)
     keys = frame_names(source, max_frames)
     single_image = source.is_file() and not video_source
-    for run in runs:
-        if not run.single and not single_image and not any(k in run.boxes for k in keys):
-            example = keys[0] if keys else "?"
-            raise UserError(f"{predictions if run is runs[0] else compare}: no predictions file matches the "
-                            f"frames of {source} (expected names like {example}.txt)")
-        if single_image and not run.single:
-            key = keys[0]
-            if key not in run.boxes:
-                raise UserError(f"{source}: no {key}.txt in the predictions folder {run.name}")
-    if single_image:
-        for run in runs:
-            if run.single:
-                run.boxes, run.single = {keys[0]: run.for_frame(keys[0])}, False
+    _match_runs(runs, keys, source, single_image, (predictions, compare))
     if gt_boxes is not None and single_image and keys[0] not in gt_boxes:
         if len(gt_boxes) == 1 and Path(gt).is_file() and Path(gt).suffix.lower() != ".json":
             gt_boxes = {keys[0]: next(iter(gt_boxes.values()))}
@@ -391,15 +377,9 @@ def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | N
     if kind == "video" and fps is None:
         fps = _video_fps(source) if video_source else 10.0
     sink = _Sink(out_path, kind, fps or 10.0)
+    wait = wait_ms if wait_ms is not None else (1 if video_source else 0)
     try:
-        for key, frame in tqdm(iter_frames(source, max_frames), total=len(keys) or None, desc="overlays",
-                               unit="frame", leave=False, disable=len(keys) < 10):
-            truth = gt_boxes.get(key, []) if gt_boxes is not None else None
-            composed = compose(frame, [(run.for_frame(key), run.title) for run in runs], truth, threshold)
-            sink.write(key, composed)
-            wait = wait_ms if wait_ms is not None else (1 if video_source else 0)
-            if show and not _show(composed, "splitinfer visualize", wait):
-                break
+        _render(sink, iter_frames(source, max_frames), len(keys), runs, gt_boxes, threshold, wait if show else None)
     finally:
         sink.close()
         if show:
@@ -407,6 +387,38 @@ def visualize(source: str | Path, predictions: str | Path, *, gt: str | Path | N
 
             cv2.destroyAllWindows()
     return VisualizeResult(out_path, kind, sink.count, [r.title for r in runs])
+
+
+def _match_runs(runs, keys: list[str], source: Path, single_image: bool, paths) -> None:
+    """Each run must have predictions for the source's frames (a lone image: its own file); a run of one
+    file over a lone image becomes that image's run. `paths`: what each run was read from, for errors."""
+    for run, path in zip(runs, paths):
+        if not run.single and not single_image and not any(k in run.boxes for k in keys):
+            example = keys[0] if keys else "?"
+            raise UserError(f"{path}: no predictions file matches the "
+                            f"frames of {source} (expected names like {example}.txt)")
+        if single_image and not run.single:
+            key = keys[0]
+            if key not in run.boxes:
+                raise UserError(f"{source}: no {key}.txt in the predictions folder {run.name}")
+    if single_image:
+        for run in runs:
+            if run.single:
+                run.boxes, run.single = {keys[0]: run.for_frame(keys[0])}, False
+
+
+def _render(sink, frames, total: int, runs, gt_boxes, threshold: float, wait: int | None) -> None:
+    """Compose every frame (runs side by side, ground truth under them) into `sink`; with `wait` (ms) also
+    show each on screen, stopping when the window is closed."""
+    from splitinfer.common.core.progress import bar as tqdm
+
+    for key, frame in tqdm(frames, total=total or None, desc="overlays", unit="frame", leave=False,
+                           disable=total < 10):
+        truth = gt_boxes.get(key, []) if gt_boxes is not None else None
+        composed = compose(frame, [(run.for_frame(key), run.title) for run in runs], truth, threshold)
+        sink.write(key, composed)
+        if wait is not None and not _show(composed, "splitinfer visualize", wait):
+            break
 
 
 def frame_names(source: Path, max_frames: int | None = None) -> list[str]:
