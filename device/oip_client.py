@@ -223,8 +223,8 @@ class OIPFramePipeline:
     TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
     def __init__(self, client: OIPClient, part1, family, codec, model_id: str, *, keep_feeds: bool = False,
-                 keep_image: bool = False, metrics=None, keep_intermediate: bool = False, tolerate_failures: bool = False,
-                 max_attempts: int = 3, expect_server_provider: str | None = None):
+                 keep_image: bool = False, metrics=None, keep_intermediate: bool = False,
+                 tolerate_failures: bool = False, max_attempts: int = 3, expect_server_provider: str | None = None):
         from splitinfer.common.transport.metrics import labels_for
 
         spec = str(getattr(codec, "spec", codec))

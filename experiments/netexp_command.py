@@ -1,4 +1,4 @@
-"""`splitinfer netexp` (CLI plug-in of experiments/netexp.py): measured transfer time on a shaped link vs bytes x 8 / rate.
+"""`splitinfer netexp` (plug-in of experiments/netexp.py): transfer time on a shaped link vs bytes x 8 / rate.
 
 The network process and the UE process run as separate OS processes in two network namespaces
 joined by a veth pair (10.77.0.1 server, 10.77.0.2 UE; the addresses exist only inside these
