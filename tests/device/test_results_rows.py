@@ -107,3 +107,28 @@ def test_anchor_only_rows_hold_each_device_and_prediction_bytes():
     assert row["predictions_size"] == f"{sizes[0]},{sum(sizes) / 2:.0f},{sizes[1]}"
     assert row["UE_inference_time_CPU"] == "15.000;5.000" and row["nb_inference"] == 2
     assert row["Nodes"] == "whole model" and row["predictions"].startswith("dog")
+
+
+def test_read_results_gives_back_what_summarize_wrote_typed(tmp_path):
+    """netexp reads the UE's CSV through read_results: typed fields, empty cells as None, a foreign file refused."""
+    recs = [record(1, [DOG], anchor=[DOG]), record(2, [DOG, CAT], anchor=[DOG, CAT]), record(3, [], ok=False)]
+    row = summarize(recs)
+    path = R.write_rows(tmp_path / "r.csv", [row])
+    (back,) = R.read_results(path)
+    assert back.source == "dog" and back.model == "nanodet" and back.encoding_algo == "zstd"
+    assert back.split_rank == 60 and back.nb_inference == 2 and back.frames_failed == 1 and back.crossing_tensors == 4
+    cell = row["encoded_intermediate_data_size"]
+    assert back.encoded_bytes == R.MinAvgMax(*(float(x) for x in cell.split(","))) and back.encoded_bytes.max == 402
+    assert back.transfer_ms == R.MinAvgMax(4.0, 4.0, 4.0)
+    assert back.end_to_end_ms == R.AvgStd(30.0, 0.0)
+    assert back.equal_to_anchor == "yes" and back.predictions == row["predictions"]
+    empty = R.read_results(R.write_rows(tmp_path / "f.csv", [summarize([record(1, [], ok=False)])]))[0]
+    assert empty.transfer_ms is None and empty.nb_inference == 0
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="not a results CSV"):
+        R.read_results(other)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(path.read_text().replace(cell, "401;402"))  # a cell of the wrong shape
+    with pytest.raises(UserError, match="line 2: column encoded_intermediate_data_size"):
+        R.read_results(bad)
