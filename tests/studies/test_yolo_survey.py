@@ -8,7 +8,8 @@ import json
 import pytest
 
 from splitinfer.common.cli import main
-from splitinfer.common.studies import splitability, zoo
+from splitinfer.common.models import zoo
+from splitinfer.common.studies import splitability
 from tests.darknet_fixtures import yolov3_tiny_files
 
 GT = "tests/families/data/darknet_photos_coco.json"
