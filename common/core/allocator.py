@@ -7,7 +7,9 @@ benchmarks) call it. That is right for the steady flow of frames, but after a ha
 abandoned, or a Part II was built and others evicted, the freed memory would stay resident although nothing
 uses it: `release_free_memory` (glibc `malloc_trim`) hands it back; it costs milliseconds, so it is called
 only after such events. No protobuf here: the KServe environment's model repository calls it too.
-Both return False where the C library is not glibc.
+Both return False where the C library is not glibc. `heap_in_use_bytes` (glibc `mallinfo2`) is what the
+allocator has handed out and not had back: unlike the resident size, it does not move with freed pages glibc
+keeps or with fragmentation, so a leak shows in it and nothing else does (the server exports it as a gauge).
 """
 
 from __future__ import annotations
@@ -46,3 +48,21 @@ def release_free_memory() -> bool:
         return bool(libc.malloc_trim(0))
     except AttributeError:
         return False
+
+
+def heap_in_use_bytes() -> int | None:
+    """Bytes allocated through malloc and not freed (mallinfo2's uordblks + hblkhd), or None where unknown."""
+    import ctypes
+
+    libc = _libc()
+    fn = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if fn is None:
+        return None
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                          "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    fn.restype = MallInfo2
+    info = fn()
+    return int(info.uordblks + info.hblkhd)

@@ -21,8 +21,6 @@ import onnx
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.core.onnx_io import MAX_ORT_IR_VERSION, cap_ir_version, load_model
 from splitinfer.common.split.consolidate import run_session, run_split
-# consolidated_outputs lives in consolidate.py; re-exported here until studies/sweep/tasks.py (another helper's) imports it there
-from splitinfer.common.split.consolidate import consolidated_outputs  # noqa: F401
 from splitinfer.common.split.plan import SplitPlan
 from splitinfer.common.split.types import random_feeds
 

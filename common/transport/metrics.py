@@ -79,6 +79,10 @@ class Metrics:
                                     registry=self.registry)
         self.errors = Counter("splitinfer_errors", "Failed requests or frames, by gRPC status code.",
                               LABELS + ("code",), registry=self.registry)
+        heap = Gauge("splitinfer_heap_in_use_bytes", "Bytes the C allocator has handed out and not had back "
+                     "(glibc mallinfo2; -1 where unknown): a leak shows here, fragmentation does not.",
+                     registry=self.registry)
+        heap.set_function(_heap_in_use)
         info = Gauge("splitinfer_process_info", "Constant 1; the role of this process.", ("role",),
                      registry=self.registry)
         info.labels(role=role).set(1)
@@ -137,6 +141,13 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+def _heap_in_use() -> float:
+    from splitinfer.common.core.allocator import heap_in_use_bytes
+
+    value = heap_in_use_bytes()
+    return -1.0 if value is None else float(value)
 
 
 def labels_for(model: str, split, codec: str) -> dict:

@@ -81,7 +81,7 @@ def run_task(task: dict, activations: dict | None = None, part2_model=None) -> d
     """
     from splitinfer.common.codecs import get_codec
     from splitinfer.common.split.graph import SplitPlan
-    from splitinfer.common.split.verify import consolidated_outputs
+    from splitinfer.common.split.consolidate import consolidated_outputs
 
     codec = get_codec(task["codec"])
     family = family_for(task["family"], task.get("model_path"))
