@@ -77,10 +77,17 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)), key=lambda p: p.name)
 
 
-def _frame_names(paths: list[Path]) -> list[str]:
-    """File stems, made unique when two files differ only by suffix (a.jpg, a.png -> a_jpg, a_png)."""
+def frame_names(paths: list[Path]) -> list[str]:
+    """The frame names of a folder's images: file stems, made unique when two files differ only by suffix
+    (a.jpg, a.png -> a_jpg, a_png)."""
     stems = [p.stem for p in paths]
     return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
+
+
+def video_frame_name(stem: str, index: int) -> str:
+    """The name of frame `index` (0-based) of the video whose file stem is `stem`: `<stem>_<index:06d>`, so
+    extracted frames, labels, sweeps and the predictions of `detect`/`device` on the video line up."""
+    return f"{stem}_{index:06d}"
 
 
 def open_video(path: str | Path):
@@ -126,7 +133,7 @@ def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[t
         paths = list_images(source)
         if not paths:
             raise UserError(f"{source}: folder holds no images ({', '.join(IMAGE_READ_SUFFIXES)})")
-        items = zip(_frame_names(paths), paths)
+        items = zip(frame_names(paths), paths)
         for i, (name, path) in enumerate(items):
             if max_frames is not None and i >= max_frames:
                 return
@@ -151,7 +158,7 @@ def _iter_video(path: Path, max_frames: int | None) -> Iterator[tuple[str, np.nd
             ok, frame = cap.read()
             if not ok:
                 break
-            yield f"{path.stem}_{index:06d}", frame
+            yield video_frame_name(path.stem, index), frame
             index += 1
         if index == 0:
             raise UserError(f"{path}: video has no decodable frames")
@@ -280,7 +287,7 @@ def _iter_raw_video(path: Path, max_frames: int | None) -> Iterator[tuple[str, n
                 if data or y4m:
                     raise UserError(f"{path}: frame {index} is truncated ({len(data)} of {frame} bytes)")
                 break
-            yield f"{path.stem}_{index:06d}", yuv_to_bgr(data, w, h, fmt)
+            yield video_frame_name(path.stem, index), yuv_to_bgr(data, w, h, fmt)
             index += 1
     if index == 0:
         raise UserError(f"{path}: video has no frames")

@@ -239,9 +239,10 @@ def size_from_name(name: str) -> tuple[int, int] | None:
 
 
 def frame_key(stem: str, index: int) -> str:
-    """Name of frame `index` (0-based) of video `stem`: the name `images.iter_frames` gives it, so
-    extracted frames, labels and the predictions of `detect`/`device` on the video line up."""
-    return f"{stem}_{index:06d}"
+    """Name of frame `index` (0-based) of video `stem`: the one rule, `images.video_frame_name`."""
+    from splitinfer.common.core.images import video_frame_name
+
+    return video_frame_name(stem, index)
 
 
 def sequence_name(annotation_stem: str) -> str:

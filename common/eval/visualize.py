@@ -433,7 +433,7 @@ def frame_names(source: Path, max_frames: int | None = None) -> list[str]:
         paths = images.list_images(source)
         if not paths:
             raise UserError(f"{source}: folder holds no images")
-        return images._frame_names(paths)[:max_frames]
+        return images.frame_names(paths)[:max_frames]
     if images.is_video(source):
         n = count_video_frames(source)
         if n == 0:

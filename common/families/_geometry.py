@@ -11,7 +11,6 @@ the aspect ratio, centred, the rest filled with `fill` in 0-255 units), *none* (
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,14 +158,9 @@ def coco_spelling(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def model_info(model_path) -> dict:
     """The parsed model.json beside an ONNX file ({} when there is none): core.models' one reader."""
-    if model_path is None:
-        return {}
-    try:
-        from splitinfer.common.core.models import model_json
-    except ImportError:  # an older core without the one resolver
-        p = Path(model_path).with_name("model.json")
-        return json.loads(p.read_text()) if p.is_file() else {}
-    return model_json(model_path)
+    from splitinfer.common.core.models import model_json
+
+    return {} if model_path is None else model_json(model_path)
 
 
 def onnx_io(model_path) -> tuple[dict[str, list], dict[str, list]]:

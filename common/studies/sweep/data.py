@@ -19,7 +19,8 @@ from splitinfer.common.core.files import file_sha256
 def data_items(data, max_images: int | None = None, start: int = 0) -> list[tuple[str, str, Path, int | None]]:
     """(frame name, content sha256, file, video frame index) for the frames `start` .. `start + max_images - 1`
     of what `iter_frames` yields (all from `start` when `max_images` is None)."""
-    from splitinfer.common.core.images import _frame_names, frame_count, is_image, is_video, list_images
+    from splitinfer.common.core.images import (frame_count, frame_names, is_image, is_video, list_images,
+                                                video_frame_name)
 
     data = Path(data)
     start = int(start)
@@ -31,12 +32,12 @@ def data_items(data, max_images: int | None = None, start: int = 0) -> list[tupl
         paths = list_images(data)
         if not paths:
             raise UserError(f"{data}: folder holds no images")
-        items = [(n, file_sha256(p), p, None) for n, p in zip(_frame_names(paths), paths)][start:]
+        items = [(n, file_sha256(p), p, None) for n, p in zip(frame_names(paths), paths)][start:]
     elif is_video(data):
         sha = file_sha256(data)
         total = frame_count(data) or 0
         end = total if max_images is None else min(total, start + max_images) if total else start + max_images
-        items = [(f"{data.stem}_{i:06d}", f"{sha}:{i}", data, i) for i in range(start, end)]
+        items = [(video_frame_name(data.stem, i), f"{sha}:{i}", data, i) for i in range(start, end)]
     elif is_image(data):
         items = [(data.stem, file_sha256(data), data, None)][start:]
     else:
