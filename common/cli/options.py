@@ -94,3 +94,28 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_data_options(p) -> None:
+    """`--data`, `--gt`, `--max-images`, `--start`: the frames `sweep` and `study` run on."""
+    p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
+    p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")
+    p.add_argument("--max-images", type=POSITIVE_INT, metavar="N",
+                   help="use at most N images/frames, consecutive from --start")
+    p.add_argument("--start", type=COUNT, default=0, metavar="FIRST",
+                   help="first frame of a video (0-based index), or first image of a folder in name order (default 0)")
+
+
+def add_run_options(p, out_default: str, batch_default: int) -> None:
+    """Where and how `sweep` and `study` run: output and cache folders, workers or Ray, frames per task, and
+    the switches (--fresh, --no-plots, --quiet)."""
+    p.add_argument("-o", "--out-dir", default=out_default, help=f"output folder (default: {out_default})")
+    p.add_argument("--cache-dir", help="activations and finished rows (default: OUT/cache)")
+    p.add_argument("--workers", type=COUNT, help="local worker processes (default: one per core; 0: in this process)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="run tasks on Ray: 'auto', 'HOST:PORT', 'ray://HOST:10001', or 'local' (start one here)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=batch_default,
+                   help=f"frames per task (default {batch_default}; a sequential codec's row is one task)")
+    p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -50,24 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_list_option(p, "--codecs", metavar="LADDER",
                    help="codec specs and ladders NAME:A..B[/STEP] (default: nnc:-38..-10/4, fq:-26..-2/4:x when "
                         "the fq codec is installed, else float16 zstd, and the temporal families' ladders)")
-    p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
-    p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")
+    opt.add_data_options(p)
     p.add_argument("--quality", choices=sorted(QUALITIES),
                    help="quality metric of the BD-rate (default: rel_map; psnr_db for a raw model)")
     p.add_argument("--anchor-family", default=ANCHOR_FAMILY,
                    help=f"codec family the BD-rates are against (default {ANCHOR_FAMILY})")
-    p.add_argument("-o", "--out-dir", default="study_out", help="output folder (default: study_out)")
-    p.add_argument("--cache-dir", help="activations and finished rows (default: OUT/cache)")
-    p.add_argument("--workers", type=opt.COUNT, help="local worker processes (default: one per core; 0: in this process)")
-    p.add_argument("--ray-address", metavar="ADDR", help="run tasks on Ray ('auto', 'HOST:PORT', 'local')")
-    p.add_argument("--batch-size", type=opt.POSITIVE_INT, default=16, help="frames per task (default 16)")
-    p.add_argument("--max-images", type=opt.POSITIVE_INT, metavar="N",
-                   help="use at most N images/frames, consecutive from --start")
-    p.add_argument("--start", type=opt.COUNT, default=0, metavar="FIRST",
-                   help="first frame of a video (0-based index), or first image of a folder in name order (default 0)")
-    p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    opt.add_run_options(p, "study_out", 16)
 
 
 def run(args) -> int:

@@ -54,27 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_list_option(p, "--codecs", metavar="CODEC",
                     help="codec specs, comma- or space-separated (default: none float16 nnc:-38 nnc:-26 nnc:-18 nnc:-14 nnc:-10 nnc:-6 "
                         "nnc:-4 nnc:0)")
-    p.add_argument("--data", help="folder of images, one image or a video (default: the bundled photos)")
-    p.add_argument("--gt", help="ground truth for absolute mAP: COCO JSON or folder of 'label x1 y1 x2 y2' files")
-    p.add_argument("-o", "--out-dir", default="sweep_out", help="output folder (default: sweep_out)")
-    p.add_argument("--cache-dir", help="activations and finished rows (default: OUT/cache)")
-    p.add_argument("--workers", type=opt.COUNT, help="local worker processes (default: one per core; 0: in this process)")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help="run tasks on Ray: 'auto', 'HOST:PORT', 'ray://HOST:10001', or 'local' (start one here)")
-    p.add_argument("--batch-size", type=opt.POSITIVE_INT, default=DEFAULT_BATCH,
-                   help=f"images per task (default {DEFAULT_BATCH})")
-    p.add_argument("--max-images", type=opt.POSITIVE_INT, metavar="N",
-                   help="use at most N images/frames, consecutive from --start")
-    p.add_argument("--start", type=opt.COUNT, default=0, metavar="FIRST",
-                   help="first frame of a video (0-based index), or first image of a folder in name order (default 0)")
+    opt.add_data_options(p)
+    opt.add_run_options(p, "sweep_out", DEFAULT_BATCH)
     p.add_argument("--score-threshold", type=opt.SCORE, default=DEFAULT_SCORE_THRESHOLD,
                    help=f"keep detections scored at or above this (default {DEFAULT_SCORE_THRESHOLD})")
     p.add_argument("--anchor-threshold", type=opt.SCORE, default=DEFAULT_ANCHOR_THRESHOLD,
                    help=f"relative mAP: anchor detections at or above this are the truth "
                         f"(default {DEFAULT_ANCHOR_THRESHOLD})")
-    p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
