@@ -44,17 +44,12 @@ DEFAULT_CODECS = "fq:-14,fq:-14:x,fqi:-14,fqi:-14:x,fqi:-14:h,fqi:-10,fqi:-10:h,
 
 
 def read_frames(video: Path, start: int, count: int) -> list:
-    import cv2
+    """Frames start .. start + count - 1 of a video (or folder), as the rest of splitinfer reads them."""
+    from itertools import islice
 
-    cap = cv2.VideoCapture(str(video))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    frames = []
-    while len(frames) < count:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    from splitinfer.common.core.images import iter_frames
+
+    frames = [img for _, img in islice(iter_frames(video), start, start + count)]
     if not frames:
         raise SystemExit(f"bench_fqi: no frames read from {video} at {start}")
     return frames

@@ -42,17 +42,12 @@ LADDERS = "nnc:-38..-10/4,fq:-26..-2/4:x,video:2..34/4,video:2..34/8:intra"
 
 
 def read_video(path: Path, start: int, count: int) -> list[np.ndarray]:
-    import cv2
+    """Frames start .. start + count - 1 of a video (or folder), as the rest of splitinfer reads them."""
+    from itertools import islice
 
-    cap = cv2.VideoCapture(str(path))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    frames = []
-    while len(frames) < count:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    from splitinfer.common.core.images import iter_frames
+
+    frames = [img for _, img in islice(iter_frames(path), start, start + count)]
     if not frames:
         sys.exit(f"bench_video: no frames read from {path} at {start}")
     return frames
