@@ -38,6 +38,7 @@ class Family:
     output_names: tuple[str, ...] = ()
     score_threshold: float = 0.3  # default for displays/predictions; evaluation passes its own
     description: str = ""
+    detects: bool = True  # False: no detections (the `raw` family; sweeps report fidelity metrics instead)
 
     def preprocess(self, image_bgr: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
         raise NotImplementedError

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitinfer.common.core.errors import UserError
+from splitinfer.common.families.raw import NAME as RAW_FAMILY  # fidelity metrics, no detections
 from splitinfer.common.core.files import make_output_dir
 from splitinfer.common.studies.sweep import SweepConfig, SweepResult, SweepRow, run_sweep, write_outputs
 
@@ -170,7 +171,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> StudyResult:
 
 def choose_quality(sweep: SweepResult, quality: str | None) -> str:
     if quality is None:
-        return "psnr_db" if sweep.family == "raw" else "rel_map"
+        return "psnr_db" if sweep.family == RAW_FAMILY else "rel_map"
     if all(math.isnan(getattr(r, quality)) for r in sweep.rows):
         raise UserError(f"quality {quality!r} is not measured for this model/data "
                         f"({'no ground truth given' if quality == 'map' else 'no such output'})")
@@ -387,7 +388,7 @@ def table_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
             any(math.isfinite(_value(r, c[0])) for r in result.sweep.rows)]
     if all(math.isnan(r.predicted_bytes) for r in result.sweep.rows):  # no temporal codec: no key/pred columns
         cols = [c for c in cols if c[0] not in ("key_kb", "predicted_kb")]
-    if result.sweep.family == "raw":
+    if result.sweep.family == RAW_FAMILY:
         cols = [c for c in cols if c[0] != "rel_map"]
     body = []
     for r in result.sweep.rows:
@@ -406,7 +407,7 @@ RATIO_FLOOR = 0.99  # relative mAP a "ratio at" figure must keep
 def best_ratios(result: StudyResult, floor: float = RATIO_FLOOR) -> list[tuple[int, str, SweepRow | None]]:
     """(split, family, the family's row of highest compression ratio among those keeping >= `floor` relative
     mAP, or None) for every split and family; empty for a model without detections."""
-    if result.sweep.family == "raw":
+    if result.sweep.family == RAW_FAMILY:
         return []
     out = []
     for s in result.sweep.splits:

@@ -28,8 +28,12 @@ def test_registry_discovers_one_family_per_module():
     for name in family_names():
         fam = get_family(name)
         assert fam.name == name
-        assert tuple(fam.labels) == COCO80_NAMES
         assert fam.input_names
+        if fam.detects:  # every detector family here is a COCO-80 detector
+            assert tuple(fam.labels) == COCO80_NAMES
+    raw = get_family("raw")  # the family without detections (sweeps report fidelity)
+    assert not raw.detects and raw.postprocess({}, {}) == [] and [f for f in family_names() if not
+                                                                  get_family(f).detects] == ["raw"]
 
 
 def test_unknown_family_names_the_known_ones():

@@ -86,7 +86,7 @@ def test_fidelity_equals_a_hand_run_of_the_split(swept):
     from splitinfer.common.core.images import iter_frames
     from splitinfer.common.core.runtime import make_session
     from splitinfer.common.split.graph import SplitGraph
-    from splitinfer.common.studies.sweep.rawinput import for_model
+    from splitinfer.common.families.raw import for_model
 
     d, data, res = swept
     model = onnx.load(str(d / "tiny.onnx"))

@@ -26,8 +26,8 @@ pool or Ray worker (per-core figures) and onnxruntime's default threads when tas
 One module per idea: `config` (what is asked and answered), `splits` (ranks, codecs), `data` (frames,
 fingerprint), `cache` (activations, row files), `tasks` (one batch x split x codec), `runners` (in
 process, pool, Ray), `evaluate` (rows and mAP), `fidelity` (NMSE, PSNR, cosine, top-k of the model
-outputs against the whole model's), `rawinput` (the `raw` pseudo-family for models without one, and
-`zoo:NAME`), `report` (CSV, JSON, plots, Markdown/HTML), `run` (`run_sweep`, step by step).
+outputs against the whole model's), `model_source` (which model: an id, folder, file or
+`zoo:NAME`, with the `raw` family of families/raw.py where none is known), `report` (CSV, JSON, plots, Markdown/HTML), `run` (`run_sweep`, step by step).
 """
 
 from splitinfer.common.studies.sweep.cache import compute_activations

@@ -11,6 +11,7 @@ import numpy as np
 
 from splitinfer.common.core.files import make_output_dir
 from splitinfer.common.studies.sweep.config import SweepResult
+from splitinfer.common.families.raw import NAME as RAW_FAMILY  # fidelity metrics, no detections
 
 
 CSV_COLUMNS = ("rank", "node", "op_type", "branches", "codec", "codec_id", "images", "raw_bytes", "encoded_bytes",
@@ -57,7 +58,7 @@ PERCENT_METRICS = ("rel_map", "map", "top1", "top5")
 def _metrics(result: SweepResult) -> list[tuple[str, str]]:
     """(row attribute, axis label) of the metrics to plot: for detectors relative mAP always and absolute
     mAP when measured; for a raw model (no detections) PSNR of the outputs and top-1 agreement when measured."""
-    if result.family == "raw":
+    if result.family == RAW_FAMILY:
         out = [("psnr_db", "PSNR of the model outputs (dB)")]
         if any(not math.isnan(r.top1) for r in result.rows):
             out.append(("top1", "top-1 agreement with the whole model (%)"))
@@ -111,7 +112,7 @@ def plot_map_by_split(result: SweepResult, path) -> Path:
         _limit(ax, attr)
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", title="codec")
-    what = "PSNR" if result.family == "raw" else "mAP"
+    what = "PSNR" if result.family == RAW_FAMILY else "mAP"
     axes[0, 0].set_title(f"{Path(result.model).parent.name or result.model}: {what} per split and codec "
                          f"({len(result.images)} images)")
     fig.tight_layout()
@@ -217,7 +218,7 @@ def summary_lines(result: SweepResult) -> list[str]:
     accuracy = [f"ground truth: {gt}",
                 f"relative mAP: the whole model's own detections scored >= {result.anchor_threshold} are the "
                 f"ground truth ({a['relative_gt_boxes']} boxes); predictions kept from score {result.score_threshold}"]
-    if result.family == "raw":
+    if result.family == RAW_FAMILY:
         accuracy = ["no detections (family raw): rows report the fidelity of the model outputs against the whole "
                     "model's (NMSE, PSNR, cosine, top-1/top-5 agreement)"]
     return [

@@ -23,7 +23,7 @@ from splitinfer.common.studies.sweep.cache import (activation_path, atomic_write
 from splitinfer.common.studies.sweep.config import FORMAT, SweepConfig, SweepResult
 from splitinfer.common.studies.sweep.data import data_items, fingerprint
 from splitinfer.common.studies.sweep.evaluate import anchor_metrics, evaluate_rows
-from splitinfer.common.studies.sweep.rawinput import NAME as RAW, resolve_model_or_raw
+from splitinfer.common.studies.sweep.model_source import resolve_model_or_raw
 from splitinfer.common.studies.sweep.runners import make_runner
 from splitinfer.common.studies.sweep.splits import codec_list, resolve_splits
 
@@ -286,7 +286,7 @@ def evaluate(cfg: SweepConfig, setup: Setup, stored: dict, computed: list, ancho
     """(rows, anchor metrics, seconds): mAP of every row and of the whole model."""
     t0 = time.perf_counter()
     rows = evaluate_rows(setup.ranks, setup.codecs, setup.graph, setup.plans, stored, set(computed), anchor_preds,
-                         setup.gt, cfg.anchor_threshold, progress, detections=setup.family.name != RAW)
+                         setup.gt, cfg.anchor_threshold, progress, detections=setup.family.detects)
     anchor = anchor_metrics(anchor_preds, setup.gt, cfg.anchor_threshold)
     return rows, anchor, time.perf_counter() - t0
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from splitinfer.common.studies.sweep.cache import activation_path, load_activations
 from splitinfer.common.studies.sweep.fidelity import frame_stats
-from splitinfer.common.studies.sweep.rawinput import family_for
 
 
 _SESSIONS: dict = {}
@@ -65,6 +64,15 @@ def _warm_codec(codec) -> None:
         _WARM_CODECS.add(codec.spec)
 
 
+def task_family(name: str, model_path=None):
+    """The task's family, set up by the model's model.json (e.g. a YOLO's anchors and input size); a family
+    without detections (`raw`) only post-processes to nothing here, so its model is not read."""
+    from splitinfer.common.families import family_for_model, get_family
+
+    family = get_family(name)
+    return family_for_model(model_path, name) if model_path and family.detects else family
+
+
 def task_tensors(task: dict) -> list[str]:
     """What a task reads per frame: the tensors Part I sends and the whole model's outputs (the reference)."""
     return list(dict.fromkeys(task["plan"]["part1_outputs"] + [o for o, _ in task["plan"]["consolidation"]]))
@@ -84,7 +92,7 @@ def run_task(task: dict, activations: dict | None = None, part2_model=None) -> d
     from splitinfer.common.split.consolidate import consolidated_outputs
 
     codec = get_codec(task["codec"])
-    family = family_for(task["family"], task.get("model_path"))
+    family = task_family(task["family"], task.get("model_path"))
     plan = SplitPlan.from_manifest(task["plan"])
     _warm_codec(codec)
     coder = _StreamCoder(codec) if codec.sequential else _FrameCoder(codec)
