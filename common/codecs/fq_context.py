@@ -1,8 +1,8 @@
-"""fq's context coder (option `x`): ANS under spatial contexts, a checkerboard of anchors and their neighbours.
+"""fq's context coder (option `x`): ANS under spatial contexts, a checkerboard of pilot positions and their neighbours.
 
 Why apart from fq.py: the plan, the coder and its decoder are one algorithm (described below) with its own
-body layout; fq.py only chooses it when its estimate wins. Terms: *anchors* (positions with h + w even),
-*context class* (the sum of a position's four anchor neighbours, cut at the tensor's own quantiles),
+body layout; fq.py only chooses it when its estimate wins. Terms: *pilots* (positions with h + w even),
+*context class* (the sum of a position's four pilot neighbours, cut at the tensor's own quantiles),
 *channel group* (channels ranked by their mean symbol into G groups, one set of tables each).
 """
 
@@ -28,7 +28,7 @@ _CTX_HEAD = struct.Struct("<BBI")  # channel groups G, context classes, bytes of
 # The symbols of each (batch, channel) plane are split like a checkerboard. Anchors ((h + w) even) are
 # coded first, one table per channel group (channels ranked by their mean symbol into G groups); the
 # other half is coded with one table per (group, context class), the class being the sum of the four
-# anchor neighbours (mirrored at the border) cut at the tensor's own quantiles of that sum (sent as
+# pilot neighbours (mirrored at the border) cut at the tensor's own quantiles of that sum (sent as
 # thresholds, so each class holds about 1/8 of the symbols), so the decoder knows every context before
 # it needs it and decodes whole streams at once. Body: G u8 | classes u8 | table bytes u32 |
 # thresholds (classes - 1) u16 | group id per channel u8 | zstd frame of the tables (G x (1 + classes)
@@ -39,7 +39,7 @@ class _CtxPlan:
     __slots__ = ("grid", "levels", "group", "order", "bounds", "streams", "tables", "thresholds", "estimate")
 
 
-def _anchor_mask(h: int, w: int) -> np.ndarray:
+def _pilot_mask(h: int, w: int) -> np.ndarray:
     return ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2) == 0
 
 
@@ -86,19 +86,19 @@ def ctx_plan(q4: np.ndarray, levels: int) -> _CtxPlan:
     group = (np.argsort(np.argsort(means, kind="stable"), kind="stable") * groups // c).astype(np.uint8)
     order, bounds = _group_bounds(group, groups)
     qp = q4[:, order]
-    anchor = _anchor_mask(h, w)
+    pilot = _pilot_mask(h, w)
     sums = _neighbour_sums(qp)
-    thresholds = _thresholds(sums[..., ~anchor], levels)
+    thresholds = _thresholds(sums[..., ~pilot], levels)
     ctx = np.take(_class_table(thresholds, levels), sums)
     tables = np.zeros((groups, 1 + CTX_CLASSES, levels), np.uint32)
     streams = []
     for g in range(groups):
-        a = qp[:, bounds[g]:bounds[g + 1]][..., anchor].reshape(-1)
+        a = qp[:, bounds[g]:bounds[g + 1]][..., pilot].reshape(-1)
         tables[g, 0] = np.bincount(a, minlength=levels)
         streams.append((a, g, 0))
     for g in range(groups):
-        block = qp[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
-        cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
+        block = qp[:, bounds[g]:bounds[g + 1]][..., ~pilot].reshape(-1)
+        cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~pilot].reshape(-1)
         by_class = np.argsort(cx, kind="stable")
         sizes = np.bincount(cx, minlength=CTX_CLASSES)
         for k, part in enumerate(np.split(block[by_class], np.cumsum(sizes)[:-1])):
@@ -129,7 +129,7 @@ def ctx_decode(body, grid: tuple[int, int, int, int], levels: int, zstd_d) -> np
     """Flat symbols (in channel order) of a context-coded body, every table checked against the grid.
 
     Named steps: the header (groups, classes, thresholds, each channel's group), the tables (checked
-    against the symbol counts), the symbols (anchors first, then the rest under their contexts)."""
+    against the symbol counts), the symbols (pilots first, then the rest under their contexts)."""
     view = memoryview(body)
     head = _read_ctx_header(view, grid[1], levels)
     tables, words = _read_ctx_tables(view, head, grid, levels, zstd_d)
@@ -184,37 +184,37 @@ def _read_ctx_tables(view: memoryview, head: _CtxHeader, grid, levels: int, zstd
 
 
 def _decode_ctx_symbols(words, head: _CtxHeader, tables: np.ndarray, grid, levels: int) -> np.ndarray:
-    """The symbols grouped by channel group (N, C, H, W): every group's anchors, then the other half by class."""
+    """The symbols grouped by channel group (N, C, H, W): every group's pilots, then the other half by class."""
     import constriction
 
     n, c, h, w = grid
     bounds = head.bounds
-    anchor = _anchor_mask(h, w)
-    n_anchor = int(anchor.sum())
+    pilot = _pilot_mask(h, w)
+    n_pilot = int(pilot.sum())
     sym = np.uint8 if levels <= 256 else np.uint16
     qp = np.zeros((n, c, h, w), sym)
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
         for g in range(head.groups):
-            count = n * int(bounds[g + 1] - bounds[g]) * n_anchor
+            count = n * int(bounds[g + 1] - bounds[g]) * n_pilot
             if int(tables[g, 0].sum()) != count:
-                raise CodecError(f"{NAME}: anchor table of group {g} counts {int(tables[g, 0].sum())} symbols, "
+                raise CodecError(f"{NAME}: pilot table of group {g} counts {int(tables[g, 0].sum())} symbols, "
                                  f"the group has {count}")
             if count:
                 vals = coder.decode(ans_model(tables[g, 0]), count)
-                qp[:, bounds[g]:bounds[g + 1]][..., anchor] = vals.reshape(n, -1, n_anchor)
+                qp[:, bounds[g]:bounds[g + 1]][..., pilot] = vals.reshape(n, -1, n_pilot)
         ctx = np.take(_class_table(head.thresholds, levels), _neighbour_sums(qp))
         for g in range(head.groups):
-            cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~anchor].reshape(-1)
+            cx = ctx[:, bounds[g]:bounds[g + 1]][..., ~pilot].reshape(-1)
             sizes = np.bincount(cx, minlength=CTX_CLASSES)
             vals = np.empty(cx.size, sym)
             for k in range(CTX_CLASSES):
                 if int(tables[g, 1 + k].sum()) != sizes[k]:
                     raise CodecError(f"{NAME}: context table ({g}, {k}) counts {int(tables[g, 1 + k].sum())} "
-                                     f"symbols, the decoded anchors give {int(sizes[k])}")
+                                     f"symbols, the decoded pilots give {int(sizes[k])}")
                 if sizes[k]:
                     vals[cx == k] = coder.decode(ans_model(tables[g, 1 + k]), int(sizes[k]))
-            qp[:, bounds[g]:bounds[g + 1]][..., ~anchor] = vals.reshape(n, -1, h * w - n_anchor)
+            qp[:, bounds[g]:bounds[g + 1]][..., ~pilot] = vals.reshape(n, -1, h * w - n_pilot)
         if not coder.is_empty():
             raise CodecError(f"{NAME}: context ANS stream holds more than the announced symbols")
     except CodecError:
