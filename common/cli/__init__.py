@@ -10,10 +10,7 @@ library live in `splitinfer.common.cli.commands`; the two processes register the
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
-from importlib.metadata import entry_points
 
 from splitinfer.common.cli import commands as _commands_pkg
 from splitinfer.common.cli.options import OneLineParser
@@ -34,16 +31,10 @@ def _version() -> str:
         return "unknown"
 
 
-def _module_names() -> list[str]:
-    names = [f"{_commands_pkg.__name__}.{info.name}" for info in pkgutil.iter_modules(_commands_pkg.__path__)
-             if not info.name.startswith("_")]
-    names += [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    return names
-
-
 def _command_modules():
-    modules = [importlib.import_module(name) for name in _module_names()]
-    modules = [m for m in modules if hasattr(m, "add_arguments") and hasattr(m, "run")]
+    from splitinfer.common.core.plugins import plugins
+
+    modules = [m for m in plugins(_commands_pkg.__name__, ENTRY_POINT_GROUP, "run") if hasattr(m, "add_arguments")]
     yield from sorted(modules, key=lambda m: getattr(m, "NAME", m.__name__.rsplit(".", 1)[-1]))
 
 

@@ -1,8 +1,9 @@
 """Codec registry: how crossing tensors are squeezed onto the wire.
 
-One small module per codec (`none`, `float16`, `zstd`, `blosc2`, `fq`, `nnc`); each owns its name, its
-numeric ids and its parameter syntax. `get_codec(spec)` accepts a name (`zstd:5`, `fq:6`, `nnc:-38`) or a
-numeric id compatible with the field's script (`0` none, `1` float16, `8xx` NNC with QP = -xx). Ours:
+One small module per codec (`none`, `float16`, `zstd`, `blosc2`, `fq`, `nnc`, `dzstd`, `fqi`, `video`), found
+by the one plug-in registry (core/plugins.py; entry-point group `splitinfer.codecs` for codecs of other
+packages); each owns its name, its numeric ids and its parameter syntax. `get_codec(spec)` accepts a name
+(`zstd:5`, `fq:6`, `nnc:-38`) or a numeric id compatible with the field's script (`0` none, `1` float16, `8xx` NNC with QP = -xx). Ours:
 `2` zstd at level 3, `2LL` zstd at level LL; fq by bit depth, 30000 + 1000 x flags + 10 x BITS
 (30040 = `fq:4`, 30035 = `fq:3.5`), and fq by one step per tensor on NNC's QP scale, 50000 + 1000 x flags
 - QP (50014 = `fq:-14`, 58014 = `fq:-14:x`); `5CFL` blosc2 with codec C, filter F, level L (5311 = `blosc2`); `9` a chain.
@@ -36,8 +37,9 @@ import numpy as np
 
 from splitinfer.common.core.errors import UserError
 
-# Registry order is the order of `codec_names()` and of the help text.
-_MODULES = ("none", "float16", "zstd", "blosc2", "fq", "nnc", "dzstd", "fqi", "video")
+# Codec plug-ins: this package's modules with `from_param`, and those other distributions declare under this
+# entry-point group (core/plugins.py); each module's ORDER is its place in `codec_names()` and the help text.
+ENTRY_POINT_GROUP = "splitinfer.codecs"
 
 
 class CodecError(ValueError):
@@ -197,14 +199,29 @@ def _module(name: str):
     return mod
 
 
+def _registry() -> dict:
+    """Codec name -> its module, in ORDER (found once, see core/plugins.py)."""
+    with _lock:
+        found = _loaded.get(" registry")
+    if found is None:
+        from splitinfer.common.core.plugins import plugins
+
+        modules = sorted(plugins(__name__, ENTRY_POINT_GROUP, "from_param"),
+                         key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+        found = {m.NAME: m for m in modules}
+        with _lock:
+            _loaded[" registry"] = found
+    return found
+
+
 def codec_names() -> tuple[str, ...]:
     """Names of the registered codecs."""
-    return _MODULES
+    return tuple(_registry())
 
 
 def codecs_help() -> str:
     """One line listing every codec with its spec syntax and numeric ids (for errors and --help)."""
-    return "; ".join([_module(n).HELP for n in _MODULES] + [_module("chain").HELP])
+    return "; ".join([m.HELP for m in _registry().values()] + [_module("chain").HELP])
 
 
 def get_codec(spec) -> Codec:
@@ -249,15 +266,15 @@ def _parse(key: str, original) -> Codec:
         if number == 9:
             raise UserError(f"codec id 9 is a chain, which is named by its spec only (e.g. 'float16+zstd'); "
                             f"known codecs: {codecs_help()}")
-        for name in _MODULES:
-            codec = _module(name).from_id(number)
+        for mod in _registry().values():
+            codec = mod.from_id(number)
             if codec is not None:
                 return codec
         raise UserError(f"unknown codec id {original!r}; known codecs: {codecs_help()}")
     name, sep, param = key.partition(":")
-    if name not in _MODULES:
+    if name not in _registry():
         raise UserError(f"unknown codec {original!r}; known codecs: {codecs_help()}")
     try:
-        return _module(name).from_param(param.strip() if sep else None)
+        return _registry()[name].from_param(param.strip() if sep else None)
     except UserError as exc:
         raise UserError(f"codec {original!r}: {exc}; known codecs: {codecs_help()}") from None

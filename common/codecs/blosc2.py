@@ -34,6 +34,7 @@ from splitinfer.common.codecs import Codec, CodecError, from_raw, le_contiguous,
 from splitinfer.common.codecs.params import parse_int
 
 NAME = "blosc2"
+ORDER = 3  # its place in codec_names() and the help text (codecs/__init__.py)
 CODECS = ("blosclz", "lz4", "lz4hc", "zstd")
 FILTERS = ("noshuffle", "shuffle", "bitshuffle")
 DEFAULT = ("zstd", 1, "shuffle")

@@ -22,6 +22,7 @@ from splitinfer.common.codecs.sequence import SequentialCodec, TensorDecoder, Te
 from splitinfer.common.codecs.zstd import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, ZstdCodec, _level
 
 NAME = "dzstd"
+ORDER = 6  # its place in codec_names() and the help text (codecs/__init__.py)
 ID_BASE = 700000
 MAX_GOP = 999
 HELP = (f"dzstd[:LEVEL[:GOP]] (lossless inter: XOR with the previous frame + zstd; sequential; "

@@ -16,6 +16,7 @@ from splitinfer.common.codecs import (
 )
 
 NAME = "float16"
+ORDER = 1  # its place in codec_names() and the help text (codecs/__init__.py)
 HELP = "float16 (id 1; integer/bool tensors pass through exactly)"
 _F16 = np.dtype("<f2")
 

@@ -96,6 +96,7 @@ __all__ = ["FqCodec", "from_id", "from_param", "ans_encode", "ans_symbols", "pac
            "wide_ans_symbols", "MIN_CHANNEL_VALUES"]
 DEFAULT_BITS = 4
 MIN_BITS, MAX_BITS = 2, 12
+ORDER = 4  # its place in codec_names() and the help text (codecs/__init__.py)
 ID_BASE = 30000
 OPT_FLAGS = {"t": 1, "c": 2, "k": 4, "x": 8}  # canonical order of the option letters
 HELP = (f"fq[:BITS[:OPTS]] (id 30000 + 1000*flags + 10*BITS; BITS {MIN_BITS}..{MAX_BITS}, one decimal "

@@ -56,6 +56,7 @@ from splitinfer.common.codecs import fq, fq_ans
 from splitinfer.common.codecs.sequence import SequentialCodec, TensorDecoder, TensorEncoder
 
 NAME = "fqi"
+ORDER = 7  # its place in codec_names() and the help text (codecs/__init__.py)
 ID_BASE = 900000
 DEFAULT_QP = -14
 MAX_GOP = 249

@@ -49,6 +49,7 @@ from splitinfer.common.codecs.nnc_core import NAME, core, decode_nnr, encode_nnr
 from splitinfer.common.codecs.nnc_pool import helper_pool
 from splitinfer.common.codecs.params import parse_int
 
+ORDER = 5  # its place in codec_names() and the help text (codecs/__init__.py)
 DEFAULT_QP = -38
 MIN_QP, MAX_QP = -99, 0
 HELP = (f"nnc[:QP] (id 8xx = QP -xx, QP in {MIN_QP}..{MAX_QP}, default {DEFAULT_QP}; lossy; "

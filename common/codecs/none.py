@@ -8,6 +8,7 @@ import numpy as np
 from splitinfer.common.codecs import Codec, from_raw, norm_dtype, norm_shape, numel, raw_bytes
 
 NAME = "none"
+ORDER = 0  # its place in codec_names() and the help text (codecs/__init__.py)
 HELP = "none (id 0)"
 
 

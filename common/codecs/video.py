@@ -59,6 +59,7 @@ from splitinfer.common.codecs.sequence import MissingReference, SequentialCodec,
 from splitinfer.common.codecs.zstd import ZstdCodec
 
 NAME = "video"
+ORDER = 8  # its place in codec_names() and the help text (codecs/__init__.py)
 ID_BASE = 1_000_000_000
 MAX_GOP = 999
 X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")

@@ -16,6 +16,7 @@ from splitinfer.common.codecs import Codec, CodecError, from_raw, le_contiguous,
 from splitinfer.common.codecs.params import parse_int
 
 NAME = "zstd"
+ORDER = 2  # its place in codec_names() and the help text (codecs/__init__.py)
 DEFAULT_LEVEL = 3
 MIN_LEVEL, MAX_LEVEL = 1, 22
 HELP = f"zstd[:LEVEL] (id 2 = level {DEFAULT_LEVEL}, 2LL = level LL in {MIN_LEVEL}..{MAX_LEVEL})"

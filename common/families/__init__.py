@@ -11,8 +11,6 @@ copy; a model.json can also declare a detector with no Python at all (`declared.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from functools import lru_cache
 
 import numpy as np
@@ -83,24 +81,14 @@ def require_outputs(family: str, outputs: dict, names) -> None:
 
 @lru_cache(maxsize=None)
 def _registry() -> dict[str, Family]:
-    found: dict[str, Family] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        fam = getattr(module, "FAMILY", None)
-        if isinstance(fam, Family):
-            found[fam.name] = fam
-    from importlib.metadata import entry_points
+    from splitinfer.common.core.plugins import group_plugins, package_plugins
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:
-            raise UserError(f"family plug-in {ep.name} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from None
+    found: dict[str, Family] = {m.FAMILY.name: m.FAMILY for m in package_plugins(__name__, "FAMILY")
+                                if isinstance(m.FAMILY, Family)}
+    for obj in group_plugins(ENTRY_POINT_GROUP):
         fam = obj if isinstance(obj, Family) else getattr(obj, "FAMILY", None)
         if not isinstance(fam, Family):
-            raise UserError(f"family plug-in {ep.name} ({ep.value}) is not a Family nor a module with FAMILY")
+            raise UserError(f"family plug-in {obj!r} of {ENTRY_POINT_GROUP} is not a Family nor a module with FAMILY")
         found.setdefault(fam.name, fam)
     return found
 
