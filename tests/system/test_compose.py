@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -184,10 +185,32 @@ def _docker_env() -> tuple[dict, bool]:
     return env, True
 
 
+def _engine_answers(env) -> bool:
+    try:
+        return subprocess.run(["docker", "info"], env=env, capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
 def _run(cmd, env, timeout, what):
+    """Run a step in its own process group; past `timeout` the whole group is killed (docker-compose leaves
+    `docker build` clients behind otherwise). A step that hangs because the Docker engine itself stopped
+    answering (seen here: dockerd stuck in the kernel creating a build container, its clients spinning) is a
+    skip that says so, not a failure of the project; a step that fails or hangs on a live engine fails."""
     t0 = time.monotonic()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=DEPLOY)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=DEPLOY,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if not _engine_answers(env):
+            pytest.skip(f"{what}: the Docker engine stopped answering (no reply to `docker info` after "
+                        f"{timeout} s of this step): an engine problem of this machine, not of the stack")
+        raise AssertionError(f"{what} took more than {timeout} s on an engine that answers") from None
     print(f"{what}: {time.monotonic() - t0:.1f} s")
+    r = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     assert r.returncode == 0, f"{what} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
 
@@ -226,7 +249,7 @@ def _screenshot_dashboard(url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)  # above the steps' own limits, which end a hung step first (see _run)
 def test_compose_stack_up(tmp_path):
     env, started = _docker_env()
     project = f"sitest{os.getpid()}"
@@ -241,7 +264,7 @@ def test_compose_stack_up(tmp_path):
     try:
         _run(["bash", "scripts/build_base_image.sh"], env, 600, "base image (debootstrap)")
         _run(["bash", "scripts/build_wheelhouse.sh"], env, 600, "wheelhouse")
-        _run(dc + ["build", "--parallel", "server", "prometheus"], env, 900, "images")
+        _run(dc + ["build", "--parallel", "server", "prometheus"], env, 600, "images")
         _run(dc + ["up", "-d", "server", "prometheus"], env, 300, "up server prometheus")
         deadline = time.monotonic() + 120
         health = ""
@@ -284,7 +307,11 @@ def test_compose_stack_up(tmp_path):
         _screenshot_dashboard(f"http://127.0.0.1:{pport}/consoles/splitinfer.html", tmp_path)
         print(f"stack test: {time.monotonic() - t_start:.0f} s; frames seen by Prometheus: {seen}")
     finally:
-        subprocess.run(dc + ["down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=DEPLOY,
-                       timeout=180)
+        try:  # on a hung engine this cannot finish either: the skip (or failure) above is what counts
+            subprocess.run(dc + ["down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=DEPLOY,
+                           timeout=180)
+        except subprocess.TimeoutExpired:
+            print("stack test: docker-compose down did not finish in 180 s")
         if started:
-            subprocess.run(["bash", str(DEPLOY / "scripts" / "start_dockerd.sh"), "--stop"], capture_output=True)
+            subprocess.run(["bash", str(DEPLOY / "scripts" / "start_dockerd.sh"), "--stop"], capture_output=True,
+                           timeout=120)
