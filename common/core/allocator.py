@@ -14,11 +14,14 @@ keeps or with fragmentation, so a leak shows in it and nothing else does (the se
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 MIB = 1 << 20
 
 
+@lru_cache(maxsize=None)
 def _libc():
-    """glibc as a ctypes library, or None."""
+    """glibc as a ctypes library, or None; looked up once (find_library runs ldconfig in a subprocess)."""
     import ctypes
     import ctypes.util
 
@@ -50,12 +53,12 @@ def release_free_memory() -> bool:
         return False
 
 
-def heap_in_use_bytes() -> int | None:
-    """Bytes allocated through malloc and not freed (mallinfo2's uordblks + hblkhd), or None where unknown."""
+@lru_cache(maxsize=None)
+def _mallinfo2():
+    """glibc's mallinfo2 with its result type set, or None (glibc before 2.33, or not glibc)."""
     import ctypes
 
-    libc = _libc()
-    fn = getattr(libc, "mallinfo2", None) if libc is not None else None
+    fn = getattr(_libc(), "mallinfo2", None)
     if fn is None:
         return None
 
@@ -64,5 +67,13 @@ def heap_in_use_bytes() -> int | None:
                                                           "fsmblks", "uordblks", "fordblks", "keepcost")]
 
     fn.restype = MallInfo2
+    return fn
+
+
+def heap_in_use_bytes() -> int | None:
+    """Bytes allocated through malloc and not freed (mallinfo2's uordblks + hblkhd), or None where unknown."""
+    fn = _mallinfo2()
+    if fn is None:
+        return None
     info = fn()
     return int(info.uordblks + info.hblkhd)
