@@ -231,6 +231,7 @@ class StatefulDecoder(SequenceDecoder):
         self._states: dict[str, list] = {}  # name -> [layout, TensorDecoder, index held]
         self.keyframes = 0  # tensors decoded as keyframes / predicted, since the start
         self.predicted = 0
+        self._frame_index = None  # index of the frame the last tensor belonged to
 
     def bind(self, name: str):
         return _Bound(self, name)
@@ -245,7 +246,9 @@ class StatefulDecoder(SequenceDecoder):
             self._drop(name)  # nothing later is decoded against a reference this failure may have spoiled
             raise
         state[2] = index
-        self.last_keyframe = key
+        # the frame (all tensors of one index) is a keyframe when every one of its tensors was one, as the UE counts
+        self.last_keyframe = key if index != self._frame_index else self.last_keyframe and key
+        self._frame_index = index
         if key:
             self.keyframes += 1
         else:

@@ -96,6 +96,13 @@ def test_a_tensor_whose_shape_changes_is_coded_as_a_keyframe_by_itself():
         (p,) = enc.encode_frame(["x"], [arr])
         assert np.array_equal(dec.decode("x", p, np.float32, arr.shape), arr)
     assert dec.keyframes == 2 and dec.predicted == 2
+    # two tensors, one new in frame 2: the frame is predicted on both sides (the UE's count and the server's)
+    enc, dec = get_codec("dzstd").sequence_encoder(), get_codec("dzstd").sequence_decoder()
+    for names in (["x"], ["x", "y"]):
+        payloads = enc.encode_frame(names, [a] * len(names))
+        for name, p in zip(names, payloads):
+            dec.decode(name, p, np.float32, a.shape)
+        assert dec.last_keyframe == enc.last_keyframe == (names == ["x"])
 
 
 def test_a_predicted_frame_without_its_reference_is_refused_and_nothing_is_decoded_from_it():
