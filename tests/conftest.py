@@ -9,6 +9,10 @@ import pytest
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: needs a torch export or a large model (tens of seconds); still runs in CI")
+    if not hasattr(config, "workerinput"):  # one watchdog per process that runs tests
+        from session_watchdog import WatchdogPlugin
+
+        config.pluginmanager.register(WatchdogPlugin(config), "splitinfer-watchdog")
 
 
 @pytest.fixture(scope="session")

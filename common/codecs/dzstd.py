@@ -49,12 +49,22 @@ class _Encoder(TensorEncoder):
     def __init__(self, zstd: ZstdCodec):
         self.zstd = zstd
         self.ref: np.ndarray | None = None  # the previous frame's bytes
+        self.key_bytes = 0  # size of the last keyframe
+
+    def encode_choosing(self, arr, key: bool) -> tuple[bool, bytes]:
+        """A predicted frame larger than the last keyframe is a scene cut: coded again as a keyframe."""
+        body = self.encode(arr, key)
+        if not key and self.key_bytes and len(body) > self.key_bytes:
+            return True, self.encode(arr, True)
+        return key, body
 
     def encode(self, arr, key: bool) -> bytes:
         cur = le_contiguous(arr).reshape(-1).view(np.uint8)
-        body = cur if key else np.bitwise_xor(cur, self.ref)
+        body = self.zstd.encode_bytes(cur if key else np.bitwise_xor(cur, self.ref))
         self.ref = cur.copy()
-        return self.zstd.encode_bytes(body)
+        if key:
+            self.key_bytes = len(body)
+        return body
 
     def close(self) -> None:
         self.ref = None

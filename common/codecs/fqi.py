@@ -145,6 +145,17 @@ class _Encoder(TensorEncoder):
         self._t = None  # work buffer of the predicted frames
         self.layout = channels_of(shape)
         self.off = np.zeros(self.layout[1], np.int8)  # the last frame's output offsets
+        self.key_bytes = 0  # size of the last keyframe's body
+
+    def encode_choosing(self, arr, key: bool) -> tuple[bool, bytes]:
+        """A predicted frame larger than the last keyframe is a scene cut: coded again as a keyframe (the
+        residual also falls back to one where it cannot be coded: beyond the alphabet, not finite)."""
+        body = self.encode(arr, key)
+        if key or body[:1] == KEY:
+            return True, body
+        if self.key_bytes and len(body) > self.key_bytes:
+            return True, self.encode(arr, True)
+        return False, body
 
     def encode(self, arr, key: bool) -> bytes:
         x = np.asarray(arr)
@@ -160,6 +171,7 @@ class _Encoder(TensorEncoder):
         payload = self.codec.intra.encode(x)
         self.ref, self._intra = None, (payload, x.dtype)
         self.off[:] = 0
+        self.key_bytes = len(payload) + 1
         return KEY + payload
 
     def _predicted(self, x: np.ndarray) -> bytes | None:

@@ -10,6 +10,9 @@ Defined terms:
 - *keyframe*: a frame coded alone, a random access point: a decoder starts or restarts there;
 - *predicted frame*: coded against its *reference*, the previous frame of the same tensor as the decoder
   rebuilt it (closed loop: the encoder predicts from its own reconstruction, so errors do not drift);
+- *scene cut*: a frame the previous one does not predict well (a new scene, a camera jump); the encoder
+  codes it as a keyframe by itself (`TensorEncoder.encode_choosing`), so it costs no more than a keyframe
+  and becomes a random access point;
 - *sequence header*: the 12 bytes every payload of a sequential codec starts with: magic `SQ`, version 1,
   flags (bit 0: keyframe), the frame's index in the stream (uint32) and its reference's index (uint32; a
   keyframe names itself). A predicted frame decodes only where the decoder holds exactly that reference:
@@ -74,6 +77,12 @@ class TensorEncoder:
 
     def encode(self, arr: np.ndarray, key: bool) -> bytes:
         raise NotImplementedError
+
+    def encode_choosing(self, arr: np.ndarray, key: bool) -> tuple[bool, bytes]:
+        """(whether the body is a keyframe, body). `key` forces a keyframe; otherwise a codec may choose one
+        itself where prediction does not pay (a *scene cut*: the scene changed, so the predicted frame would
+        cost about as much as, or more than, a keyframe). The default predicts whenever asked to."""
+        return key, self.encode(arr, key)
 
     def close(self) -> None:
         """Free what the state holds (encoder contexts); called on restart and at the end of the stream."""
@@ -169,7 +178,7 @@ class SequenceDecoder:
 
 class StatefulEncoder(SequenceEncoder):
     """The UE side of a sequential codec: per tensor name a `TensorEncoder`; keyframes at the start, every
-    `gop` frames and after `restart()`."""
+    `gop` frames, after `restart()`, and where a tensor's codec finds a scene cut (that tensor only)."""
 
     sequential = True
 
@@ -188,12 +197,11 @@ class StatefulEncoder(SequenceEncoder):
         for name, arr in zip(names, arrays):
             arr = np.asarray(arr)
             enc, fresh = self._state(name, arr)
-            one_key = key or fresh
+            one_key, body = enc.encode_choosing(arr, key or fresh)
             all_key = all_key and one_key
-            out.append(pack_header(one_key, self.index, self.index if one_key else self.index - 1)
-                       + enc.encode(arr, one_key))
+            out.append(pack_header(one_key, self.index, self.index if one_key else self.index - 1) + body)
         self.last_keyframe = all_key
-        self._since_key = 1 if key else self._since_key + 1
+        self._since_key = 1 if all_key else self._since_key + 1
         self._key_next = False
         self.index = (self.index + 1) & 0xFFFFFFFF
         return out

@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 command -v debootstrap >/dev/null || { echo "build_base_image.sh: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 2; }
-docker info >/dev/null 2>&1 || { echo "build_base_image.sh: no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-default}); start one with deploy/scripts/start_dockerd.sh" >&2; exit 2; }
+timeout 20 docker info >/dev/null 2>&1 || { echo "build_base_image.sh: no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-default}); start one with deploy/scripts/start_dockerd.sh" >&2; exit 2; }
 if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
   echo "$IMAGE already exists (use --force to rebuild)"
   exit 0

@@ -19,7 +19,7 @@ if [ "${1:-}" = "--stop" ]; then
   exit 0
 fi
 mkdir -p "$RUN" "$DATA"
-if ! DOCKER_HOST="unix://$SOCK" docker info >/dev/null 2>&1; then
+if ! DOCKER_HOST="unix://$SOCK" timeout 10 docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null || { echo "start_dockerd.sh: dockerd is not installed (apt-get install docker.io)" >&2; exit 2; }
   [ "$(id -u)" = 0 ] || { echo "start_dockerd.sh: must run as root to start dockerd" >&2; exit 2; }
   # cgroup v2 without systemd: dockerd needs the cgroupfs driver.
@@ -28,12 +28,12 @@ if ! DOCKER_HOST="unix://$SOCK" docker info >/dev/null 2>&1; then
     --default-address-pool base=172.30.240.0/20,size=24 \
     --exec-opt native.cgroupdriver=cgroupfs >"$LOG" 2>&1 </dev/null &
   for _ in $(seq 1 150); do
-    DOCKER_HOST="unix://$SOCK" docker info >/dev/null 2>&1 && break
+    DOCKER_HOST="unix://$SOCK" timeout 10 docker info >/dev/null 2>&1 && break
     if ! kill -0 $! 2>/dev/null; then
       echo "start_dockerd.sh: dockerd exited: $(tail -3 "$LOG" | tr '\n' ' ')" >&2; exit 1
     fi
     sleep 0.2
   done
-  DOCKER_HOST="unix://$SOCK" docker info >/dev/null 2>&1 || { echo "start_dockerd.sh: dockerd did not answer within 30 s (log: $LOG)" >&2; exit 1; }
+  DOCKER_HOST="unix://$SOCK" timeout 10 docker info >/dev/null 2>&1 || { echo "start_dockerd.sh: dockerd did not answer within 30 s (log: $LOG)" >&2; exit 1; }
 fi
 echo "export DOCKER_HOST=unix://$SOCK"

@@ -11,10 +11,14 @@ from splitinfer.server.errors import RequestError
 
 
 def _call(adm, key, log, hold_s=0.2):
+    """Hold the slot `hold_s` seconds, or until `hold_s` (a threading.Event) is set."""
     try:
         with adm.slot("frame", key=key):
             log.append(("got", key))
-            time.sleep(hold_s)
+            if isinstance(hold_s, threading.Event):
+                hold_s.wait(30)
+            else:
+                time.sleep(hold_s)
     except RequestError as exc:
         log.append((exc.code, key))
 
@@ -35,7 +39,8 @@ def _wait_for(cond, timeout=5.0):
 def test_the_light_client_takes_a_full_queues_place_and_the_next_slot():
     adm = Admission(slots=1, queue=2, wait_s=5)
     log: list = []
-    threads = [_start(adm, "flood", log)]
+    release = threading.Event()  # the first call holds the slot until the queue's story is told
+    threads = [_start(adm, "flood", log, hold_s=release)]
     _wait_for(lambda: ("got", "flood") in log)
     threads += [_start(adm, "flood", log) for _ in range(2)]
     _wait_for(lambda: adm.waiting == 2)
@@ -43,6 +48,7 @@ def test_the_light_client_takes_a_full_queues_place_and_the_next_slot():
     _wait_for(lambda: ("UNAVAILABLE", "flood") in log)
     threads.append(_start(adm, "one", log))  # full queue: takes the place of the flood's newest waiter
     _wait_for(lambda: log.count(("UNAVAILABLE", "flood")) == 2)
+    release.set()
     for t in threads:
         t.join(10)
     got = [k for what, k in log if what == "got"]
@@ -53,13 +59,17 @@ def test_the_light_client_takes_a_full_queues_place_and_the_next_slot():
 def test_equal_clients_are_served_in_arrival_order_and_a_full_queue_refuses_its_own_client():
     adm = Admission(slots=1, queue=1, wait_s=5)
     log: list = []
-    a = _start(adm, "a", log)
+    release = threading.Event()  # "a" holds the slot until "c" was refused (a sleep raced on a loaded machine)
+    a = _start(adm, "a", log, hold_s=release)
     _wait_for(lambda: ("got", "a") in log)
     b = _start(adm, "b", log)
     _wait_for(lambda: adm.waiting == 1)
-    with pytest.raises(RequestError) as info:  # "c" would be as loaded as "b": no eviction
-        with adm.slot("frame", key="c"):
-            pass
+    try:
+        with pytest.raises(RequestError) as info:  # "c" would be as loaded as "b": no eviction
+            with adm.slot("frame", key="c"):
+                pass
+    finally:
+        release.set()
     assert info.value.code == "UNAVAILABLE"
     for t in (a, b):
         t.join(10)

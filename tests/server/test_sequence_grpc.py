@@ -6,9 +6,10 @@ the reference, never decoded; the server counts keyframes and predicted frames i
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import pytest
 
-from grpc_helpers import Stubs, infer_status, real_frame, scrape, setup_msg, stream_status
+from grpc_helpers import RealFrame, Stubs, infer_status, real_frame, scrape, setup_msg, stream_status
 from splitinfer.common.codecs import get_codec
 from splitinfer.common.transport import wire
 
@@ -36,8 +37,14 @@ def stubs(server):
 
 @pytest.fixture(scope="module")
 def frames():
-    """Part I outputs of three photos, as three consecutive frames of one stream."""
-    return [real_frame(RANK, image) for image in ("dog.jpg", "dog.jpg", "horses.jpg")]
+    """Part I outputs of a photo as three consecutive frames of one stream: the same frame twice, then with a
+    band of rows changed (something moving; another photo would be a scene cut, coded as a keyframe)."""
+    dog = real_frame(RANK, "dog.jpg")
+    moved = {n: a.copy() for n, a in dog.arrays.items()}
+    for a in moved.values():
+        if a.ndim == 4:
+            a[..., 2:5, :] *= np.float32(1.25)
+    return [dog, dog, RealFrame(RANK, moved, dog.meta_json)]
 
 
 def coded(frames, codec=SPEC, setup=None):

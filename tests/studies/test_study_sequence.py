@@ -70,15 +70,16 @@ def test_sequential_rows_code_frames_in_order_with_one_encoder(run):
     for s in SPLITS:
         frames = _frames(cache, s, "dzstd_3_0")
         assert [f["seq"] for f in frames] == list(range(6))  # one stream, in frame order (not 0,1,0,1,0,1)
-        assert [f["key"] for f in frames] == [True] + [False] * 5
+        assert [f["key"] for f in frames] == [True, False, False, True, False, False]  # 3: the scene cut
         enc = [f["enc"] for f in frames]
-        # predicted from an identical reference: < 1 % of a keyframe; the scene cut: a full frame's worth
-        assert max(enc[1], enc[2], enc[4], enc[5]) < 0.01 * enc[0]
-        assert enc[3] > 0.5 * enc[0]
+        # predicted from an identical reference: < 1 % of a keyframe; the scene cut: a keyframe of its own,
+        # no larger than the lone keyframe of that frame would be (a predicted frame was larger there)
+        assert max(enc[1], enc[2], enc[4], enc[5]) < 0.01 * min(enc[0], enc[3])
+        assert 0.5 * enc[0] < enc[3] < 2 * enc[0]
         row = rows[(s, "dzstd:3:0")]
-        assert int(row["keyframes"]) == 1 and int(row["images"]) == 6
-        assert float(row["key_kb"]) == pytest.approx(enc[0] / 1e3, rel=1e-4)
-        assert float(row["predicted_kb"]) == pytest.approx(sum(enc[1:]) / 5 / 1e3, rel=1e-4)
+        assert int(row["keyframes"]) == 2 and int(row["images"]) == 6
+        assert float(row["key_kb"]) == pytest.approx((enc[0] + enc[3]) / 2 / 1e3, rel=1e-4)
+        assert float(row["predicted_kb"]) == pytest.approx((enc[1] + enc[2] + enc[4] + enc[5]) / 4 / 1e3, rel=1e-4)
         assert float(row["kb_per_frame"]) == pytest.approx(sum(enc) / 6 / 1e3, rel=1e-4)
         # lossless either way: the stream decodes bit-exactly, so Part II sees the whole model's tensors
         assert float(row["rel_map"]) == 1.0 and float(row["nmse"]) < 1e-12
@@ -105,10 +106,10 @@ def test_start_picks_the_window_and_the_stream_starts_there(run, tmp_path):
     results = json.loads((tmp_path / "out" / "sweep" / "results.json").read_text())
     assert results["images"] == ["aaabbb_000002", "aaabbb_000003", "aaabbb_000004"]
     frames = _frames(cache, 46, "dzstd_3_0", 3)
-    assert [f["seq"] for f in frames] == [0, 1, 2] and [f["key"] for f in frames] == [True, False, False]
+    assert [f["seq"] for f in frames] == [0, 1, 2] and [f["key"] for f in frames] == [True, True, False]  # 3: cut
     enc = [f["enc"] for f in frames]
     assert enc[1] > 0.5 * enc[0] > 100 * enc[2]  # frame 3 is the cut, frame 4 repeats it
-    assert int(rows[(46, "dzstd:3:0")]["keyframes"]) == 1
+    assert int(rows[(46, "dzstd:3:0")]["keyframes"]) == 2
 
 
 def test_start_errors_are_one_line(run, tmp_path, capsys):
@@ -130,7 +131,7 @@ def test_results_keep_each_frames_bytes_and_keyframes(run):
     for row in results["rows"]:
         frames = _frames(cache, row["rank"], row["codec"].replace(":", "_"))
         assert row["frame_bytes"] == [f["enc"] for f in frames]
-        assert row["key_indices"] == ([0] if row["codec"].startswith("dzstd") else [])
+        assert row["key_indices"] == ([0, 3] if row["codec"].startswith("dzstd") else [])  # 3: the scene cut
     png = (tmp / "all" / "frame_kb.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     md = (tmp / "all" / "report.md").read_text()

@@ -161,10 +161,55 @@ def test_tc_profiles_parse_and_fall_back_to_tbf(tmp_path):
 # the real stack
 
 
+STACK_BUDGET_S = 1500  # bring-up to verdict; a cold build (debootstrap, wheelhouse, images) takes ~10 min
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Hung(Exception):
+    """A command did not finish within its limit (its process group was killed)."""
+
+
+def _bounded(cmd, env, timeout: float, cwd=DEPLOY) -> subprocess.CompletedProcess:
+    """Run `cmd` for at most `timeout` s, and never wait on it without a limit.
+
+    Two guards. GNU `timeout` runs the command in its own process group and kills the whole group at the
+    limit (docker-compose leaves `docker build` clients behind otherwise): a separate process, so it acts
+    even when this one is not scheduled (seen here: two spinning `docker build` clients starved the test
+    process for 15 minutes; its own 600-s wait never woke). Then this process's own wait, 30 s longer; if the
+    pipes still do not close (a grandchild in another session holds them) the process is abandoned after
+    15 s rather than waited on forever."""
+    argv = ["timeout", "-k", "5", "-s", "KILL", f"{max(timeout, 1):.0f}", *map(str, cmd)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=max(timeout, 1) + 30)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+        out, err = "", ""
+    if proc.returncode is None or proc.returncode in (-signal.SIGKILL, 124, 137):
+        raise _Hung(f"{shlex.join(map(str, cmd))} did not finish in {timeout:.0f} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _answers(env) -> bool:
+    """Whether the engine of `env` answers `docker info` within 20 s."""
+    try:
+        return _bounded(["docker", "info"], env, 20).returncode == 0
+    except _Hung:
+        return False
 
 
 def _docker_env() -> tuple[dict, bool]:
@@ -173,44 +218,68 @@ def _docker_env() -> tuple[dict, bool]:
     if shutil.which("docker") is None or shutil.which("docker-compose") is None:
         pytest.skip("Docker engine cannot start: docker / docker-compose are not installed "
                     "(scripts/ci_system_deps.sh installs them)")
-    if subprocess.run(["docker", "info"], capture_output=True, env=env).returncode == 0:
+    if _answers(env):
         return env, False
     private = "unix:///run/splitinfer-docker/docker.sock"  # start_dockerd.sh's engine, already running?
-    if subprocess.run(["docker", "info"], capture_output=True, env=dict(env, DOCKER_HOST=private)).returncode == 0:
+    if _answers(dict(env, DOCKER_HOST=private)):
         return dict(env, DOCKER_HOST=private), False
-    r = subprocess.run(["bash", str(DEPLOY / "scripts" / "start_dockerd.sh")], capture_output=True, text=True)
+    try:
+        r = _bounded(["bash", str(DEPLOY / "scripts" / "start_dockerd.sh")], env, 120)
+    except _Hung as e:
+        pytest.skip(f"Docker engine cannot start: {e}")
     if r.returncode != 0:
         pytest.skip(f"Docker engine cannot start: {r.stderr.strip()}")
     env["DOCKER_HOST"] = r.stdout.strip().split("=", 1)[1]
     return env, True
 
 
-def _engine_answers(env) -> bool:
-    try:
-        return subprocess.run(["docker", "info"], env=env, capture_output=True, timeout=20).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-
-
-def _run(cmd, env, timeout, what):
-    """Run a step in its own process group; past `timeout` the whole group is killed (docker-compose leaves
-    `docker build` clients behind otherwise). A step that hangs because the Docker engine itself stopped
-    answering (seen here: dockerd stuck in the kernel creating a build container, its clients spinning) is a
-    skip that says so, not a failure of the project; a step that fails or hangs on a live engine fails."""
+def test_a_step_past_its_limit_is_ended_with_its_whole_process_group(tmp_path):
+    """The guard of every Docker step: a command and the children it leaves behind (docker-compose's
+    `docker build` clients) are killed at the limit, and the wait ends."""
+    pids = tmp_path / "pids"
+    script = f"sleep 300 & echo $! > {pids}; sleep 300"
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=DEPLOY,
-                            start_new_session=True)
+    with pytest.raises(_Hung, match="did not finish in 2 s"):
+        _bounded(["bash", "-c", script], dict(os.environ), 2, cwd=tmp_path)
+    assert time.monotonic() - t0 < 20
+    child = int(pids.read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+    assert _bounded(["bash", "-c", "echo ok; exit 3"], dict(os.environ), 10, cwd=tmp_path).returncode == 3
+
+
+class _Budget:
+    """The stack test's whole time: every step gets at most its own limit and at most what is left, so a
+    slow engine ends the test well inside its pytest timeout and CI's limit."""
+
+    def __init__(self, total_s: float):
+        self.end = time.monotonic() + total_s
+
+    def left(self, limit: float) -> float:
+        return min(limit, self.end - time.monotonic())
+
+
+def _run(cmd, env, timeout, what, budget: _Budget | None = None, engine_hang_skips: bool = False):
+    """Run a step (see `_bounded`); a step that fails fails. A step past its limit fails too, except where the
+    Docker engine is to blame, which is a skip that says so, not a failure of the project: the engine stopped
+    answering `docker info`, or (`engine_hang_skips`: image builds) the builder hung: seen here, a
+    `docker build` whose client spins at full CPU while the engine never answers it (twice, both with two
+    builds in parallel; a build of ours that is wrong fails fast with its error instead)."""
+    t0 = time.monotonic()
+    limit = budget.left(timeout) if budget else timeout
+    if limit <= 0:
+        raise AssertionError(f"{what}: the stack test's time budget was spent before this step")
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        if not _engine_answers(env):
+        r = _bounded(cmd, env, limit)
+    except _Hung:
+        if not _answers(env):
             pytest.skip(f"{what}: the Docker engine stopped answering (no reply to `docker info` after "
-                        f"{timeout} s of this step): an engine problem of this machine, not of the stack")
-        raise AssertionError(f"{what} took more than {timeout} s on an engine that answers") from None
+                        f"{limit:.0f} s of this step): an engine problem of this machine, not of the stack")
+        if engine_hang_skips:
+            pytest.skip(f"{what}: the Docker builder hung for {limit:.0f} s without an error (its client "
+                        "spinning): an engine problem of this machine, not of the stack")
+        raise AssertionError(f"{what} took more than {limit:.0f} s on an engine that answers") from None
     print(f"{what}: {time.monotonic() - t0:.1f} s")
-    r = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     assert r.returncode == 0, f"{what} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
 
@@ -249,7 +318,7 @@ def _screenshot_dashboard(url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # above the steps' own limits, which end a hung step first (see _run)
+@pytest.mark.timeout(STACK_BUDGET_S + 600)  # above the budget and the clean-up's limits, which end a hang first
 def test_compose_stack_up(tmp_path):
     env, started = _docker_env()
     project = f"sitest{os.getpid()}"
@@ -260,25 +329,27 @@ def test_compose_stack_up(tmp_path):
     env.update(ports, SPLITINFER_RESULTS=str(results), SPLITINFER_CERTS=str(tmp_path / "certs"),
                COMPOSE_PROJECT_NAME=project, SPLITINFER_LOOP="2")
     dc = ["docker-compose", "-f", str(COMPOSE)]
-    t_start = time.monotonic()
+    t_start, budget = time.monotonic(), _Budget(STACK_BUDGET_S)
     try:
-        _run(["bash", "scripts/build_base_image.sh"], env, 600, "base image (debootstrap)")
-        _run(["bash", "scripts/build_wheelhouse.sh"], env, 600, "wheelhouse")
-        _run(dc + ["build", "--parallel", "server", "prometheus"], env, 600, "images")
-        _run(dc + ["up", "-d", "server", "prometheus"], env, 300, "up server prometheus")
+        _run(["bash", "scripts/build_base_image.sh"], env, 600, "base image (debootstrap)", budget,
+             engine_hang_skips=True)
+        _run(["bash", "scripts/build_wheelhouse.sh"], env, 600, "wheelhouse", budget)
+        for service in ("server", "prometheus"):  # one at a time: both hangs seen here were parallel builds
+            _run(dc + ["build", service], env, 600, f"image of {service}", budget, engine_hang_skips=True)
+        _run(dc + ["up", "-d", "server", "prometheus"], env, 300, "up server prometheus", budget)
         deadline = time.monotonic() + 120
         health = ""
         while time.monotonic() < deadline:
-            cid = _run(dc + ["ps", "-q", "server"], env, 60, "ps").stdout.strip()
-            health = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid], env=env,
-                                    capture_output=True, text=True).stdout.strip()
+            cid = _run(dc + ["ps", "-q", "server"], env, 60, "ps", budget).stdout.strip()
+            health = _run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid], env, 30, "inspect",
+                          budget).stdout.strip()
             if health == "healthy":
                 break
             time.sleep(1)
         assert health == "healthy", f"network process not healthy: {health}"
 
-        _run(dc + ["up", "-d", "device"], env, 300, "up device")
-        dev = _run(dc + ["ps", "-q", "device"], env, 60, "ps").stdout.strip()
+        _run(dc + ["up", "-d", "device"], env, 300, "up device", budget)
+        dev = _run(dc + ["ps", "-q", "device"], env, 60, "ps", budget).stdout.strip()
         pport = int(ports["SPLITINFER_PROMETHEUS_PORT"])
         seen, deadline = {}, time.monotonic() + 240
         while time.monotonic() < deadline and len(seen) < 2:
@@ -294,10 +365,8 @@ def test_compose_stack_up(tmp_path):
             time.sleep(1)
         assert set(seen) == {"splitinfer-server", "splitinfer-device"}, \
             f"Prometheus did not see both targets up with frames: {seen}"
-        code = subprocess.run(["docker", "wait", dev], env=env, capture_output=True, text=True,
-                              timeout=300).stdout.strip()
-        logs = subprocess.run(dc + ["logs", "--no-color", "device"], env=env, capture_output=True, text=True,
-                              cwd=DEPLOY).stdout
+        code = _run(["docker", "wait", dev], env, 300, "UE service to end", budget).stdout.strip()
+        logs = _run(dc + ["logs", "--no-color", "device"], env, 60, "logs", budget).stdout
         assert code == "0", f"UE service exited with {code}:\n{logs[-3000:]}"
         csvs = list(results.rglob("*.csv"))
         assert csvs, f"no results CSV in {results}:\n{logs[-2000:]}"
@@ -307,11 +376,11 @@ def test_compose_stack_up(tmp_path):
         _screenshot_dashboard(f"http://127.0.0.1:{pport}/consoles/splitinfer.html", tmp_path)
         print(f"stack test: {time.monotonic() - t_start:.0f} s; frames seen by Prometheus: {seen}")
     finally:
-        try:  # on a hung engine this cannot finish either: the skip (or failure) above is what counts
-            subprocess.run(dc + ["down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=DEPLOY,
-                           timeout=180)
-        except subprocess.TimeoutExpired:
-            print("stack test: docker-compose down did not finish in 180 s")
-        if started:
-            subprocess.run(["bash", str(DEPLOY / "scripts" / "start_dockerd.sh"), "--stop"], capture_output=True,
-                           timeout=120)
+        for cmd, limit in ((dc + ["down", "-v", "--remove-orphans"], 180),
+                           (["bash", str(DEPLOY / "scripts" / "start_dockerd.sh"), "--stop"], 120)):
+            if cmd[0] == "bash" and not started:
+                continue
+            try:  # on a hung engine this cannot finish either: the skip (or failure) above is what counts
+                _bounded(cmd, env, limit)
+            except _Hung as e:
+                print(f"stack test clean-up: {e}")
