@@ -212,9 +212,13 @@ class FqCodec(Codec):
         steps = np.full(c, step, np.float32)  # constant channels ignore it: one step sent for all
         return self._payload(q, levels, view, const, lo, steps, half, symbol_grid(x, const, view))
 
-    def entropy_code(self, q: np.ndarray, grid, levels: int) -> tuple[bytes, bytes]:
+    def entropy_code(self, q: np.ndarray, grid, levels: int, quick: bool = False) -> tuple[bytes, bytes]:
         """The smallest of: zstd (measured), ANS with one table, ANS with spatial contexts (estimated
-        from their tables' entropy first, then coded and measured)."""
+        from their tables' entropy first, then coded and measured). `quick`: symbols of a wide alphabet
+        (over 256 levels, two bytes each, where zstd is far behind ANS) go to ANS without a zstd trial."""
+        if quick and levels > ANS_MAX_LEVELS and q.size:
+            counts = np.bincount(q, minlength=levels).astype(np.uint32)
+            return wide_ans_body(q, counts, self._zstd().c), MODE_WIDE
         width = (levels - 1).bit_length()
         if width <= PACK_MAX_WIDTH and q.size:  # packed pairs/quads: smaller than one symbol a byte
             z, zmode = self._zstd().c.compress(pack_symbols(q, width)), MODE_PACKED

@@ -187,6 +187,7 @@ class _Encoder(TensorEncoder):
         np.rint(t, out=t)
         if drop is not None:  # hysteresis: no +-1 residual for values within HYSTERESIS steps of R
             t[drop] = 0
+        sums -= t.reshape(nb, c, inner).sum(axis=2).sum(axis=0, dtype=np.float64)  # the rounding's error per channel
         lo, hi = float(t.min()), float(t.max())  # NaN/inf anywhere: not finite
         if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= fq.MAX_LEVELS:
             return None  # beyond fq's alphabet (a scene cut) or not finite: coded alone
@@ -199,12 +200,10 @@ class _Encoder(TensorEncoder):
         idx = np.flatnonzero(nz)
         vals = np.take(t.reshape(-1), idx)  # the non-zero residuals, unit by unit
         sym = (vals - np.float32(vmin)).astype(np.uint8 if levels <= 256 else np.uint16)
-        body, mode = codec.intra.entropy_code(sym, None, levels)
+        body, mode = codec.intra.entropy_code(sym, None, levels, quick=True)
         zc = codec.intra._zstd().c
         bitmap = zc.compress(np.packbits(coded).tobytes())
         sig = zc.compress(np.packbits((nz if coded.all() else nz[coded]).reshape(-1)).tobytes())
-        if idx.size:
-            sums -= np.bincount((idx // inner) % c, weights=vals, minlength=c)
         off = np.clip(np.rint(sums * (OFFSET_UNITS / (nb * inner))), -127, 127).astype(np.int8)
         offs = zc.compress((off.view(np.uint8) - self.off.view(np.uint8)).tobytes())  # change, mod 256
         t *= np.float32(step)  # R += d * step: the float32 products the decoder adds (see _Decoder._residual)
