@@ -144,9 +144,7 @@ def decode_frame(sess: ResolvedSetup, frame: wire.Frame, codecs: Codecs) -> dict
         try:
             arrays[t.name] = wire.decode_tensor(t, decoder, max_raw_bytes=bound.max_raw_bytes)
         except wire.WireError as exc:
-            error = type(exc)(f"frame {frame.frame_id}: {exc}")
-            error.code = exc.code
-            raise error from None
+            raise exc.within(f"frame {frame.frame_id}") from None
     return arrays
 
 

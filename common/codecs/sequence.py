@@ -30,7 +30,9 @@ After a reconnect, a resend or an error the UE calls `restart()`: its next frame
 
 from __future__ import annotations
 
+import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -41,6 +43,7 @@ VERSION = 1
 KEY = 0x01
 HEADER = struct.Struct("<2sBBII")  # magic, version, flags, index, reference index
 MAX_TENSORS = 256  # distinct tensor names one decoder keeps state for (a split sends far fewer)
+MAX_CODER_THREADS = 8  # threads coding one frame's tensors at once (codecs with `concurrent_tensors`)
 
 
 class MissingReference(CodecError):
@@ -104,6 +107,7 @@ class SequentialCodec(Codec):
 
     sequential = True
     gop = 0
+    concurrent_tensors = False  # True where coders release the GIL: a frame's tensors are coded at once
 
     def tensor_encoder(self, dtype: np.dtype, shape: tuple[int, ...]) -> TensorEncoder:
         raise NotImplementedError
@@ -188,16 +192,21 @@ class StatefulEncoder(SequenceEncoder):
         self.index = 0  # the next frame's index in the stream
         self._since_key = 0
         self._key_next = True
+        self._executor: ThreadPoolExecutor | None = None  # made for the first frame coded concurrently
 
     def encode_frame(self, names, arrays) -> list[bytes]:
         """One frame's payloads, in order. A tensor new to the stream, or whose dtype/shape changed, is a
-        keyframe by itself; `last_keyframe` says whether every tensor of the frame was one."""
+        keyframe by itself; `last_keyframe` says whether every tensor of the frame was one. A codec whose
+        coders release the GIL (`concurrent_tensors`: video encoders) codes the frame's tensors at once."""
         key = self._key_next or (self.codec.gop > 0 and self._since_key >= self.codec.gop)
-        out, all_key = [], True
+        jobs = []
         for name, arr in zip(names, arrays):
             arr = np.asarray(arr)
             enc, fresh = self._state(name, arr)
-            one_key, body = enc.encode_choosing(arr, key or fresh)
+            jobs.append((enc, arr, key or fresh))
+        coded = self._pool(len(jobs)).map(_encode_job, jobs) if self._concurrent(jobs) else map(_encode_job, jobs)
+        out, all_key = [], True
+        for one_key, body in coded:
             all_key = all_key and one_key
             out.append(pack_header(one_key, self.index, self.index if one_key else self.index - 1) + body)
         self.last_keyframe = all_key
@@ -218,14 +227,34 @@ class StatefulEncoder(SequenceEncoder):
         self._states[name] = (layout, enc)
         return enc, True
 
+    def _concurrent(self, jobs) -> bool:
+        return getattr(self.codec, "concurrent_tensors", False) and len(jobs) > 1 and (os.cpu_count() or 1) > 1
+
+    def _pool(self, tensors: int) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=min(tensors, os.cpu_count() or 1, MAX_CODER_THREADS),
+                                                thread_name_prefix="tensor-encoder")
+        return self._executor
+
     def restart(self) -> None:
-        self.close()
+        self._close_states()
         self._key_next = True
 
-    def close(self) -> None:
+    def _close_states(self) -> None:
         for _, enc in self._states.values():
             enc.close()
         self._states.clear()
+
+    def close(self) -> None:
+        self._close_states()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+def _encode_job(job) -> tuple[bool, bytes]:
+    enc, arr, key = job
+    return enc.encode_choosing(arr, key)
 
 
 class StatefulDecoder(SequenceDecoder):

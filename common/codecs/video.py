@@ -21,7 +21,8 @@ Ids: 1,000,000,000 + 1,000,000 x GOP + 100,000 x E + 1,000 x P + 100 x D + QP, E
 1 av1, 2 vp9), P the preset's index, D the bit depth's (0: 8, 1: 10, 2: 12): 1000000130 = `video:30`.
 
 Zero latency: no B-frames, no look-ahead, one thread per encoder ($SPLITINFER_VIDEO_THREADS: more, within a
-picture); each `encode` call returns the one packet of THAT picture (checked). Keyframes are IDR pictures
+picture), a frame's tensors (one encoder each) coded at once on up to as many cores (sequence.py); each
+`encode` call returns the one packet of THAT picture (checked). Keyframes are IDR pictures
 carrying their parameter sets (forced with the picture type I), so a fresh decoder starts at any keyframe;
 the decoder is made anew at each one. Scene cuts: an encoder cannot take back a picture it coded, so the
 cut is found before coding, on the tensor itself: a mean squared change from the previous frame above
@@ -91,6 +92,7 @@ os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to std
 class VideoCodec(SequentialCodec):
     name = NAME
     lossless = False
+    concurrent_tensors = True  # PyAV releases the GIL while an encoder codes: a frame's pictures at once
 
     def __init__(self, qp: int = DEFAULT_QP, encoder: str = "x265", preset: int | None = None,
                  bits: int | None = None, gop: int = 0):

@@ -68,9 +68,19 @@ _TAG_CH_DATA = _tag(_F_CH_DATA, 2)
 
 
 class WireError(ValueError):
-    """A message that breaks the wire format. `code` names the gRPC status the server answers with."""
+    """A message that breaks the wire format. `code` names the gRPC status the server answers with: the
+    class's, or the one given (a codec's error keeps its own, e.g. a missing reference's FAILED_PRECONDITION)."""
 
     code = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    def within(self, place: str) -> "WireError":
+        """The same error, its message prefixed by where it happened (`frame 7: ...`), its code kept."""
+        return type(self)(f"{place}: {self}", self.code)
 
 
 class TooLarge(WireError):
@@ -170,10 +180,8 @@ def decode_tensor(t: ReceivedTensor, codec, max_raw_bytes: int = DEFAULT_MAX_FRA
     except WireError:
         raise
     except Exception as exc:  # CodecError and whatever a codec library raises on a corrupt payload
-        error = WireError(f"tensor {t.name!r}: codec {t.codec_id} cannot decode the payload "
-                          f"({type(exc).__name__}: {exc})")
-        error.code = getattr(exc, "code", WireError.code)  # e.g. a missing reference: FAILED_PRECONDITION
-        raise error from None
+        raise WireError(f"tensor {t.name!r}: codec {t.codec_id} cannot decode the payload "
+                        f"({type(exc).__name__}: {exc})", getattr(exc, "code", None)) from None
     arr = np.asarray(arr)
     if arr.dtype != dtype or tuple(arr.shape) != tuple(t.shape):
         raise WireError(f"tensor {t.name!r}: codec {t.codec_id} restored {arr.dtype}{list(arr.shape)}, "
