@@ -84,6 +84,7 @@ class _InFlightFrame:
     frame_kwargs: dict | None = None  # timestamp and meta of the frame's messages
     faults: int = 0  # transient failures met while in flight
     failed: bool = False
+    epoch: int = 0  # the encoder's restarts before this frame was coded (a sequential codec's stream it is in)
 
 
 def detections_from_reply(result: pb.FrameResult) -> list[Detection]:
@@ -132,6 +133,7 @@ class FramePipeline:
         self.pending: deque[_InFlightFrame] = deque()
         self.reconnects = 0  # streams opened again after a failure
         self._dead: RpcFailure | UserError | None = None  # set when the server is given up on
+        self._epoch = 0  # restarts of the encoder since the pipeline began (see _restart_encoder)
 
     # -- the frame loop ------------------------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class FramePipeline:
         """Encode the frame's crossing tensors (in stream order for a sequential codec) and frame them."""
         rec = pend.record
         if self.unary:
-            self.encoder.restart()  # each unary call is a session of its own: a sequential codec sends keyframes
+            self._restart_encoder()  # each unary call is a session of its own: a sequential codec sends keyframes
         t1 = time.perf_counter()
         names = self.part1.plan.part1_outputs
         tensors = wire.encode_tensors(names, pend.outs, self.codec, self.encoder)  # together: nnc in parallel
@@ -198,7 +200,7 @@ class FramePipeline:
         rec.encoded_bytes = sum(len(t.payload) for t in tensors)
         rec.tensors, rec.messages = len(tensors), len(msgs)
         rec.keyframe = self.encoder.last_keyframe
-        pend.messages = msgs
+        pend.messages, pend.epoch = msgs, self._epoch
 
     def _ended(self, keep: int):
         """Yield the oldest frames as they end, until at most `keep` are left in flight."""
@@ -266,7 +268,12 @@ class FramePipeline:
         if self._stream is not None:
             self._stream.close(cancel=cancel or bool(self.pending))
             self._stream = None
-        self.encoder.restart()  # frees a sequential codec's state; a later stream starts at a keyframe
+        self._restart_encoder()  # frees a sequential codec's state; a later stream starts at a keyframe
+
+    def _restart_encoder(self) -> None:
+        """The next frame coded is a keyframe; frames coded before belong to the stream that ended."""
+        self.encoder.restart()
+        self._epoch += 1
 
     # -- failures ------------------------------------------------------------------------------------
 
@@ -302,6 +309,8 @@ class FramePipeline:
         elif waiting:  # a refusal answers the oldest unanswered frame (the server replies in order)
             self._mark_failed(waiting[0], exc.message, exc.code)
         if not any(not p.failed and p.reply is None for p in self.pending):
+            if self.encoder.sequential:  # the next frame, coded before the lazy reconnect, starts the new stream
+                self._restart_encoder()
             return  # reconnect lazily, with the next frame
         self._reconnect_and_resend()
 
@@ -312,11 +321,11 @@ class FramePipeline:
             self._give_up(exc)
             return
         self.reconnects += 1
-        if self.encoder.sequential:  # the new session holds no reference: code the unanswered frames again,
-            self.encoder.restart()  # the first of them as a keyframe
-            for p in self.pending:
-                if not p.failed and p.reply is None and p.outs is not None:
-                    self._encode(p)
+        unanswered = [p for p in self.pending if not p.failed and p.reply is None and p.outs is not None]
+        if self.encoder.sequential and any(p.epoch != self._epoch for p in unanswered):
+            self._restart_encoder()  # the new session holds no reference: code the unanswered frames again,
+            for p in unanswered:  # the first of them as a keyframe (frames coded since a restart are kept)
+                self._encode(p)
         for p in self.pending:
             if not p.failed and p.reply is None and p.messages is not None:
                 p.record.attempts += 1
