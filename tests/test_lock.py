@@ -133,3 +133,21 @@ def test_pip_check_is_clean_in_the_oip_environment():
     # protobuf < 7 for kserve/tritonclient where splitinfer's own stubs need >= 7): pip check names them
     problems = _pip_check(python)
     assert [ln for ln in problems if not ln.startswith("splitinfer ")] == []
+
+
+def test_the_ultralytics_environment_holds_exactly_its_lock():
+    """.venv-ultra (scripts/setup_ultralytics.sh): its own packages are exactly locks/requirements-ultra.lock's
+    (scripts/lock_ultralytics.sh), every one hashed; what it imports besides comes from .venv, locked above."""
+    lock = LOCKS / "requirements-ultra.lock"
+    pins, hashes = lock_pins(lock), lock_hashes(lock)
+    assert "ultralytics" in pins and set(hashes) == set(pins) and all(hashes.values()), hashes
+    assert not {"torch", "torchvision"} & set(pins), "torch comes from .venv, not a second copy"
+    python = ROOT / ".venv-ultra" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("needs .venv-ultra: run scripts/setup_ultralytics.sh")
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    frozen = subprocess.run([str(python), "-m", "pip", "freeze", "--path", own], capture_output=True, text=True,
+                            check=True, timeout=120).stdout
+    installed = {canonicalize_name(n): Version(v) for n, v in re.findall(r"^([\w.\-]+)==(\S+)$", frozen, re.M)}
+    assert installed == pins, f".venv-ultra is not {lock.relative_to(ROOT)}: run scripts/setup_ultralytics.sh"
