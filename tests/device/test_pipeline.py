@@ -101,8 +101,11 @@ def test_after_giving_up_no_frame_is_read_and_every_frame_read_has_a_record(imag
     assert frames.read < 20, "the pipeline kept reading frames after giving up on the server"
     assert frames.read == len(records), f"{frames.read} frames read, {len(records)} records"
     assert [r.frame_id for r in records] == list(range(1, len(records) + 1))
-    assert records[0].ok and not any(r.ok for r in records[1:])
-    assert all("unavailable" in r.error or "gave up" in r.error for r in records[1:]), [r.error for r in records]
+    # frame 2 was in flight at the SIGKILL: a loaded machine may answer it first; every frame after the first
+    # failed one failed too (no frame is answered once the server is gone)
+    failed = next(i for i, r in enumerate(records) if not r.ok)
+    assert records[0].ok and failed <= 2 and not any(r.ok for r in records[failed:]), [r.ok for r in records]
+    assert all("unavailable" in r.error or "gave up" in r.error for r in records[failed:]), [r.error for r in records]
     assert not pipeline.pending
 
 
