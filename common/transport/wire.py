@@ -26,10 +26,8 @@ from splitinfer.common.transport.proto import splitinfer_pb2 as pb
 MIB = 1 << 20
 DEFAULT_MAX_MESSAGE_BYTES = 4 * MIB  # gRPC's own default receive limit
 DEFAULT_MAX_FRAME_BYTES = 1 << 30  # a frame's payloads together (memory guard on the server)
-ALLOWED_DTYPES = frozenset(
-    {"float16", "float32", "float64", "int8", "int16", "int32", "int64",
-     "uint8", "uint16", "uint32", "uint64", "bool"}
-)
+ALLOWED_DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                            "uint32", "uint64", "bool"})
 
 _U32 = 0xFFFFFFFF
 _ENVELOPE_MAX = 1 + 10  # tag + length varint of the FramePart inside StreamRequest / InferRequest
@@ -75,8 +73,7 @@ class WireError(ValueError):
 
     def __init__(self, message: str, code: str | None = None):
         super().__init__(message)
-        if code is not None:
-            self.code = code
+        self.code = code or self.code  # the class's own unless given
 
     def within(self, place: str) -> "WireError":
         """The same error, its message prefixed by where it happened (`frame 7: ...`), its code kept."""
