@@ -84,7 +84,7 @@ class _InFlightFrame:
     frame_kwargs: dict | None = None  # timestamp and meta of the frame's messages
     faults: int = 0  # transient failures met while in flight
     failed: bool = False
-    epoch: int = 0  # the encoder's restarts before this frame was coded (a sequential codec's stream it is in)
+    epoch: int = 0  # the encoder's restarts before this frame was coded (which stream's references it uses)
 
 
 def detections_from_reply(result: pb.FrameResult) -> list[Detection]:
@@ -308,10 +308,10 @@ class FramePipeline:
                     self._mark_failed(p, f"{exc.message} ({p.faults} times)", exc.code)
         elif waiting:  # a refusal answers the oldest unanswered frame (the server replies in order)
             self._mark_failed(waiting[0], exc.message, exc.code)
+        if self.encoder.sequential:  # the stream's references are gone: what is coded from now on starts anew
+            self._restart_encoder()
         if not any(not p.failed and p.reply is None for p in self.pending):
-            if self.encoder.sequential:  # the next frame, coded before the lazy reconnect, starts the new stream
-                self._restart_encoder()
-            return  # reconnect lazily, with the next frame
+            return  # reconnect lazily, with the next frame (coded from a keyframe, once)
         self._reconnect_and_resend()
 
     def _reconnect_and_resend(self) -> None:
@@ -323,8 +323,8 @@ class FramePipeline:
         self.reconnects += 1
         unanswered = [p for p in self.pending if not p.failed and p.reply is None and p.outs is not None]
         if self.encoder.sequential and any(p.epoch != self._epoch for p in unanswered):
-            self._restart_encoder()  # the new session holds no reference: code the unanswered frames again,
-            for p in unanswered:  # the first of them as a keyframe (frames coded since a restart are kept)
+            self._restart_encoder()  # coded for the stream that broke: code the unanswered frames again, in
+            for p in unanswered:  # order, the first as a keyframe (frames coded since the break are kept)
                 self._encode(p)
         for p in self.pending:
             if not p.failed and p.reply is None and p.messages is not None:

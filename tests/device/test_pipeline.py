@@ -164,3 +164,46 @@ def test_a_multi_branch_frame_coded_by_encode_many_is_what_the_server_decodes(im
     out2 = dict(zip(part2.output_names, part2.run({n: decoded[n] for n in part1.plan.part2_inputs})))
     _, meta = family.preprocess(images[0][1])
     assert family.postprocess(consolidated_outputs(part1.plan, decoded, out2), meta) == rec.detections
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_a_server_restarted_between_frames_gets_the_unanswered_frames_again_from_a_keyframe(images, part1, in_flight):
+    """dzstd, the network process killed and started again on its port between two runs of frames. The UE
+    learns of the break when it reads the reply of the next frame, already coded as a predicted frame and
+    sent on the dead stream; the new session holds no reference, so that frame (and any other unanswered
+    one) is coded again from a keyframe and sent again: every frame answered once, with the same detections,
+    and no other keyframe."""
+    from splitinfer.experiments.server_process import ServerProcess
+
+    server = start_server()
+    port = server.port
+    client, pipeline = pipeline_for(server, part1, codec="dzstd", in_flight=in_flight)
+    coded = []
+    encode_frame = pipeline.encoder.encode_frame
+
+    def counting(names, arrays):
+        payloads = encode_frame(names, arrays)
+        coded.append(pipeline.encoder.last_keyframe)
+        return payloads
+
+    pipeline.encoder.encode_frame = counting
+    second = None
+    try:
+        first = list(pipeline.run(CountingFrames(images[:1], 2)))  # dog, dog: a keyframe, a predicted frame
+        server.kill()
+        second = ServerProcess(threads=1, device="cpu", env=env_one_thread(), extra_args=["--port", str(port)])
+        after = list(pipeline.run(CountingFrames(images[:1], 2)))
+    finally:
+        pipeline.close()
+        client.close()
+        server.kill()
+        if second is not None:
+            second.stop()
+    records = first + after
+    assert all(r.ok for r in records), [r.error for r in records]
+    assert [r.keyframe for r in records] == [True, False, True, False]
+    assert [r.attempts for r in records] == [1, 1, 2, 1] if in_flight == 1 else records[2].attempts == 2
+    assert coded[:2] == [True, False] and coded[-2:] == [True, False] and coded.count(True) == 2, coded
+    assert len(coded) <= 4 + in_flight  # a frame is coded again only when it was coded for the dead stream
+    assert pipeline.reconnects == 1
+    assert all(r.detections == records[0].detections for r in records)
