@@ -32,6 +32,7 @@ HELP = (f"dzstd[:LEVEL[:GOP]] (lossless inter: XOR with the previous frame + zst
 class DzstdCodec(SequentialCodec):
     name = NAME
     lossless = True
+    concurrent_tensors = True  # XOR and zstd release the GIL; ZstdCodec's contexts are per thread
 
     def __init__(self, level: int = DEFAULT_LEVEL, gop: int = 0):
         super().__init__(ID_BASE + 100 * int(gop) + int(level), {"level": int(level), "gop": int(gop)})

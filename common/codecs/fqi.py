@@ -77,6 +77,7 @@ _PRED = struct.Struct("<sfiHsIIII")  # b"P", step, vmin, levels, entropy mode, u
 class FqiCodec(SequentialCodec):
     name = NAME
     lossless = False
+    concurrent_tensors = True  # numpy passes and zstd release the GIL; fq's zstd contexts are per thread
 
     def __init__(self, qp: int = DEFAULT_QP, opts: str = "", gop: int = 0):
         self.qp, self.gop = int(qp), int(gop)

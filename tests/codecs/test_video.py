@@ -4,8 +4,6 @@ quantiser or tiling would miss, keyframes follow the GOP and restarts, and hosti
 a layout, bit depth or picture size that disagrees with the tensor, a predicted frame without its reference) are
 refused with a CodecError or MissingReference, the picture size being checked before a decoder allocates."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -266,28 +264,3 @@ def test_encoder_threads_come_from_the_environment_and_change_nothing_the_decode
         with pytest.raises(Exception, match="SPLITINFER_VIDEO_THREADS"):
             stream("video:20", frames[:1])
 
-
-def test_a_frames_tensors_coded_at_once_give_the_bytes_coded_one_by_one():
-    """video codes a frame's tensors concurrently (one encoder each, PyAV releases the GIL): the payloads are
-    exactly those of coding them in turn, and a decoder rebuilds them."""
-    shapes = [(1, 16, 24, 24), (1, 32, 12, 12), (1, 64, 6, 6)]
-    seqs = [smooth_sequence(4, shape, seed=k) for k, shape in enumerate(shapes)]
-    frames = [[s[i] for s in seqs] for i in range(4)]
-    names = ["p3", "p4", "p5"]
-
-    def coded(concurrent: bool):
-        codec = get_codec("video:10")
-        codec.concurrent_tensors = concurrent
-        enc = codec.sequence_encoder()
-        out = [enc.encode_frame(names, f) for f in frames]
-        assert (enc._executor is not None) == (concurrent and (os.cpu_count() or 1) > 1)
-        enc.close()
-        assert enc._executor is None
-        return out
-
-    together, apart = coded(True), coded(False)
-    assert together == apart
-    dec = get_codec("video:10").sequence_decoder()
-    for payloads, f in zip(together, frames):
-        for name, p, x in zip(names, payloads, f):
-            assert psnr(dec.decode(name, p, x.dtype, x.shape), x) > 35
