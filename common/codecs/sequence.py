@@ -197,7 +197,7 @@ class StatefulEncoder(SequenceEncoder):
     def encode_frame(self, names, arrays) -> list[bytes]:
         """One frame's payloads, in order. A tensor new to the stream, or whose dtype/shape changed, is a
         keyframe by itself; `last_keyframe` says whether every tensor of the frame was one. A codec whose
-        coders release the GIL (`concurrent_tensors`: video encoders) codes the frame's tensors at once."""
+        coders release the GIL (`concurrent_tensors`: dzstd, fqi, video) codes the frame's tensors at once."""
         key = self._key_next or (self.codec.gop > 0 and self._since_key >= self.codec.gop)
         jobs = []
         for name, arr in zip(names, arrays):
@@ -228,7 +228,7 @@ class StatefulEncoder(SequenceEncoder):
         return enc, True
 
     def _concurrent(self, jobs) -> bool:
-        return getattr(self.codec, "concurrent_tensors", False) and len(jobs) > 1 and (os.cpu_count() or 1) > 1
+        return self.codec.concurrent_tensors and len(jobs) > 1 and (os.cpu_count() or 1) > 1
 
     def _pool(self, tensors: int) -> ThreadPoolExecutor:
         if self._executor is None:
