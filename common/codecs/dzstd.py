@@ -18,7 +18,7 @@ import numpy as np
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import from_raw, le_contiguous, numel
-from splitinfer.common.codecs.sequence import SequentialCodec, TensorDecoder, TensorEncoder
+from splitinfer.common.codecs.sequence import SequentialCodec, SizeCutEncoder, TensorDecoder, TensorEncoder
 from splitinfer.common.codecs.zstd import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, ZstdCodec, _level
 
 NAME = "dzstd"
@@ -46,18 +46,10 @@ class DzstdCodec(SequentialCodec):
         return _Decoder(self._zstd, np.dtype(dtype), tuple(shape))
 
 
-class _Encoder(TensorEncoder):
+class _Encoder(SizeCutEncoder):
     def __init__(self, zstd: ZstdCodec):
         self.zstd = zstd
         self.ref: np.ndarray | None = None  # the previous frame's bytes
-        self.key_bytes = 0  # size of the last keyframe
-
-    def encode_choosing(self, arr, key: bool) -> tuple[bool, bytes]:
-        """A predicted frame larger than the last keyframe is a scene cut: coded again as a keyframe."""
-        body = self.encode(arr, key)
-        if not key and self.key_bytes and len(body) > self.key_bytes:
-            return True, self.encode(arr, True)
-        return key, body
 
     def encode(self, arr, key: bool) -> bytes:
         cur = le_contiguous(arr).reshape(-1).view(np.uint8)

@@ -53,7 +53,7 @@ import numpy as np
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import CodecError, is_float, le_contiguous, numel
 from splitinfer.common.codecs import fq, fq_ans
-from splitinfer.common.codecs.sequence import SequentialCodec, TensorDecoder, TensorEncoder
+from splitinfer.common.codecs.sequence import SequentialCodec, SizeCutEncoder, TensorDecoder, TensorEncoder
 
 NAME = "fqi"
 ORDER = 7  # its place in codec_names() and the help text (codecs/__init__.py)
@@ -136,7 +136,7 @@ def _grid(units_kept: int, band: int, width: int):
     return (1, units_kept, band, width) if band >= 2 and width >= 2 and units_kept else None
 
 
-class _Encoder(TensorEncoder):
+class _Encoder(SizeCutEncoder):
     def __init__(self, codec: FqiCodec, shape: tuple):
         self.codec, self.shape = codec, shape
         self.units, self.per_unit, self.band, self.width = units_of(shape)
@@ -146,17 +146,10 @@ class _Encoder(TensorEncoder):
         self._t = None  # work buffer of the predicted frames
         self.layout = channels_of(shape)
         self.off = np.zeros(self.layout[1], np.int8)  # the last frame's output offsets
-        self.key_bytes = 0  # size of the last keyframe's body
 
-    def encode_choosing(self, arr, key: bool) -> tuple[bool, bytes]:
-        """A predicted frame larger than the last keyframe is a scene cut: coded again as a keyframe (the
-        residual also falls back to one where it cannot be coded: beyond the alphabet, not finite)."""
-        body = self.encode(arr, key)
-        if key or body[:1] == KEY:
-            return True, body
-        if self.key_bytes and len(body) > self.key_bytes:
-            return True, self.encode(arr, True)
-        return False, body
+    def coded_alone(self, body: bytes) -> bool:
+        """A residual that cannot be coded (beyond the alphabet, not finite) falls back to a keyframe body."""
+        return body[:1] == KEY
 
     def encode(self, arr, key: bool) -> bytes:
         x = np.asarray(arr)

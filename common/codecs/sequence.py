@@ -91,6 +91,25 @@ class TensorEncoder:
         """Free what the state holds (encoder contexts); called on restart and at the end of the stream."""
 
 
+class SizeCutEncoder(TensorEncoder):
+    """A TensorEncoder that finds scene cuts after coding: a predicted frame larger than the last keyframe is
+    coded again as a keyframe. A subclass sets `key_bytes` whenever it codes a keyframe, and says where a body
+    asked to be predicted came out coded alone anyway (`coded_alone`)."""
+
+    key_bytes = 0  # size of the last keyframe's body (0: none yet)
+
+    def coded_alone(self, body: bytes) -> bool:
+        return False
+
+    def encode_choosing(self, arr: np.ndarray, key: bool) -> tuple[bool, bytes]:
+        body = self.encode(arr, key)
+        if key or self.coded_alone(body):
+            return True, body
+        if self.key_bytes and len(body) > self.key_bytes:
+            return True, self.encode(arr, True)
+        return False, body
+
+
 class TensorDecoder:
     """One tensor's sequence on the decoding side (a sequential codec subclasses it)."""
 
