@@ -266,8 +266,8 @@ class _Budget:
 
 def _run(cmd, env, timeout, what, budget: _Budget | None = None, engine_hang_skips: bool = False):
     """Run a step (see `_bounded`); a step that fails fails (a container the runtime could not start,
-    ENGINE_FLAKE, is tried again first, and a skip if it keeps failing). A step past its limit fails too, except where the
-    Docker engine is to blame, which is a skip that says so, not a failure of the project: the engine stopped
+    ENGINE_FLAKE, is tried again first, and a skip if it keeps failing). A step past its limit fails too,
+    except where the Docker engine is to blame, which is a skip that says so, not a failure of the project: the engine stopped
     answering `docker info`, or (`engine_hang_skips`: image builds) the builder hung: seen here, a
     `docker build` whose client spins at full CPU while the engine never answers it (twice, both with two
     builds in parallel; a build of ours that is wrong fails fast with its error instead)."""
@@ -277,13 +277,14 @@ def _run(cmd, env, timeout, what, budget: _Budget | None = None, engine_hang_ski
         if limit <= 0:
             raise AssertionError(f"{what}: the stack test's time budget was spent before this step")
         r = _attempt(cmd, env, limit, what, engine_hang_skips)
-        if r.returncode == 0 or not ENGINE_FLAKE.search(r.stderr + r.stdout):
+        flake = None if r.returncode == 0 else ENGINE_FLAKE.search(r.stderr + r.stdout)
+        if flake is None:
             break
         print(f"{what}: the container runtime could not start a container (attempt {attempt + 1}): "
-              f"{ENGINE_FLAKE.search(r.stderr + r.stdout).group(0)}")
+              f"{flake.group(0)}")
     else:
         pytest.skip(f"{what}: the container runtime failed to start a container {1 + ENGINE_RETRIES} times "
-                    f"({ENGINE_FLAKE.search(r.stderr + r.stdout).group(0)}; runc's cgroup v1 race, "
+                    f"({flake.group(0)}; runc's cgroup v1 race, "
                     "moby/moby#31230): an engine problem of this machine, not of the stack")
     print(f"{what}: {time.monotonic() - t0:.1f} s")
     assert r.returncode == 0, f"{what} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
