@@ -47,9 +47,13 @@ def load_frames(n: int, video: Path | None = None, start: int = 0):
     if video is not None:
         from itertools import islice
 
+        from splitinfer.common.core.errors import UserError
         from splitinfer.common.core.images import iter_frames
 
-        got = [(video.stem, k, img) for k, (_, img) in enumerate(islice(iter_frames(video), start, start + n))]
+        try:
+            got = [(video.stem, k, img) for k, (_, img) in enumerate(islice(iter_frames(video), start, start + n))]
+        except UserError as exc:
+            raise SystemExit(f"bench_pipeline: {exc}") from None
         if len(got) < n:
             raise SystemExit(f"bench_pipeline: {video} has {len(got)} frames from frame {start} on, {n} asked for")
         return got
