@@ -74,7 +74,8 @@ class RealFrame:
                                    max_message_bytes=max_message_bytes, **kw)
 
 
-def real_frame(rank: int, image: str = "dog.jpg") -> RealFrame:
+def real_frame(rank: int, image: str = "dog.jpg", img=None) -> RealFrame:
+    """Part I's tensors of a bundled photo (or of the picture `img`, an HxWx3 uint8 BGR array) at a split."""
     from splitinfer.common.assets import bundled_images, default_model_path
     from splitinfer.common.families import get_family
     from splitinfer.common.core.images import read_image
@@ -82,7 +83,8 @@ def real_frame(rank: int, image: str = "dog.jpg") -> RealFrame:
 
     part1 = Part1(default_model_path(), rank=rank, threads=1)
     family = get_family("nanodet")
-    img = read_image(next(p for p in bundled_images() if p.name == image))
+    if img is None:
+        img = read_image(next(p for p in bundled_images() if p.name == image))
     feeds, meta = family.preprocess(img)
     outs = part1.run(feeds)
     return RealFrame(rank, {n: outs[n] for n in part1.plan.part1_outputs}, wire.meta_to_json(meta))

@@ -43,7 +43,7 @@ NNC_LADDER = ("nnc:-38..-10/4",)  # QP stepped by 4: a fair anchor for ladders s
 FQ_LADDER = ("fq:-26..-2/4:x",)  # the step mode; beats fq:2..8 on BD-rate (docs/study/)
 # the temporal (sequential) families, each in the default once its codec is registered
 # (x265 QP by 4 is 1.6x in quantiser step where NNC's and fq's QP by 4 is 2x: finer, not coarser)
-TEMPORAL_LADDERS = {"fqi": ("fqi:-26..-2/4:x",), "video": ("video:0..24/4",)}
+TEMPORAL_LADDERS = {"fqi": ("fqi:-30..-2/4:xh",), "video": ("video:0..24/4",)}  # fqi: 8 points, as NNC
 ANCHOR_FAMILY = "nnc"
 QUALITIES = {  # row attribute -> (label, higher is better)
     "rel_map": "relative mAP@[.5:.95] (%)",

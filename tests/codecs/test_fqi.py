@@ -107,7 +107,7 @@ def test_unchanged_units_are_skipped_and_an_unchanged_frame_costs_a_few_bytes():
     assert (units, per_unit, band) == (16 * 4, 6 * 24, 6)
     # frame 1 still corrects the keyframe where its error exceeded half a step; frame 2 sends nothing
     assert len(payloads[1]) < len(payloads[0]) / 4 and len(payloads[2]) < 100, [len(p) for p in payloads]
-    body = memoryview(payloads[3])[HEADER.size:]
+    body = memoryview(payloads[-1])[HEADER.size:]
     head = fqi._PRED.unpack_from(body)
     import zstandard
 
@@ -330,3 +330,181 @@ def test_every_layout_stays_within_the_bound_through_predicted_frames(shape):
     assert [kind(p) for p in payloads] == [fqi.KEY] + [fqi.PRED] * 4
     for f, y in zip(frames, outs):
         assert y.shape == f.shape and np.abs(y - f).max() <= (1 + 1 / 128) * codec.step * 1.0001
+
+
+# -- option x: temporal contexts (fqi_context) --------------------------------------------------------------
+
+
+def _mode(p: bytes) -> bytes:
+    return _pred_parts(p)[1][4] if kind(p) == fqi.PRED else b""
+
+
+def test_temporal_contexts_code_the_same_residuals_in_fewer_bytes():
+    """Option x codes predicted frames under the previous frame's activity (mode T) where that is smaller: the
+    decoded frames are bit for bit those of the same stream without it, and the predicted frames smaller."""
+    from splitinfer.common.codecs import fqi_context
+
+    frames = drifting(12, shape=(1, 16, 32, 32), speed=0.05)
+    codec, with_t, outs, _ = run("fqi:-22:x", frames)
+    plain = fqi.FqiCodec(-22, "x")  # its own instance (get_codec's are shared)
+    plain.temporal = False
+    enc, dec = plain.sequence_encoder(), plain.sequence_decoder()
+    without = [enc.encode_frame(["a"], [f])[0] for f in frames]
+    plain_outs = [dec.decode("a", p, np.float32, frames[0].shape) for p in without]
+    modes = [_mode(p) for p in with_t]
+    assert modes[0] == b"" and modes[1] != fqi_context.MODE  # a keyframe, then a frame without context
+    assert modes[2:].count(fqi_context.MODE) >= 8, modes
+    assert all(_mode(p) != fqi_context.MODE for p in without)
+    for a, b in zip(outs, plain_outs):
+        assert np.array_equal(a, b)
+    assert sum(map(len, with_t[2:])) < 0.95 * sum(map(len, without[2:]))
+
+
+def test_held_tables_are_reused_where_smaller_and_decode_the_same():
+    """After a T frame that sent its tables, later T frames of a steady stream code under the held ones (no
+    tables sent) and decode exactly as the encoder's reference says (within the step bound)."""
+    from splitinfer.common.codecs import fqi_context
+
+    frames = drifting(16, shape=(1, 16, 32, 32), speed=0.05)
+    codec, payloads, outs, _ = run("fqi:-22:xh", frames)
+    sent = []
+    for p in payloads:
+        if _mode(p) == fqi_context.MODE:
+            head, fields, rest = _pred_parts(p)
+            (packed_len,) = fqi_context._HEAD.unpack_from(rest, fields[6] + fields[7] + fields[8])
+            sent.append(packed_len > 0)
+    assert sent and sent[0] and not all(sent), sent
+    for f, y in zip(frames, outs):
+        assert float(np.abs(f - y).max()) <= codec.step * (1.5 + 1 / 128) + 1e-6
+
+
+def test_temporal_context_state_restarts_at_keyframes():
+    """The activity is dropped at every keyframe on both sides: a GOP of 4 decodes exactly, each frame within the
+    step bound, and a decoder that joins at the second keyframe decodes the rest as the first one does."""
+    frames = drifting(12, shape=(1, 16, 32, 32), speed=0.05)
+    codec, payloads, outs, _ = run("fqi:-22:x:4", frames)
+    step = codec.step
+    assert [kind(p) == fqi.KEY for p in payloads][::4] == [True, True, True]
+    for f, y in zip(frames, outs):
+        assert float(np.abs(f - y).max()) <= step * (1 + 1 / 128) + 1e-6
+    late = codec.sequence_decoder()
+    for p, y in zip(payloads[4:], outs[4:]):
+        assert np.array_equal(late.decode("a", p, np.float32, frames[0].shape), y)
+
+
+def _t_payloads():
+    """A stream up to its first frame in mode T (that frame last)."""
+    frames = drifting(12, shape=(1, 16, 32, 32), speed=0.05)
+    codec, payloads, _, _ = run("fqi:-22:x", frames)
+    first = next(i for i, p in enumerate(payloads) if _mode(p) == b"T")
+    return codec, payloads[:first + 1], frames[0].shape
+
+
+def test_hostile_temporal_context_bodies_are_codec_errors_within_a_memory_bound():
+    import zstandard
+
+    from splitinfer.common.codecs import fqi_context
+
+    codec, payloads, shape = _t_payloads()
+    head, fields, rest = _pred_parts(payloads[-1])
+    tail = fields[6] + fields[7] + fields[8]  # the T body starts after bitmap, map and offsets
+    t_body = rest[tail:]
+    (packed_len,) = fqi_context._HEAD.unpack_from(t_body)
+    tables = np.frombuffer(zstandard.ZstdDecompressor().decompress(t_body[4:4 + packed_len]), "<u4").copy()
+    tables[np.flatnonzero(tables)[0]] += 1
+    lying = zstandard.ZstdCompressor().compress(tables.tobytes())
+    short = zstandard.ZstdCompressor().compress(tables[:-1].tobytes())
+    cases = {
+        "tables count one residual too many": rest[:tail] + fqi_context._HEAD.pack(len(lying)) + lying
+        + t_body[4 + packed_len:],
+        "tables one entry short": rest[:tail] + fqi_context._HEAD.pack(len(short)) + short + t_body[4 + packed_len:],
+        "table length lies": rest[:tail] + fqi_context._HEAD.pack(10 ** 9) + t_body[4:],
+        "held tables claimed, none held": rest[:tail] + fqi_context._HEAD.pack(0) + t_body[4 + packed_len:],
+        "words cut": rest[:-4],
+        "words not whole": rest[:-1],
+        "no body": rest[:tail],
+        "a significance map beside": None,
+    }
+    for name, body in cases.items():
+        dec = codec.sequence_decoder()
+        for p in payloads[:-1]:
+            dec.decode("a", p, np.float32, shape)
+        bad = _with(payloads[-1], sig=4) if body is None else head + fqi._PRED.pack(*fields) + body
+        with pytest.raises(CodecError):
+            dec.decode("a", bad, np.float32, shape)
+            pytest.fail(name)
+    plain = get_codec("fqi:-22")  # a decoder without option x does not take mode T
+    dec = plain.sequence_decoder()
+    for p in payloads[:-1]:
+        dec.decode("a", p, np.float32, shape)
+    with pytest.raises(CodecError, match="temporal-context"):
+        dec.decode("a", payloads[-1], np.float32, shape)
+    rng = np.random.default_rng(5)
+    tracemalloc.start()
+    try:
+        for _ in range(100):
+            dec = codec.sequence_decoder()
+            for p in payloads[:-1]:
+                dec.decode("a", p, np.float32, shape)
+            b = bytearray(payloads[-1])
+            for _ in range(int(rng.integers(1, 4))):
+                b[int(rng.integers(HEADER.size, len(b)))] ^= int(rng.integers(1, 256))
+            try:
+                y = dec.decode("a", bytes(b), np.float32, shape)
+            except CodecError:
+                continue
+            assert y.shape == shape and y.dtype == np.float32 and np.isfinite(y).all()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 10 * 4 * int(np.prod(shape)) + (1 << 20)
+
+
+@pytest.mark.timeout(300)
+def test_temporal_context_frames_through_the_network_process_detect_as_the_same_stream_without_them():
+    """fqi:-22:xh on consecutive frames of the bundled clip through real gRPC: predicted frames in mode T
+    (smaller), and the network process answers every frame with exactly the detections of the same stream
+    coded without temporal contexts (the same reconstruction, decoded by the same codec)."""
+    from itertools import islice
+    from pathlib import Path
+
+    import grpc
+
+    from grpc_helpers import Stubs, real_frame, setup_msg, stream_status
+    from splitinfer.common.core.images import iter_frames
+    from splitinfer.common.transport import wire
+    from splitinfer.experiments.server_process import ServerProcess
+
+    spec, rank = "fqi:-22:xh", 46
+    clip = Path(__file__).resolve().parents[2] / "docs" / "study" / "vtest_clip.avi"
+    frames = [real_frame(rank, img=img) for _, img in islice(iter_frames(clip), 6)]
+    plain = fqi.FqiCodec(-22, "xh")
+    plain.temporal = False
+
+    def messages(codec):
+        enc, out, sizes = codec.sequence_encoder(), [], []
+        for k, f in enumerate(frames):
+            names = list(f.arrays)
+            tensors = wire.encode_tensors(names, [f.arrays[n] for n in names], get_codec(spec), enc)
+            out += wire.frame_messages(k + 1, tensors, meta_json=f.meta_json)
+            sizes.append(sum(len(t.payload) for t in tensors))
+        return out, sizes
+
+    with_t, t_sizes = messages(get_codec(spec))
+    without, plain_sizes = messages(plain)
+    assert sum(t_sizes[2:]) < sum(plain_sizes[2:]), (t_sizes, plain_sizes)
+    srv = ServerProcess(threads=1, device="cpu", env={"OMP_NUM_THREADS": "1"})
+    try:
+        stubs = Stubs(srv.address)
+        code, details, got = stream_status(stubs, [setup_msg(rank, codec=spec)] + with_t)
+        assert code == grpc.StatusCode.OK, details
+        code, details, want = stream_status(stubs, [setup_msg(rank, codec=spec)] + without)
+        assert code == grpc.StatusCode.OK, details
+        stubs.close()
+    finally:
+        assert srv.stop() == 0, "\n".join(srv.stderr_tail)
+    got, want = [r.result for r in got[1:]], [r.result for r in want[1:]]
+    assert len(got) == len(want) == 6
+    box = lambda d: (d.label, round(d.score, 5), round(d.x1, 2), round(d.y1, 2), round(d.x2, 2), round(d.y2, 2))  # noqa: E731
+    for a, b in zip(got, want):
+        assert [box(d) for d in a.detections] == [box(d) for d in b.detections] and b.detections
