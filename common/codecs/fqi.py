@@ -236,11 +236,10 @@ class _Encoder(SizeCutEncoder):
 
     def _temporal_plan(self, t: np.ndarray, coded: np.ndarray, vmin: int, levels: int):
         """(estimated bytes under temporal contexts, estimated bytes without them, symbols, classes, tables,
-        whether they are sent, this frame's counts) of the residuals of the coded units, zeros included; None
-        before there is a context (the first predicted frame after a keyframe: every value one class)."""
-        if self.act is None or not self.act.any():
-            return None
-        cls = fqi_context.classes(self.act, fqi_context.planes(self.shape), self.ref).reshape(self.units, -1)
+        whether they are sent, this frame's counts) of the residuals of the coded units, zeros included (the first
+        predicted frame after a keyframe: no activity yet, the reference's sign is the context)."""
+        act = np.zeros(self.ref.shape, np.uint8) if self.act is None else self.act
+        cls = fqi_context.classes(act, fqi_context.planes(self.shape), self.ref).reshape(self.units, -1)
         if not coded.all():
             cls, t = cls[coded], t[coded]
         cls = cls.reshape(-1)
@@ -371,11 +370,9 @@ class _Decoder(TensorDecoder):
         return ref, act
 
     def _classes(self, coded: np.ndarray, kept_units: int) -> np.ndarray:
-        """The temporal-context class of every value of the coded units."""
-        if self.act is None:
-            raise CodecError(f"{NAME}: temporal-context residuals right after a keyframe (no residuals to take "
-                             "contexts from)")
-        cls = fqi_context.classes(self.act, fqi_context.planes(self.shape), self.ref).reshape(self.units, -1)
+        """The temporal-context class of every value of the coded units (no activity after a keyframe)."""
+        act = np.zeros(self.ref.size, np.uint8) if self.act is None else self.act
+        cls = fqi_context.classes(act, fqi_context.planes(self.shape), self.ref).reshape(self.units, -1)
         return (cls if kept_units == self.units else cls[coded]).reshape(-1)
 
     def close(self) -> None:

@@ -10,7 +10,8 @@ each class's stream at once (no symbol-by-symbol adaptation).
 
 Terms:
 - *activity* A: min(|d|, ACT_CAP) of the previous predicted frame's residual d at each value (uint8; zero
-  everywhere after a keyframe), kept alike by encoder and decoder;
+  everywhere after a keyframe, where the reference's sign is the only context), kept alike by encoder and
+  decoder;
 - *planes*: 4-D tensors (N, C, H, W) are N x C planes of H x W; other shapes are one plane of one row;
 - *context sum*: A at the value counted twice plus its 8 neighbours in its plane (zero beyond the edges);
 - *class*: 2 x min(floor(log2(1 + context sum)), ACT_CLASSES - 1), plus 1 where the reference (the value
