@@ -255,7 +255,8 @@ def main(argv=None) -> int:
         print(f"\nms per frame: CPU (wall in brackets, load average {os.getloadavg()[0]:.1f}); "
               "P: predicted frames only")
         print(f"{'split':>5} {'codec':<24} {'enc cpu':>7} {'(wall)':>7} {'dec cpu':>7} {'(wall)':>7} {'enc P':>6} "
-              f"{'dec P':>6} {'fps 1core':>9} {'25fps':>5} {'2c fps':>6} {'2c P':>6} {'key kB':>7} {'pred kB':>7} {'bits/el':>7} {'feat dB':>7}")
+              f"{'dec P':>6} {'fps 1core':>9} {'25fps':>5} {'2c fps':>6} {'2c P':>6} {'key kB':>7} {'pred kB':>7} "
+              f"{'bits/el':>7} {'feat dB':>7}")
         for r in speed:
             print(f"{r['split']:5d} {r['codec']:<24} {r['encode_cpu_ms']:7.1f} {r['encode_ms']:7.1f} "
                   f"{r['decode_cpu_ms']:7.1f} {r['decode_ms']:7.1f} {r['encode_cpu_ms_pred']:6.1f} "

@@ -178,6 +178,42 @@ def encoder_threads() -> int:
     return int(text)
 
 
+def open_time_shared(ctx) -> None:
+    """Open an encoder without letting it make this process real-time. SVT-AV1 (v4.1 in PyAV's wheels),
+    run as root, switches the calling thread to SCHED_FIFO priority 99 when it opens, and every thread it
+    then starts inherits that: a few busy threads of that priority starve everything else on the machine
+    (seen here: after one av1 test, the test process and the Docker engine it started ran real-time, and
+    two spinning build threads stopped a 2-core machine for good). Threads that turned real-time during the
+    open are set back to the policy they had (new ones: time-shared)."""
+    before = _thread_policies()
+    try:
+        ctx.open()
+    finally:
+        for tid, policy in _thread_policies().items():
+            was = before.get(tid, os.SCHED_OTHER) if hasattr(os, "SCHED_OTHER") else 0
+            if policy in _REALTIME and was not in _REALTIME:
+                try:
+                    os.sched_setscheduler(tid, was, os.sched_param(0))
+                except OSError:  # the thread ended meanwhile
+                    pass
+
+
+_REALTIME = tuple(getattr(os, name) for name in ("SCHED_FIFO", "SCHED_RR") if hasattr(os, name))
+
+
+def _thread_policies() -> dict[int, int]:
+    """{thread id: scheduling policy} of this process's threads (empty where the OS does not tell)."""
+    if not _REALTIME or not os.path.isdir("/proc/self/task"):
+        return {}
+    out = {}
+    for name in os.listdir("/proc/self/task"):
+        try:
+            out[int(name)] = os.sched_getscheduler(int(name))
+        except OSError:  # ended meanwhile
+            pass
+    return out
+
+
 def pictured(dtype: np.dtype, shape: tuple) -> bool:
     """Whether a tensor is coded as pictures: floats of at least MIN_PICTURED elements (the rest: zstd)."""
     return is_float(dtype) and numel(shape) >= MIN_PICTURED
@@ -218,7 +254,7 @@ class _Encoder(TensorEncoder):
         ctx.gop_size = 1 if c.gop == 1 else 100_000
         ctx.options = c.encoder_options()
         try:
-            ctx.open()
+            open_time_shared(ctx)
         except av.FFmpegError as exc:
             raise CodecError(f"video: cannot open {c.ff_encoder} for a {self.lay.width}x{self.lay.height} "
                              f"picture ({exc})") from None

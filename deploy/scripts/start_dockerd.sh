@@ -22,8 +22,11 @@ mkdir -p "$RUN" "$DATA"
 if ! DOCKER_HOST="unix://$SOCK" timeout 10 docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null || { echo "start_dockerd.sh: dockerd is not installed (apt-get install docker.io)" >&2; exit 2; }
   [ "$(id -u)" = 0 ] || { echo "start_dockerd.sh: must run as root to start dockerd" >&2; exit 2; }
-  # cgroup v2 without systemd: dockerd needs the cgroupfs driver.
-  nohup dockerd --storage-driver=overlay2 --host="unix://$SOCK" --data-root="$DATA" \
+  # cgroup v2 without systemd: dockerd needs the cgroupfs driver. Time-shared scheduling (chrt --other):
+  # started from a real-time process (SCHED_FIFO was seen), the engine and every build and container would
+  # inherit it, and two spinning threads then starve everything else of that priority on a 2-core machine.
+  OTHER=(); command -v chrt >/dev/null && OTHER=(chrt --other 0)
+  nohup "${OTHER[@]}" dockerd --storage-driver=overlay2 --host="unix://$SOCK" --data-root="$DATA" \
     --exec-root="$RUN/exec" --pidfile="$PIDFILE" --bridge=none --iptables=false --ip-forward=false \
     --default-address-pool base=172.30.240.0/20,size=24 \
     --exec-opt native.cgroupdriver=cgroupfs >"$LOG" 2>&1 </dev/null &

@@ -233,13 +233,21 @@ def test_hostile_predicted_frames_are_codec_errors_within_a_memory_bound():
             pytest.fail(name)
         with pytest.raises(MissingReference):  # the failure dropped the reference
             dec.decode("a", payloads[1], np.float32, shape)
-    rng = np.random.default_rng(3)
+    peak = flipped_peak(codec, payloads[:1], payloads[1], shape, rounds=200, seed=3)
+    assert peak <= 10 * frames[0].nbytes + (1 << 20)
+
+
+def flipped_peak(codec, before: list, target: bytes, shape: tuple, rounds: int, seed: int) -> int:
+    """The peak memory (tracemalloc) of decoding `target` with 1..3 random bytes flipped, after the payloads
+    `before`, `rounds` times: each is a CodecError or a finite float32 tensor of the shape."""
+    rng = np.random.default_rng(seed)
     tracemalloc.start()
     try:
-        for _ in range(200):
+        for _ in range(rounds):
             dec = codec.sequence_decoder()
-            dec.decode("a", payloads[0], np.float32, shape)
-            b = bytearray(payloads[1])
+            for p in before:
+                dec.decode("a", p, np.float32, shape)
+            b = bytearray(target)
             for _ in range(int(rng.integers(1, 4))):
                 b[int(rng.integers(HEADER.size, len(b)))] ^= int(rng.integers(1, 256))
             try:
@@ -247,10 +255,9 @@ def test_hostile_predicted_frames_are_codec_errors_within_a_memory_bound():
             except CodecError:
                 continue
             assert y.shape == shape and y.dtype == np.float32 and np.isfinite(y).all()
-        _, peak = tracemalloc.get_traced_memory()
+        return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak <= 10 * frames[0].nbytes + (1 << 20)
 
 
 def test_a_keyframe_body_is_an_fq_payload_checked_like_fq():
@@ -438,24 +445,7 @@ def test_hostile_temporal_context_bodies_are_codec_errors_within_a_memory_bound(
         dec.decode("a", p, np.float32, shape)
     with pytest.raises(CodecError, match="temporal-context"):
         dec.decode("a", payloads[-1], np.float32, shape)
-    rng = np.random.default_rng(5)
-    tracemalloc.start()
-    try:
-        for _ in range(100):
-            dec = codec.sequence_decoder()
-            for p in payloads[:-1]:
-                dec.decode("a", p, np.float32, shape)
-            b = bytearray(payloads[-1])
-            for _ in range(int(rng.integers(1, 4))):
-                b[int(rng.integers(HEADER.size, len(b)))] ^= int(rng.integers(1, 256))
-            try:
-                y = dec.decode("a", bytes(b), np.float32, shape)
-            except CodecError:
-                continue
-            assert y.shape == shape and y.dtype == np.float32 and np.isfinite(y).all()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = flipped_peak(codec, payloads[:-1], payloads[-1], shape, rounds=100, seed=5)
     assert peak <= 10 * 4 * int(np.prod(shape)) + (1 << 20)
 
 
@@ -504,6 +494,8 @@ def test_temporal_context_frames_through_the_network_process_detect_as_the_same_
         assert srv.stop() == 0, "\n".join(srv.stderr_tail)
     got, want = [r.result for r in got[1:]], [r.result for r in want[1:]]
     assert len(got) == len(want) == 6
-    box = lambda d: (d.label, round(d.score, 5), round(d.x1, 2), round(d.y1, 2), round(d.x2, 2), round(d.y2, 2))  # noqa: E731
+    def box(d):
+        return d.label, round(d.score, 5), round(d.x1, 2), round(d.y1, 2), round(d.x2, 2), round(d.y2, 2)
+
     for a, b in zip(got, want):
         assert [box(d) for d in a.detections] == [box(d) for d in b.detections] and b.detections

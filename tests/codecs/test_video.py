@@ -264,3 +264,31 @@ def test_encoder_threads_come_from_the_environment_and_change_nothing_the_decode
         with pytest.raises(Exception, match="SPLITINFER_VIDEO_THREADS"):
             stream("video:20", frames[:1])
 
+
+
+def test_an_encoder_does_not_make_the_process_real_time():
+    """SVT-AV1 run as root switches the thread that opens it to SCHED_FIFO 99 and its own threads inherit
+    it (v4.1 in PyAV's wheels); the codec sets every thread back, so no thread of this process ends up
+    real-time after coding with any encoder (a real-time process on a small machine starves the rest:
+    the Docker engine a later test started inherited it and stalled CI's machine)."""
+    import glob
+    import os
+
+    def realtime_threads() -> list[int]:
+        out = []
+        for task in glob.glob("/proc/self/task/*"):
+            try:
+                if os.sched_getscheduler(int(task.rsplit("/", 1)[1])) in (os.SCHED_FIFO, os.SCHED_RR):
+                    out.append(int(task.rsplit("/", 1)[1]))
+            except OSError:
+                pass
+        return out
+
+    if not hasattr(os, "sched_getscheduler") or not os.path.isdir("/proc/self/task"):
+        pytest.skip("this OS does not tell thread scheduling policies")
+    assert realtime_threads() == []
+    frames = smooth_sequence(2)
+    for spec in ("video:30:av1", "video:30", "video:30:vp9"):
+        stream(spec, frames)
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER, spec
+        assert realtime_threads() == [], spec

@@ -187,8 +187,10 @@ def _bounded(cmd, env, timeout: float, cwd=DEPLOY) -> subprocess.CompletedProces
     even when this one is not scheduled (seen here: two spinning `docker build` clients starved the test
     process for 15 minutes; its own 600-s wait never woke). Then this process's own wait, 30 s longer; if the
     pipes still do not close (a grandchild in another session holds them) the process is abandoned after
-    15 s rather than waited on forever."""
-    argv = ["timeout", "-k", "5", "-s", "KILL", f"{max(timeout, 1):.0f}", *map(str, cmd)]
+    15 s rather than waited on forever. Where this process runs under a real-time policy (SCHED_FIFO was
+    seen here, inherited by the engine and every client it started: two spinning ones then starve every
+    other process of their priority, `timeout` included), the command runs time-shared (`chrt --other`)."""
+    argv = ["timeout", "-k", "5", "-s", "KILL", f"{max(timeout, 1):.0f}", *_time_shared(), *map(str, cmd)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
                             start_new_session=True)
     try:
@@ -207,6 +209,12 @@ def _bounded(cmd, env, timeout: float, cwd=DEPLOY) -> subprocess.CompletedProces
     if proc.returncode is None or proc.returncode in (-signal.SIGKILL, 124, 137):
         raise _Hung(f"{shlex.join(map(str, cmd))} did not finish in {timeout:.0f} s")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _time_shared() -> list[str]:
+    """`chrt --other 0` where this process has a real-time scheduling policy (and chrt exists), else nothing."""
+    realtime = hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
+    return ["chrt", "--other", "0"] if realtime and shutil.which("chrt") else []
 
 
 def _answers(env) -> bool:
