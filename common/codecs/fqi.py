@@ -238,12 +238,8 @@ class _Encoder(SizeCutEncoder):
         """(estimated bytes under temporal contexts, estimated bytes without them, symbols, classes, tables,
         whether they are sent, this frame's counts) of the residuals of the coded units, zeros included (the first
         predicted frame after a keyframe: no activity yet, the reference's sign is the context)."""
-        act = np.zeros(self.ref.shape, np.uint8) if self.act is None else self.act
-        cls = fqi_context.classes(act, fqi_context.planes(self.shape), self.ref).reshape(self.units, -1)
-        if not coded.all():
-            cls, t = cls[coded], t[coded]
-        cls = cls.reshape(-1)
-        sym = (t.reshape(-1) - np.float32(vmin)).astype(np.int32)
+        cls = fqi_context.coded_classes(self.act, self.ref, self.shape, coded)
+        sym = ((t if coded.all() else t[coded]).reshape(-1) - np.float32(vmin)).astype(np.int32)
         estimate, tables, send, counts = fqi_context.plan(sym, cls, levels, vmin, self.held)
         return estimate, fqi_context.plain_estimate(counts, -vmin), sym, cls, tables, send, counts
 
@@ -334,7 +330,7 @@ class _Decoder(TensorDecoder):
         held = None
         if temporal:  # every value of the coded units, under the classes the last residuals give
             idx = np.arange(kept_units * self.per_unit)
-            sym, held = self._temporal_symbols(view[pos:], coded, kept_units, vmin, levels, zd)
+            sym, held = self._temporal_symbols(view[pos:], coded, vmin, levels, zd)
         else:
             idx = np.flatnonzero(nz)  # positions among the coded units' values
             sym = self.codec.intra.decode_symbols(mode, view[pos:], idx.size, levels)
@@ -344,12 +340,11 @@ class _Decoder(TensorDecoder):
         ref, act = self._apply(idx, sym, vmin, levels, step, every=temporal and kept_units == units)
         return ref, off, float(step), magnitude, (act, held)
 
-    def _temporal_symbols(self, body, coded, kept_units: int, vmin: int, levels: int, zd):
+    def _temporal_symbols(self, body, coded, vmin: int, levels: int, zd):
         """(symbols of a T body, the tables it leaves held: its own counts)."""
-        cls = self._classes(coded, kept_units)
+        cls = fqi_context.coded_classes(self.act, self.ref, self.shape, coded)
         sym = fqi_context.decode(body, cls, levels, vmin, self.held, zd)
-        counts = np.bincount(cls.astype(np.intp) * levels + sym, minlength=fqi_context.CLASSES * levels)
-        return sym, fqi_context.Held(vmin, counts.reshape(fqi_context.CLASSES, levels))
+        return sym, fqi_context.Held(vmin, fqi_context.counts_of(sym, cls, levels))
 
     def _apply(self, idx, sym, vmin: int, levels: int, step: float, every: bool):
         """(the reference plus the residuals `sym` at positions `idx`, their activity (option x)); `every`: idx
@@ -368,12 +363,6 @@ class _Decoder(TensorDecoder):
         act = np.zeros(self.ref.size, np.uint8)
         act[idx] = fqi_context.activity(sym.astype(np.int32) + vmin)
         return ref, act
-
-    def _classes(self, coded: np.ndarray, kept_units: int) -> np.ndarray:
-        """The temporal-context class of every value of the coded units (no activity after a keyframe)."""
-        act = np.zeros(self.ref.size, np.uint8) if self.act is None else self.act
-        cls = fqi_context.classes(act, fqi_context.planes(self.shape), self.ref).reshape(self.units, -1)
-        return (cls if kept_units == self.units else cls[coded]).reshape(-1)
 
     def close(self) -> None:
         self.ref = self.act = self.held = None

@@ -75,6 +75,19 @@ def classes(act: np.ndarray, grid: tuple[int, int, int], ref: np.ndarray) -> np.
     return cls
 
 
+def coded_classes(act: np.ndarray | None, ref: np.ndarray, shape: tuple, coded: np.ndarray) -> np.ndarray:
+    """The class of every value of the coded units (flat), `coded` one flag per unit of the reference's
+    rows; `act` None: no activity yet (after a keyframe), the reference's sign is the only context."""
+    act = np.zeros(ref.size, np.uint8) if act is None else act
+    cls = classes(act, planes(shape), ref).reshape(coded.size, -1)
+    return (cls if coded.all() else cls[coded]).reshape(-1)
+
+
+def counts_of(sym: np.ndarray, cls: np.ndarray, levels: int) -> np.ndarray:
+    """CLASSES x levels counts of symbols `sym` under classes `cls`."""
+    return np.bincount(cls.astype(np.intp) * levels + sym, minlength=CLASSES * levels).reshape(CLASSES, levels)
+
+
 class Held(NamedTuple):
     """The held tables: counts (CLASSES x levels) of residual values vmin .. vmin + levels - 1."""
     vmin: int
@@ -84,7 +97,7 @@ class Held(NamedTuple):
 def plan(sym: np.ndarray, cls: np.ndarray, levels: int, vmin: int, held: Held | None):
     """(estimated body bytes, the tables to code with, whether they are sent, this frame's own counts) of
     symbols `sym` (residual - vmin) under classes `cls`: its own tables, or the held ones where smaller."""
-    counts = np.bincount(cls.astype(np.intp) * levels + sym, minlength=CLASSES * levels).reshape(CLASSES, levels)
+    counts = counts_of(sym, cls, levels)
     estimate = sum(entropy_bytes(t) for t in counts) + 2 * int((counts > 0).sum()) + 16
     if held is not None:
         old = rebase(held, vmin, levels)

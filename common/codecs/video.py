@@ -178,6 +178,9 @@ def encoder_threads() -> int:
     return int(text)
 
 
+_REALTIME = tuple(getattr(os, name) for name in ("SCHED_FIFO", "SCHED_RR") if hasattr(os, name))
+
+
 def open_time_shared(ctx) -> None:
     """Open an encoder without letting it make this process real-time. SVT-AV1 (v4.1 in PyAV's wheels),
     run as root, switches the calling thread to SCHED_FIFO priority 99 when it opens, and every thread it
@@ -190,15 +193,12 @@ def open_time_shared(ctx) -> None:
         ctx.open()
     finally:
         for tid, policy in _thread_policies().items():
-            was = before.get(tid, os.SCHED_OTHER) if hasattr(os, "SCHED_OTHER") else 0
+            was = before.get(tid, os.SCHED_OTHER)  # policies are listed only where the OS has them
             if policy in _REALTIME and was not in _REALTIME:
                 try:
                     os.sched_setscheduler(tid, was, os.sched_param(0))
                 except OSError:  # the thread ended meanwhile
                     pass
-
-
-_REALTIME = tuple(getattr(os, name) for name in ("SCHED_FIFO", "SCHED_RR") if hasattr(os, name))
 
 
 def _thread_policies() -> dict[int, int]:
