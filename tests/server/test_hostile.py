@@ -25,8 +25,10 @@ import numpy as np
 import pytest
 import zstandard
 
-from grpc_helpers import Stubs, call_status, infer_status, real_frame, rss_kb, setup_msg, setup_pb, stream_status
+from grpc_helpers import (Stubs, call_status, infer_status, real_frame, rss_kb, scrape, setup_msg, setup_pb,
+                          stream_status)
 from splitinfer.common.codecs import get_codec
+from splitinfer.common.core.allocator import MIB
 from splitinfer.common.transport import wire
 
 pytestmark = pytest.mark.timeout(300)
@@ -338,23 +340,50 @@ def _rss_until(pid: int, done, timeout_s: float) -> float:
         time.sleep(0.1)
 
 
+def _gauge(port: int, name: str) -> float:
+    return scrape(port)[(name, frozenset())]
+
+
+def _heap_mb(server) -> float:
+    """What the server's C allocator has handed out and not had back (its gauge): freed buffers leave it at
+    once, whatever the allocator then keeps resident."""
+    return _gauge(server.metrics_port, "splitinfer_heap_in_use_bytes") / MIB
+
+
+def _gauge_until(port: int, name: str, done, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = _gauge(port, name)
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("how", ["cancel", "timeout", "end"])
 def test_abandoned_partial_frames_free_their_buffers_at_once(server, stubs, frames, live, warm, how):
-    """12 streams hold half a 4.2 MB frame each: the server's RSS rises by their buffers; once the streams
-    are cancelled / time out / end, it falls back within 3 s (the buffers are freed, not kept)."""
+    """12 streams hold half a 4.2 MB frame each: the server's heap (the allocator's bytes in use) and RSS rise by
+    their buffers; once the streams are cancelled / time out / end and the server has closed them, the heap is
+    back at once (the buffers are freed) and the RSS falls within 3 s (they are trimmed, not kept resident).
+    The RSS also moves with pages other threads touch again after a trim (a few MB), hence its looser bound."""
     frame = frames[60]
-    pid = server.proc.pid
+    pid, port = server.proc.pid, server.metrics_port
     HalfFrame(stubs, frame, how).abandon()  # gRPC's own buffers for such streams exist before the baseline
-    before = _settled_rss_mb(pid, 0.5)
+    active = _gauge_until(port, "splitinfer_streams_active", lambda n: n <= 1, 10.0)  # the live stream
+    before_rss, before_heap = _settled_rss_mb(pid, 0.5), _heap_mb(server)
     halves = [HalfFrame(stubs, frame, how) for _ in range(12)]
-    held = _rss_until(pid, lambda mb: mb - before > 15, 5.0) - before  # all parts arrived (a loaded machine)
+    _rss_until(pid, lambda mb: mb - before_rss > 15, 5.0)  # all parts arrived (a loaded machine)
+    held_heap, held_rss = _heap_mb(server) - before_heap, rss_kb(pid) / 1024 - before_rss
     for h in halves:
         h.abandon()
-    after = _rss_until(pid, lambda mb: mb - before < held / 3, 3.0) - before
-    print(f"abandoned ({how}): 12 half frames, server RSS {before:.0f} MB, +{held:.0f} MB while held, "
-          f"+{after:.0f} MB after")
-    assert held > 15, f"the half frames should hold memory (+{held:.0f} MB): the test measures nothing"
-    assert after < held / 3, f"abandoned frames ({how}) still hold memory: +{after:.0f} of +{held:.0f} MB"
+    closed = _gauge_until(port, "splitinfer_streams_active", lambda n: n <= active, 10.0)
+    after_heap = _heap_mb(server) - before_heap
+    after_rss = _rss_until(pid, lambda mb: mb - before_rss < held_rss / 2, 3.0) - before_rss
+    print(f"abandoned ({how}): 12 half frames; server heap +{held_heap:.1f} MB while held, {after_heap:+.1f} MB "
+          f"after; RSS {before_rss:.0f} MB, +{held_rss:.0f} MB while held, {after_rss:+.0f} MB after")
+    assert held_heap > 15 and held_rss > 15, "the half frames should hold memory: the test measures nothing"
+    assert closed <= active, f"the server still counts {closed:.0f} open streams 10 s after they were abandoned"
+    assert after_heap < held_heap / 5, f"abandoned frames ({how}) are not freed: heap +{after_heap:.1f} MB"
+    assert after_rss < held_rss / 2, f"abandoned frames ({how}) stay resident: +{after_rss:.0f} of +{held_rss:.0f} MB"
     live.check()
 
 
