@@ -119,3 +119,14 @@ def add_run_options(p, out_default: str, batch_default: int) -> None:
     p.add_argument("--fresh", action="store_true", help="recompute every row (ignore finished rows in the cache)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def warn_random_weights(command: str, spec) -> None:
+    """An export with random weights: its mAP is no result; `sweep` and `study` say so before the long run."""
+    import sys
+
+    from splitinfer.common.core.models import spec_random_weights_warning
+
+    warning = spec_random_weights_warning(spec)
+    if warning:
+        print(f"splitinfer {command}: {warning}", file=sys.stderr, flush=True)

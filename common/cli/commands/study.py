@@ -63,6 +63,7 @@ def run(args) -> int:
     import sys
 
     from splitinfer.common.assets import IMAGES_DIR
+    from splitinfer.common.cli.options import warn_random_weights
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.studies.ratestudy import (StudyConfig, default_ladders, print_study, run_study,
                                                      summary_lines, write_study_outputs)
@@ -75,7 +76,7 @@ def run(args) -> int:
                       ray_address=args.ray_address, batch_size=args.batch_size, max_images=args.max_images,
                       start=args.start,
                       anchor_family=args.anchor_family, quality=args.quality, resume=not args.fresh)
-    _warn_random_weights(args.model)
+    warn_random_weights(NAME, args.model)
     result = run_study(cfg, progress=not args.quiet)
     result.command = "splitinfer study " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == NAME else ""
@@ -86,13 +87,3 @@ def run(args) -> int:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
-
-def _warn_random_weights(spec) -> None:
-    """An export with random weights: its mAP is no result; say so before the long run."""
-    import sys
-
-    from splitinfer.common.core.models import spec_random_weights_warning
-
-    warning = spec_random_weights_warning(spec)
-    if warning:
-        print(f"splitinfer study: {warning}", file=sys.stderr, flush=True)

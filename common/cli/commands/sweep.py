@@ -65,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from splitinfer.common.assets import IMAGES_DIR
+    from splitinfer.common.cli.options import warn_random_weights
     from splitinfer.common.core.errors import UserError
     from splitinfer.common.studies.sweep import (DEFAULT_CODECS, SweepConfig, print_table, run_sweep, summary_lines,
                                          write_outputs)
@@ -80,7 +81,7 @@ def run(args) -> int:
                       start=args.start,
                       score_threshold=args.score_threshold, anchor_threshold=args.anchor_threshold,
                       resume=not args.fresh)
-    _warn_random_weights(args.model)
+    warn_random_weights(NAME, args.model)
     result = run_sweep(cfg, progress=not args.quiet)
     paths = write_outputs(result, args.out_dir, plots=not args.no_plots)
     print_table(result)
@@ -89,13 +90,3 @@ def run(args) -> int:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
-
-def _warn_random_weights(spec) -> None:
-    """An export with random weights: its mAP is no result; say so before the long run."""
-    import sys
-
-    from splitinfer.common.core.models import spec_random_weights_warning
-
-    warning = spec_random_weights_warning(spec)
-    if warning:
-        print(f"splitinfer sweep: {warning}", file=sys.stderr, flush=True)
