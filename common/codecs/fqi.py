@@ -229,19 +229,20 @@ class _Encoder(SizeCutEncoder):
                 mode = fqi_context.MODE
         self.held = None
         if mode == fqi_context.MODE:
-            _, _, sym, cls, tables, send, counts = plan
-            body, sig = fqi_context.encode(sym, cls, tables, send, zc), b""
+            _, _, by, tables, send, counts = plan
+            body, sig = fqi_context.encode(by, tables, send, zc), b""
             self.held = fqi_context.Held(vmin, counts)
         return mode, sig, body
 
     def _temporal_plan(self, t: np.ndarray, coded: np.ndarray, vmin: int, levels: int):
-        """(estimated bytes under temporal contexts, estimated bytes without them, symbols, classes, tables,
-        whether they are sent, this frame's counts) of the residuals of the coded units, zeros included (the first
-        predicted frame after a keyframe: no activity yet, the reference's sign is the context)."""
+        """(estimated bytes under temporal contexts, estimated bytes without them, the symbols by class, the
+        tables, whether they are sent, this frame's counts) of the residuals of the coded units, zeros included
+        (the first predicted frame after a keyframe: no activity yet, the reference's sign is the context)."""
         cls = fqi_context.coded_classes(self.act, self.ref, self.shape, coded)
         sym = ((t if coded.all() else t[coded]).reshape(-1) - np.float32(vmin)).astype(np.int32)
-        estimate, tables, send, counts = fqi_context.plan(sym, cls, levels, vmin, self.held)
-        return estimate, fqi_context.plain_estimate(counts, -vmin), sym, cls, tables, send, counts
+        by = fqi_context.ByClass.of(sym, cls)
+        estimate, tables, send, counts = fqi_context.plan(by, levels, vmin, self.held)
+        return estimate, fqi_context.plain_estimate(counts, -vmin), by, tables, send, counts
 
     def close(self) -> None:
         self.ref = self._intra = self._t = self.act = self.held = None
@@ -343,8 +344,8 @@ class _Decoder(TensorDecoder):
     def _temporal_symbols(self, body, coded, vmin: int, levels: int, zd):
         """(symbols of a T body, the tables it leaves held: its own counts)."""
         cls = fqi_context.coded_classes(self.act, self.ref, self.shape, coded)
-        sym = fqi_context.decode(body, cls, levels, vmin, self.held, zd)
-        return sym, fqi_context.Held(vmin, fqi_context.counts_of(sym, cls, levels))
+        sym, counts = fqi_context.decode(body, cls, levels, vmin, self.held, zd)
+        return sym, fqi_context.Held(vmin, counts)
 
     def _apply(self, idx, sym, vmin: int, levels: int, step: float, every: bool):
         """(the reference plus the residuals `sym` at positions `idx`, their activity (option x)); `every`: idx
@@ -358,10 +359,11 @@ class _Decoder(TensorDecoder):
             flat[idx] += np.take(lut, sym)
         if not self.codec.temporal:
             return ref, None
+        act_of = fqi_context.activity(np.arange(levels) + vmin)  # per symbol: one lookup, not four passes
         if every:
-            return ref, fqi_context.activity(sym + vmin)
+            return ref, np.take(act_of, sym)
         act = np.zeros(self.ref.size, np.uint8)
-        act[idx] = fqi_context.activity(sym.astype(np.int32) + vmin)
+        act[idx] = np.take(act_of, sym)
         return ref, act
 
     def close(self) -> None:

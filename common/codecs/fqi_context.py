@@ -65,11 +65,12 @@ def classes(act: np.ndarray, grid: tuple[int, int, int], ref: np.ndarray) -> np.
     """The class of every value (uint8, flat) from the previous frame's activity and the reference."""
     a = act.reshape(grid)
     p = np.pad(a, ((0, 0), (1, 1), (1, 1)))
-    h, w = grid[1], grid[2]
-    s = a.copy()
-    for i in range(3):
-        for j in range(3):
-            s += p[:, i:i + h, j:j + w]
+    rows = p[:, :-2] + p[:, 1:-1]  # the 3x3 sum in two passes of three (rows, then columns)
+    rows += p[:, 2:]
+    w = grid[2]
+    s = rows[:, :, :w] + rows[:, :, 1:w + 1]
+    s += rows[:, :, 2:]
+    s += a  # the value's own activity counts twice
     cls = np.take(_CLASS_OF, s).reshape(-1)
     cls += ref.reshape(-1) < 0
     return cls
@@ -83,9 +84,32 @@ def coded_classes(act: np.ndarray | None, ref: np.ndarray, shape: tuple, coded: 
     return (cls if coded.all() else cls[coded]).reshape(-1)
 
 
-def counts_of(sym: np.ndarray, cls: np.ndarray, levels: int) -> np.ndarray:
-    """CLASSES x levels counts of symbols `sym` under classes `cls`."""
-    return np.bincount(cls.astype(np.intp) * levels + sym, minlength=CLASSES * levels).reshape(CLASSES, levels)
+class ByClass(NamedTuple):
+    """Symbols in class order (class 0's in tensor order, then class 1's, ...), the order that gives them
+    from the tensor's, and where each class's run ends."""
+    symbols: np.ndarray
+    order: np.ndarray
+    ends: np.ndarray
+
+    @classmethod
+    def of(cls_, sym: np.ndarray, cls: np.ndarray) -> "ByClass":
+        order = np.argsort(cls, kind="stable")
+        return cls_(sym[order].astype(np.int32, copy=False), order, np.cumsum(np.bincount(cls, minlength=CLASSES)))
+
+    def runs(self):
+        """(class, start, end) of every class with values."""
+        start = 0
+        for k, end in enumerate(self.ends.tolist()):
+            if end > start:
+                yield k, start, end
+            start = end
+
+    def counts(self, levels: int) -> np.ndarray:
+        """CLASSES x levels counts of the symbols."""
+        out = np.zeros((CLASSES, levels), np.int64)
+        for k, start, end in self.runs():
+            out[k] = np.bincount(self.symbols[start:end], minlength=levels)
+        return out
 
 
 class Held(NamedTuple):
@@ -94,10 +118,10 @@ class Held(NamedTuple):
     counts: np.ndarray
 
 
-def plan(sym: np.ndarray, cls: np.ndarray, levels: int, vmin: int, held: Held | None):
+def plan(by: ByClass, levels: int, vmin: int, held: Held | None):
     """(estimated body bytes, the tables to code with, whether they are sent, this frame's own counts) of
-    symbols `sym` (residual - vmin) under classes `cls`: its own tables, or the held ones where smaller."""
-    counts = counts_of(sym, cls, levels)
+    symbols (residual - vmin) in class order: its own tables, or the held ones where smaller."""
+    counts = by.counts(levels)
     estimate = sum(entropy_bytes(t) for t in counts) + 2 * int((counts > 0).sum()) + 16
     if held is not None:
         old = rebase(held, vmin, levels)
@@ -144,23 +168,19 @@ def plain_estimate(tables: np.ndarray, zero: int) -> float:
     return entropy_bytes(hist) + map_bits / 8
 
 
-def encode(sym: np.ndarray, cls: np.ndarray, tables: np.ndarray, send: bool, zstd_c) -> bytes:
+def encode(by: ByClass, tables: np.ndarray, send: bool, zstd_c) -> bytes:
     import constriction
 
     coder = constriction.stream.stack.AnsCoder()
-    by_class = sym[np.argsort(cls, kind="stable")].astype(np.int32)  # class 0's symbols, then class 1's, ...
-    ends = np.cumsum(np.bincount(cls, minlength=CLASSES))
-    for k in reversed(range(CLASSES)):  # a stack: the last coded is the first decoded
-        start = ends[k - 1] if k else 0
-        if ends[k] > start:
-            coder.encode_reverse(by_class[start:ends[k]], ans_model(tables[k]))
+    for k, start, end in reversed(list(by.runs())):  # a stack: the last coded is the first decoded
+        coder.encode_reverse(by.symbols[start:end], ans_model(tables[k]))
     packed = zstd_c.compress(tables.astype("<u4").tobytes()) if send else b""
     return _HEAD.pack(len(packed)) + packed + coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode(body, cls: np.ndarray, levels: int, vmin: int, held: Held | None, zstd_d) -> np.ndarray:
-    """The symbols (int32, one per class entry) of a T body: under its own tables (checked against the
-    classes) or the held ones (which must exist)."""
+def decode(body, cls: np.ndarray, levels: int, vmin: int, held: Held | None, zstd_d):
+    """(the symbols (int32, one per class entry), their counts per class) of a T body: under its own tables
+    (checked against the classes; they are its counts) or the held ones (which must exist)."""
     view = memoryview(body).cast("B")
     if view.nbytes < _HEAD.size:
         raise CodecError(f"{NAME}: temporal-context body of {view.nbytes} bytes has no header")
@@ -179,7 +199,10 @@ def decode(body, cls: np.ndarray, levels: int, vmin: int, held: Held | None, zst
         if empty:
             raise CodecError(f"{NAME}: held temporal-context table {empty[0]} is empty and {int(sizes[empty[0]])} "
                              "values fall in its class")
-    return _symbols(view[_HEAD.size + packed_len:], cls, sizes, tables)
+    by = _symbols(view[_HEAD.size + packed_len:], cls, sizes, tables)
+    out = np.empty(cls.size, np.int32)
+    out[by.order] = by.symbols
+    return out, tables if packed_len else by.counts(levels)
 
 
 def _sent_tables(packed, sizes: np.ndarray, levels: int, zstd_d) -> np.ndarray:
@@ -192,19 +215,17 @@ def _sent_tables(packed, sizes: np.ndarray, levels: int, zstd_d) -> np.ndarray:
     return tables
 
 
-def _symbols(words, cls: np.ndarray, sizes: np.ndarray, tables: np.ndarray) -> np.ndarray:
+def _symbols(words, cls: np.ndarray, sizes: np.ndarray, tables: np.ndarray) -> ByClass:
     import constriction
 
     if words.nbytes % 4 or words.nbytes > 4 * cls.size + 64 * CLASSES:
         raise CodecError(f"{NAME}: temporal-context ANS stream of {words.nbytes} bytes is not a plausible "
                          "word stream")
-    by_class = np.empty(cls.size, np.int32)
-    ends = np.cumsum(sizes)
+    by = ByClass(np.empty(cls.size, np.int32), np.argsort(cls, kind="stable"), np.cumsum(sizes))
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
-        for k in range(CLASSES):
-            if sizes[k]:
-                by_class[ends[k] - sizes[k]:ends[k]] = coder.decode(ans_model(tables[k]), int(sizes[k]))
+        for k, start, end in by.runs():
+            by.symbols[start:end] = coder.decode(ans_model(tables[k]), end - start)
         if not coder.is_empty():
             raise CodecError(f"{NAME}: temporal-context ANS stream holds more than the announced residuals")
     except CodecError:
@@ -212,8 +233,6 @@ def _symbols(words, cls: np.ndarray, sizes: np.ndarray, tables: np.ndarray) -> n
     except Exception as exc:  # constriction refuses streams that do not decode
         raise CodecError(f"{NAME}: corrupt temporal-context ANS stream ({type(exc).__name__}: "
                          f"{str(exc)[:100]})") from None
-    if int(by_class.max(initial=0)) >= tables.shape[1]:
+    if int(by.symbols.max(initial=0)) >= tables.shape[1]:
         raise CodecError(f"{NAME}: a residual symbol beyond the {tables.shape[1]} levels")
-    out = np.empty(cls.size, np.int32)
-    out[np.argsort(cls, kind="stable")] = by_class
-    return out
+    return by
