@@ -27,7 +27,7 @@ def add_arguments(p):
                     help=f"split ranks or node names, comma- or space-separated (default {DEFAULT_SPLITS})")
     add_list_option(p, "--codecs", default=DEFAULT_CODECS, metavar="CODEC",
                     help=f"codec specs, comma- or space-separated (default {DEFAULT_CODECS})")
-    add_list_option(p, "--sequence-codecs", default=DEFAULT_SEQUENCE_CODECS, metavar="CODEC",
+    add_list_option(p, "--sequence-codecs", default=DEFAULT_SEQUENCE_CODECS, metavar="CODEC", allow_empty=True,
                     help=f"sequential codec specs, run at split {SEQUENCE_SPLIT} on a slow pan over the first photo "
                          f"(frames coded in order; default {DEFAULT_SEQUENCE_CODECS}; '' for none)")
     p.add_argument("--pan-frames", type=opt.COUNT, default=12,
@@ -85,8 +85,9 @@ def run(args) -> int:
         code = server.stop()
     print()
     print_table(rows)
-    print(f"\n{len(images)} images per row ({len(pan)} frames of a slow pan over {images[0][0]} for the sequential "
-          f"codecs, marked 'seq: keyframes/frames'); branches = crossing tensors (+N out: model outputs Part I already "
+    seq = (f" ({len(pan)} frames of a slow pan over {images[0][0]} for the sequential codecs, marked "
+           f"'seq: keyframes/frames')") if pan else ""
+    print(f"\n{len(images)} images per row{seq}; branches = crossing tensors (+N out: model outputs Part I already "
           f"made, sent too); times are medians in ms (enc+dec: codec time on both sides); Part II ran on "
           f"{rows[0][12] if rows else '?'}; network process stopped (exit code {code}).")
     for f in failures:

@@ -20,17 +20,22 @@ def split_list(values) -> list[str]:
 
 
 class ListAction(argparse.Action):
-    """nargs='+' where each value may be comma-separated: `--x 1,2 3` == `--x 1 2 3` == `--x 1,2,3`."""
+    """nargs='+' where each value may be comma-separated: `--x 1,2 3` == `--x 1 2 3` == `--x 1,2,3`;
+    `allow_empty`: `--x ''` is the empty list (where a command can do without any)."""
+
+    def __init__(self, *args, allow_empty: bool = False, **kwargs):
+        self.allow_empty = allow_empty
+        super().__init__(*args, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         items = split_list(values)
-        if not items:
+        if not items and not self.allow_empty:
             parser.error(f"{option_string or self.dest}: give at least one value")
         setattr(namespace, self.dest, items)
 
 
 def add_list_option(p, *names, **kwargs):
-    """A list option (see `ListAction`); a string `default` is split the same way."""
+    """A list option (see `ListAction`, and its `allow_empty`); a string `default` is split the same way."""
     if isinstance(kwargs.get("default"), str):
         kwargs["default"] = split_list(kwargs["default"])
     kwargs.setdefault("nargs", "+")
