@@ -121,6 +121,30 @@ def frame_count(source: str | Path) -> int | None:
     return 1 if source.is_file() else None
 
 
+def frame_rate(source: str | Path) -> float | None:
+    """Frames per second of a video (its container's; a .y4m header's F; a raw .yuv name's number after the
+    size, e.g. `BasketballDrill_832x480_50.yuv`), None for images, folders and videos that do not say."""
+    import cv2
+
+    source = Path(source)
+    if not source.is_file() or not is_video(source):
+        return None
+    suffix = source.suffix.lower()
+    if suffix == ".y4m":
+        with open(source, "rb") as fh:
+            fields = {t[:1]: t[1:] for t in fh.readline(4096).decode("ascii", "replace").split()[1:]}
+        num, _, den = fields.get("F", "").partition(":")
+        fps = int(num) / int(den) if num.isdigit() and den.isdigit() and int(den) else 0.0
+    elif suffix == ".yuv":
+        m = re.search(r"\d{2,5}x\d{2,5}_(\d{1,3}(?:\.\d+)?)(?:fps|hz)?(?:[_.\-]|$)", source.name.lower())
+        fps = float(m.group(1)) if m else 0.0
+    else:
+        cap = open_video(source)
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        cap.release()
+    return fps if 0 < fps <= 1000 else None
+
+
 def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (name, BGR frame) from an image file, a folder of images, or a video.
 

@@ -11,7 +11,8 @@ Defined terms:
   `fq:3..4/0.5` = fq:3, fq:3.5, fq:4);
 - *family*: the codec name and its mode options, the numbers a ladder varies left out (`nnc:-38` -> `nnc`,
   `fq:-26:x` -> `fq:x`, `video:30:intra` -> `video:intra`, `dzstd:3:0` -> `dzstd`): one curve per family;
-- *rate*: bits per element = 8 x encoded bytes / elements Part I sends (per frame, mean); also kB per frame;
+- *rate*: bits per element = 8 x encoded bytes / elements Part I sends (per frame, mean); also kB per frame
+  and, for a video, kbit/s at its frame rate (what the uplink must carry);
 - *quality*: relative mAP@[.5:.95] for detectors (the whole model's own detections as truth), mAP against
   ground truth where given, or a fidelity metric of Part II's outputs (PSNR by default for a model without
   a family; see `sweep/fidelity.py`);
@@ -37,6 +38,7 @@ from pathlib import Path
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.families.raw import NAME as RAW_FAMILY  # fidelity metrics, no detections
 from splitinfer.common.core.files import make_output_dir
+from splitinfer.common.core.images import frame_rate
 from splitinfer.common.studies.sweep import SweepConfig, SweepResult, SweepRow, run_sweep, write_outputs
 
 NNC_LADDER = ("nnc:-38..-10/4",)  # QP stepped by 4: a fair anchor for ladders stepped as finely
@@ -148,6 +150,7 @@ class StudyResult:
     bd: list[BdRate]
     seconds: float
     command: str = ""  # the command line that made it, for the report
+    fps: float | None = None  # the video's frame rate (kbit/s columns), None for images
 
     def families(self) -> list[str]:
         return list(dict.fromkeys(codec_family(c) for c in self.sweep.codecs))
@@ -166,7 +169,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> StudyResult:
     quality = choose_quality(sweep, cfg.quality)
     bd = [b for q in dict.fromkeys([quality, "psnr_db"]) for b in bd_rates(sweep, q, cfg.anchor_family)]
     return StudyResult(sweep=sweep, quality=quality, anchor_family=cfg.anchor_family, bd=bd,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, fps=frame_rate(cfg.data))
 
 
 def choose_quality(sweep: SweepResult, quality: str | None) -> str:
@@ -243,15 +246,17 @@ def bd_rates(sweep: SweepResult, quality: str, anchor_family: str = ANCHOR_FAMIL
 
 
 STUDY_COLUMNS = ("rank", "node", "branches", "family", "codec", "images", "elements", "bits_per_element",
-                 "kb_per_frame", "ratio", "rel_map", "map", "nmse", "psnr_db", "cosine", "top1", "top5", "encode_mbps",
+                 "kb_per_frame", "kbps", "ratio", "rel_map", "map", "nmse", "psnr_db", "cosine", "top1", "top5", "encode_mbps",
                  "decode_mbps", "encode_ms", "decode_ms", "keyframes", "key_kb", "predicted_kb")
 
 
-def _value(row: SweepRow, col: str):
+def _value(row: SweepRow, col: str, fps: float | None = None):
     if col == "family":
         return codec_family(row.codec)
     if col == "kb_per_frame":
         return row.encoded_bytes / 1e3
+    if col == "kbps":  # kbit/s at the video's frame rate (NaN: images, no rate)
+        return row.encoded_bytes * 8 * fps / 1e3 if fps else math.nan
     if col in ("key_kb", "predicted_kb"):  # mean kB of a keyframe / of a predicted frame (NaN: none)
         return (row.key_bytes if col == "key_kb" else row.predicted_bytes) / 1e3
     return getattr(row, col)
@@ -263,7 +268,7 @@ def write_study_csv(result: StudyResult, path) -> Path:
         w.writerow(STUDY_COLUMNS)
         for r in result.sweep.rows:
             w.writerow(["" if isinstance(v, float) and math.isnan(v) else (f"{v:.6g}" if isinstance(v, float) else v)
-                        for v in (_value(r, c) for c in STUDY_COLUMNS)])
+                        for v in (_value(r, c, result.fps) for c in STUDY_COLUMNS)])
     return Path(path)
 
 
@@ -376,7 +381,7 @@ def _fmt(v, kind: str = "{:.2f}") -> str:
 
 
 TABLE = (("rank", "rank", "{}"), ("branches", "br.", "{}"), ("codec", "codec", "{}"),
-         ("bits_per_element", "bits/el", "{:.3f}"), ("kb_per_frame", "kB/frame", "{:,.1f}"),
+         ("bits_per_element", "bits/el", "{:.3f}"), ("kb_per_frame", "kB/frame", "{:,.1f}"), ("kbps", "kbit/s", "{:,.0f}"),
          ("key_kb", "key kB", "{:,.1f}"), ("predicted_kb", "pred kB", "{:,.1f}"),
          ("rel_map", "rel mAP %", "pct"), ("map", "mAP %", "pct"), ("nmse", "NMSE", "{:.2e}"),
          ("psnr_db", "PSNR dB", "{:.1f}"), ("cosine", "cosine", "{:.5f}"), ("top1", "top-1 %", "pct"),
@@ -384,8 +389,8 @@ TABLE = (("rank", "rank", "{}"), ("branches", "br.", "{}"), ("codec", "codec", "
 
 
 def table_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
-    cols = [c for c in TABLE if c[0] not in ("map", "top1", "key_kb", "predicted_kb") or
-            any(math.isfinite(_value(r, c[0])) for r in result.sweep.rows)]
+    cols = [c for c in TABLE if c[0] not in ("map", "top1", "key_kb", "predicted_kb", "kbps") or
+            any(math.isfinite(_value(r, c[0], result.fps)) for r in result.sweep.rows)]
     if all(math.isnan(r.predicted_bytes) for r in result.sweep.rows):  # no temporal codec: no key/pred columns
         cols = [c for c in cols if c[0] not in ("key_kb", "predicted_kb")]
     if result.sweep.family == RAW_FAMILY:
@@ -394,7 +399,7 @@ def table_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
     for r in result.sweep.rows:
         cells = []
         for attr, _, fmt in cols:
-            v = _value(r, attr)
+            v = _value(r, attr, result.fps)
             cells.append(_fmt(100 * v if fmt == "pct" and isinstance(v, float) else v,
                               "{:.1f}" if fmt == "pct" else fmt))
         body.append(cells)
@@ -429,8 +434,9 @@ def ratio_lines(result: StudyResult, floor: float = RATIO_FLOOR) -> list[str]:
         a = anchor.get(rank)
         vs = (f", {r.ratio / a.ratio:.2f}x {result.anchor_family}'s best"
               if a is not None and fam != result.anchor_family else "")
+        rate = f", {_value(r, 'kbps', result.fps):,.0f} kbit/s" if result.fps else ""
         lines.append(f"r{rank}: {fam}: {r.ratio:.1f}x at >= {100 * floor:.0f} % relative mAP ({r.codec}, "
-                     f"{100 * r.rel_map:.1f} %, {r.bits_per_element:.3f} bits/el{vs})")
+                     f"{100 * r.rel_map:.1f} %, {r.bits_per_element:.3f} bits/el{rate}{vs})")
     return lines
 
 
@@ -448,7 +454,12 @@ def summary_lines(result: StudyResult) -> list[str]:
 
     return sweep_summary(result.sweep) + [
         f"quality metric: {result.quality} ({QUALITIES[result.quality]}); rate: bits per element sent "
-        f"(8 x encoded bytes / elements); BD-rate anchor: {result.anchor_family}; study time {result.seconds:.1f} s"]
+        f"(8 x encoded bytes / elements){_rate_note(result)}; BD-rate anchor: {result.anchor_family}; "
+        f"study time {result.seconds:.1f} s"]
+
+
+def _rate_note(result: StudyResult) -> str:
+    return f"; kbit/s: at the video's {result.fps:g} frames/s" if result.fps else ""
 
 
 def write_study_report(result: StudyResult, out_dir, plots: list[tuple[str, str]]) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from splitinfer.common.assets import IMAGES_DIR
 from splitinfer.common.cli import main
 from splitinfer.common.core.errors import UserError
-from splitinfer.common.core.images import frame_count, iter_frames, read_image
+from splitinfer.common.core.images import frame_count, frame_rate, iter_frames, read_image
 
 W, H = 96, 64
 
@@ -91,3 +91,22 @@ def test_detect_device_and_dataset_read_raw_video(frames, tmp_path, capsys):
     assert main(["dataset", "frames", str(yuv), "-o", str(tmp_path / "fr")]) == 0
     assert len(list((tmp_path / "fr").rglob("*.png"))) == 3
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_frame_rate_from_the_container_the_y4m_header_or_the_yuv_name(frames, tmp_path):
+    """What the study's kbit/s column is computed at: a container's rate, a .y4m F field, the number after the
+    size in a raw .yuv name (the SFU-HW spelling); None where nothing says it (photos, a bare .yuv name)."""
+    clip = tmp_path / "c.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (W, H))
+    for f in frames:
+        w.write(f)
+    w.release()
+    (tmp_path / "Seq_96x64_50.yuv").write_bytes(b"".join(i420(f) for f in frames))
+    (tmp_path / "Seq_96x64.yuv").write_bytes(b"".join(i420(f) for f in frames))
+    (tmp_path / "s.y4m").write_bytes(f"YUV4MPEG2 W{W} H{H} F30000:1001 C420jpeg\n".encode()
+                                     + b"".join(b"FRAME\n" + i420(f) for f in frames))
+    assert frame_rate(clip) == pytest.approx(25.0)
+    assert frame_rate(tmp_path / "Seq_96x64_50.yuv") == 50.0
+    assert frame_rate(tmp_path / "s.y4m") == pytest.approx(29.97, abs=0.01)
+    assert frame_rate(tmp_path / "Seq_96x64.yuv") is None
+    assert frame_rate(IMAGES_DIR / "dog.jpg") is None and frame_rate(IMAGES_DIR) is None

@@ -69,6 +69,7 @@ def test_rates_match_the_split_plan(study):
             assert int(r["images"]) == FRAMES and r["family"] == c.split(":")[0]
             kb = float(r["kb_per_frame"])
             assert float(r["bits_per_element"]) == pytest.approx(8 * kb * 1e3 / elems, rel=1e-5)
+            assert float(r["kbps"]) == pytest.approx(8 * kb * 10, rel=1e-5)  # vtest's 10 frames/s
             assert float(r["encode_mbps"]) > 0 and float(r["decode_mbps"]) > 0
         assert float(rows[(s, "float16")]["bits_per_element"]) == pytest.approx(16.0)
         assert float(rows[(s, "nnc:-8")]["bits_per_element"]) < float(rows[(s, "nnc:-38")]["bits_per_element"]) < 16
@@ -118,10 +119,12 @@ def test_study_with_ground_truth_reports_absolute_map(tmp_path, capsys):
     assert main(["study", "nanodet", "--data", str(data), "--gt", str(IMAGES_DIR / "terrain2_coco.json"),
                  "--splits", "95", "--codecs", "fq:3..5", "float16", "--quality", "map", "-o", str(out),
                  "--workers", "0", "-q"]) == 0
-    assert "mAP %" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mAP %" in printed and "kbit/s" not in printed  # photos have no frame rate
     with open(out / "study.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(0 < float(r["map"]) <= 1 for r in rows)
+    assert all(r["kbps"] == "" for r in rows)
     with open(out / "bd_rate.csv") as f:
         assert {b["quality"] for b in csv.DictReader(f)} == {"map", "psnr_db"}
 

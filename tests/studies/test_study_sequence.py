@@ -81,6 +81,7 @@ def test_sequential_rows_code_frames_in_order_with_one_encoder(run):
         assert float(row["key_kb"]) == pytest.approx((enc[0] + enc[3]) / 2 / 1e3, rel=1e-4)
         assert float(row["predicted_kb"]) == pytest.approx((enc[1] + enc[2] + enc[4] + enc[5]) / 4 / 1e3, rel=1e-4)
         assert float(row["kb_per_frame"]) == pytest.approx(sum(enc) / 6 / 1e3, rel=1e-4)
+        assert float(row["kbps"]) == pytest.approx(sum(enc) / 6 * 8 * 10 / 1e3, rel=1e-4)  # the clip's 10 fps
         # lossless either way: the stream decodes bit-exactly, so Part II sees the whole model's tensors
         assert float(row["rel_map"]) == 1.0 and float(row["nmse"]) < 1e-12
 
