@@ -380,11 +380,13 @@ class SplitRun:
             client = self.transport.connect(self)
             try:
                 pipeline = self.transport.pipeline(self, client, metrics)
+                t_stream = time.perf_counter()
                 stopped = self.process(pipeline)  # from here on every frame has ended: the rest completes
+                streamed_s = time.perf_counter() - t_stream
                 pipeline.close(cancel=stopped is not None or self.signals.requested.is_set())
             finally:
                 client.close()
-            code = self.write_results(pipeline, stopped, time.perf_counter() - t_start)
+            code = self.write_results(pipeline, stopped, time.perf_counter() - t_start, streamed_s)
             self.linger()
         finally:
             metrics.close()
@@ -466,8 +468,9 @@ class SplitRun:
         if self.args.save_intermediate:
             self.outputs.save_intermediate(rec)
 
-    def write_results(self, pipeline, stopped, seconds: float) -> int:
-        """The results CSV (one row per source) and the summary line; the exit code of a run that ran out."""
+    def write_results(self, pipeline, stopped, seconds: float, streamed_s: float) -> int:
+        """The results CSV (one row per source) and the summary line (`seconds` the whole run, `streamed_s` its
+        frames: from the first frame read to the last answer); the exit code of a run that ran out."""
         from splitinfer.device import results as R
 
         if self.frame_log is not None:
@@ -487,13 +490,14 @@ class SplitRun:
         n = sum(len(v) for v in self.groups.values())
         answered = [r.end_to_end_s for v in self.groups.values() for r in v if r.ok]
         e2e = f"{np.median(answered) * 1e3:.1f} ms" if answered else "-"
+        rate = _sent_rate([r for v in self.groups.values() for r in v if r.ok], streamed_s)
         info = pipeline.info
         failed = self.frame_log.failed
         extra = f"; {failed} failed" if failed else ""
         extra += f"; reconnected {pipeline.reconnects} times" if pipeline.reconnects else ""
         say(f"{n} frames through {a.server} (model {self.model_id}, split {plan.rank}, "
             f"{len(plan.crossing)} crossing tensors, codec {a.codec}, Part II on {info.provider if info else '?'}); "
-            f"median end-to-end {e2e}; {seconds:.1f} s{extra}; results in {path} "
+            f"median end-to-end {e2e}{rate}; {seconds:.1f} s{extra}; results in {path} "
             f"(per frame: {self.frame_log.path})")
         return 1 if failed else 0
 
@@ -501,6 +505,16 @@ class SplitRun:
         """--metrics-linger: keep serving metrics so Prometheus scrapes the final counts; a signal ends it."""
         if self.args.metrics_linger > 0 and self.args.metrics_port is not None:
             self.signals.requested.wait(self.args.metrics_linger)
+
+
+def _sent_rate(answered: list, seconds: float) -> str:
+    """"; sent K kB/frame, R kbit/s at the F frames/s achieved" over the answered frames (what the uplink
+    carried), or "" without any."""
+    if not answered or seconds <= 0:
+        return ""
+    kb = sum(r.encoded_bytes for r in answered) / len(answered) / 1e3
+    fps = len(answered) / seconds
+    return f"; sent {kb:,.1f} kB/frame, {kb * 8 * fps:,.0f} kbit/s at the {fps:.1f} frames/s achieved"
 
 
 def main(argv=None) -> int:

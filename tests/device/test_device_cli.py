@@ -60,6 +60,23 @@ def test_input_source_and_family_long_forms(server, photo, tmp_path):
     assert "\ndog " in predictions.read_text()
 
 
+def test_the_summary_says_what_the_uplink_carried(server, photo, tmp_path, capsys):
+    """The last line: mean kB per frame sent (the per-frame log's encoded bytes) and the kbit/s that is at
+    the frame rate the run achieved."""
+    import re
+
+    out = tmp_path / "out"
+    assert device(server, photo, out, "--split", "95", "-loop", "3") == 0
+    frames = read_csv(out / "results_frames.csv")
+    kb = sum(int(r["Encoded_bytes"]) for r in frames) / len(frames) / 1e3
+    printed = capsys.readouterr().out
+    m = re.search(r"sent ([\d,.]+) kB/frame, ([\d,]+) kbit/s at the ([\d.]+) frames/s achieved", printed)
+    assert m, printed
+    sent, kbps, fps = (float(g.replace(",", "")) for g in m.groups())
+    assert len(frames) == 3 and sent == pytest.approx(kb, abs=0.051) and fps > 0
+    assert kbps == pytest.approx(kb * 8 * fps, rel=0.03, abs=1)
+
+
 def test_processing_units_in_the_tr_case(server, photo, tmp_path, capsys):
     assert device(server, photo, tmp_path / "cpu", "--split", "120", "-PU_partI", "CPU", "-PU_partII", "Cpu") == 0
     row = only_row(tmp_path / "cpu" / "results.csv")
