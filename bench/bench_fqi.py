@@ -15,8 +15,8 @@ predicted frames alone (P enc, P dec: the inter path's own speed).
 With --rd: also rate-distortion on the model's outputs: Part II (onnxruntime, one thread) runs on every
 decoded frame; quality is the output PSNR against Part II on the raw tensors (peak: the largest output
 magnitude, as in the sweep); BD-rate (bits per element, Akima, ratestudy.bd_rate) of each ladder against
-NNC's QP ladder -38..-10 step 4 (intra), ladders fq:QP:x, fqi:QP, fqi:QP:h, fqi:QP:x and fqi:QP:xh (x: context
-coders, temporal ones for predicted frames) with QP -26..-2 step 4.
+NNC's QP ladder -38..-10 step 4 (intra), ladders fq:QP:x, fqi:QP, fqi:QP:h, fqi:QP:x, fqi:QP:xh, fqi:QP:hm and
+fqi:QP:xhm (x: context coders, temporal ones for predicted frames; m: motion) with QP -26..-2 step 4.
 
     .venv/bin/python bench/bench_fqi.py [--frames 20] [--start 0] [--splits 46,95] [--codecs LIST]
                                         [--repeat 3] [--video PATH] [--rd] [--json out.json]
@@ -108,7 +108,9 @@ def measure(codec, frames, repeat: int) -> dict:
 
 RD_LADDERS = {"nnc": [f"nnc:{q}" for q in range(-38, -9, 4)], "fq:x": [f"fq:{q}:x" for q in range(-26, -1, 4)],
               "fqi": [f"fqi:{q}" for q in range(-26, -1, 4)], "fqi:h": [f"fqi:{q}:h" for q in range(-26, -1, 4)],
-              "fqi:x": [f"fqi:{q}:x" for q in range(-26, -1, 4)], "fqi:xh": [f"fqi:{q}:xh" for q in range(-26, -1, 4)]}
+              "fqi:x": [f"fqi:{q}:x" for q in range(-26, -1, 4)], "fqi:xh": [f"fqi:{q}:xh" for q in range(-26, -1, 4)],
+              "fqi:hm": [f"fqi:{q}:hm" for q in range(-26, -1, 4)],
+              "fqi:xhm": [f"fqi:{q}:xhm" for q in range(-26, -1, 4)]}
 
 
 def rate_distortion(rank: int, frames) -> dict:

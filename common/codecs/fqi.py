@@ -30,7 +30,8 @@ Body after the sequence header (sequence.py):
 - keyframe (or a frame fq must code alone: non-float dtype, NaN/inf, residuals beyond fq's alphabet):
   b"K" | an fq step-mode payload;
 - predicted: b"P" | step f32 | vmin i32 | levels u16 | entropy mode u8 | units u32 | bitmap bytes u32 |
-  map bytes u32 | offset bytes u32 | zstd frame of the skip bitmap (ceil(units/8) bytes, bit u set: unit
+  map bytes u32 | offset bytes u32 | (option m: the reference's shift, int8 dy, dx in eighths of a sample,
+  fqi_motion.py) | zstd frame of the skip bitmap (ceil(units/8) bytes, bit u set: unit
   u is coded) | zstd frame of the *significance map* (one bit per value of the coded units, set where
   d != 0) | zstd frame of the offsets' changes (one byte per channel, mod 256) | the
   non-zero residuals d - vmin (levels symbols), in order, in fq's entropy mode (Z, P, A or W: zstd for
@@ -44,9 +45,10 @@ Every size is checked against dtype x shape before anything is allocated; the re
 tracked so that no residual can push it beyond float32.
 
 Spec: QP in -64..0 (default -14), OPTS letters x (context coders: fq's spatial one for keyframes, temporal
-contexts for predicted frames) and h (hysteresis), GOP the frames from one keyframe to the next (0..249,
-0 = only at the start and after a restart). Ids: 900000 + 400 x GOP + 100 x flags - QP (x = 1, h = 2):
-`fqi:-14` = 900014, `fqi:-14:x:25` = 910114.
+contexts for predicted frames), h (hysteresis) and m (motion: each predicted frame's reference shifted by
+the slide of a panning camera first, fqi_motion.py), GOP the frames from one keyframe to the next (0..249,
+0 = only at the start and after a restart). Ids: 900000 + 400 x GOP + 100 x flags - QP (x = 1, h = 2),
+from 1100000 with m: `fqi:-14` = 900014, `fqi:-14:x:25` = 910114, `fqi:-14:xhm` = 1100314.
 """
 
 from __future__ import annotations
@@ -57,19 +59,20 @@ import numpy as np
 
 from splitinfer.common.core.errors import UserError
 from splitinfer.common.codecs import CodecError, is_float, le_contiguous, numel
-from splitinfer.common.codecs import fq, fq_ans, fqi_context
+from splitinfer.common.codecs import fq, fq_ans, fqi_context, fqi_motion
 from splitinfer.common.codecs.sequence import SequentialCodec, SizeCutEncoder, TensorDecoder, TensorEncoder
 
 NAME = "fqi"
 ORDER = 7  # its place in codec_names() and the help text (codecs/__init__.py)
 ID_BASE = 900000
+MOTION_ID_BASE = 1_100_000  # option m: the same layout from here (flags x, h as without it)
 DEFAULT_QP = -14
 MAX_GOP = 249
-OPT_FLAGS = {"x": 1, "h": 2}
+OPT_FLAGS = {"x": 1, "h": 2, "m": 4}
 HELP = (f"fqi[:QP[:OPTS][:GOP]] (fq with inter prediction: keyframes fq:QP, then closed-loop residuals with "
         f"a skip bitmap; sequential, lossy; QP -64..0 default {DEFAULT_QP}, OPTS x=context coders (smaller, slower), "
-        "h=hysteresis, "
-        f"GOP 0..{MAX_GOP}; id {ID_BASE} + 400 x GOP + 100 x flags - QP)")
+        "h=hysteresis, m=motion (the reference shifted with a panning camera), "
+        f"GOP 0..{MAX_GOP}; id {ID_BASE} + 400 x GOP + 100 x flags - QP, x = 1, h = 2; with m from {MOTION_ID_BASE})")
 
 UNIT_MIN = 128  # values in a skip unit at least (a band of rows of one plane)
 TEMPORAL_GAIN = 0.97  # option x: temporal contexts (slower to decode) when estimated 3 % smaller at least
@@ -91,13 +94,15 @@ class FqiCodec(SequentialCodec):
         self.opts = "".join(o for o in OPT_FLAGS if o in opts)
         if not fq.MIN_QP <= self.qp <= fq.MAX_QP or not 0 <= self.gop <= MAX_GOP:
             raise UserError(f"fqi: QP {qp} must be in {fq.MIN_QP}..{fq.MAX_QP} and GOP {gop} in 0..{MAX_GOP}")
-        flags = sum(OPT_FLAGS[o] for o in self.opts)
-        super().__init__(ID_BASE + 400 * self.gop + 100 * flags - self.qp,
+        flags = sum(OPT_FLAGS[o] for o in self.opts if o != "m")
+        base = MOTION_ID_BASE if "m" in self.opts else ID_BASE
+        super().__init__(base + 400 * self.gop + 100 * flags - self.qp,
                          {"qp": self.qp, "opts": self.opts, "gop": self.gop})
         self.intra = fq.FqCodec(opts="x" if "x" in self.opts else "", qp=self.qp)
         self.step = fq.step_size(self.qp, 0.0, 0.0)  # 2**(QP/4) rounded up to float16
         self.hysteresis = HYSTERESIS if "h" in self.opts else 0.5
         self.temporal = "x" in self.opts  # predicted frames may use temporal contexts (fqi_context)
+        self.motion = "m" in self.opts  # predicted frames carry a shift of the reference (fqi_motion)
 
     @property
     def spec(self) -> str:
@@ -180,6 +185,12 @@ class _Encoder(SizeCutEncoder):
 
     def _predicted(self, x: np.ndarray) -> bytes | None:
         codec, step = self.codec, self.codec.step
+        shift = (0, 0)
+        if codec.motion and fqi_motion.applies(self.shape):  # the reference moved with the scene first
+            shift = fqi_motion.estimate(x, self.ref, self.shape, step)
+            if shift != (0, 0):  # the decoder shifts alike and takes the same bound of the shifted values
+                self.ref = fqi_motion.shifted(self.ref, self.shape, *shift)
+                self.magnitude = float(np.abs(self.ref).max())
         if self._t is None:
             self._t = np.empty_like(self.ref)
         t = self._t
@@ -212,6 +223,8 @@ class _Encoder(SizeCutEncoder):
         self.ref += t
         self.off, self.magnitude = off, magnitude
         head = _PRED.pack(PRED, step, vmin, levels, mode, self.units, len(bitmap), len(sig), len(offs))
+        if codec.motion:
+            head += fqi_motion.pack(shift)
         return head + bitmap + sig + offs + body
 
     def _code_residuals(self, t, nz, coded, vmin: int, levels: int, zc) -> tuple[bytes, bytes, bytes]:
@@ -306,10 +319,15 @@ class _Decoder(TensorDecoder):
                              f"(allowed {fq.MIN_LEVELS}..{fq.MAX_LEVELS})")
         if not (np.isfinite(step) and step > 0) or abs(vmin) > fq.MAX_LEVELS:
             raise CodecError(f"{NAME}: residual step {step} or offset {vmin} is not plausible")
-        magnitude = self.magnitude + (levels + abs(vmin)) * float(step)
+        pos = _PRED.size
+        base, bound = self.ref, self.magnitude  # what the residuals are added to, and its magnitude bound:
+        if self.codec.motion:  # ... the reference shifted, in a stream with option m
+            base = self._shifted_reference(view, pos)
+            pos += fqi_motion.SHIFT.size
+            bound = bound if base is self.ref else float(np.abs(base).max())
+        magnitude = bound + (levels + abs(vmin)) * float(step)
         if not magnitude < MAX_MAGNITUDE:
             raise CodecError(f"{NAME}: residual step {step} would push the reference beyond float32")
-        pos = _PRED.size
         if view.nbytes < pos + bitmap_len + sig_len + off_len:
             raise CodecError(f"{NAME}: predicted body ends inside its skip bitmap, significance map or offsets")
         zd = self.codec.intra._zstd().d
@@ -331,27 +349,37 @@ class _Decoder(TensorDecoder):
         held = None
         if temporal:  # every value of the coded units, under the classes the last residuals give
             idx = np.arange(kept_units * self.per_unit)
-            sym, held = self._temporal_symbols(view[pos:], coded, vmin, levels, zd)
+            sym, held = self._temporal_symbols(base, view[pos:], coded, vmin, levels, zd)
         else:
             idx = np.flatnonzero(nz)  # positions among the coded units' values
             sym = self.codec.intra.decode_symbols(mode, view[pos:], idx.size, levels)
         if kept_units != units:  # ... as positions in the tensor
             per = self.per_unit
             idx = np.flatnonzero(coded)[idx // per] * per + idx % per
-        ref, act = self._apply(idx, sym, vmin, levels, step, every=temporal and kept_units == units)
+        ref, act = self._apply(base, idx, sym, vmin, levels, step, every=temporal and kept_units == units)
         return ref, off, float(step), magnitude, (act, held)
 
-    def _temporal_symbols(self, body, coded, vmin: int, levels: int, zd):
-        """(symbols of a T body, the tables it leaves held: its own counts)."""
-        cls = fqi_context.coded_classes(self.act, self.ref, self.shape, coded)
+    def _shifted_reference(self, view, pos: int) -> np.ndarray:
+        """The reference shifted as the body's motion shift (option m, after the header) says."""
+        shift = fqi_motion.unpack(view, pos)
+        if shift == (0, 0):
+            return self.ref
+        if not fqi_motion.applies(self.shape):
+            raise CodecError(f"{NAME}: motion shift {shift} for {list(self.shape)}, which is never shifted (4-D "
+                             f"with planes of {fqi_motion.MIN_SIDE}x{fqi_motion.MIN_SIDE} at least are)")
+        return fqi_motion.shifted(self.ref, self.shape, *shift)
+
+    def _temporal_symbols(self, base, body, coded, vmin: int, levels: int, zd):
+        """(symbols of a T body, the tables it leaves held: its own counts); `base` the (shifted) reference."""
+        cls = fqi_context.coded_classes(self.act, base, self.shape, coded)
         sym, counts = fqi_context.decode(body, cls, levels, vmin, self.held, zd)
         return sym, fqi_context.Held(vmin, counts)
 
-    def _apply(self, idx, sym, vmin: int, levels: int, step: float, every: bool):
-        """(the reference plus the residuals `sym` at positions `idx`, their activity (option x)); `every`: idx
+    def _apply(self, base, idx, sym, vmin: int, levels: int, step: float, every: bool):
+        """(`base` plus the residuals `sym` at positions `idx`, their activity (option x)); `every`: idx
         is every position (no scatter)."""
         lut = (np.arange(levels, dtype=np.float32) + np.float32(vmin)) * np.float32(step)
-        ref = self.ref.copy()
+        ref = base.copy() if base is self.ref else base  # a shifted reference is a new array already
         flat = ref.reshape(-1)
         if every:
             flat += np.take(lut, sym)
@@ -374,14 +402,16 @@ class _Decoder(TensorDecoder):
 
 
 def from_id(number: int):
-    rest = number - ID_BASE
-    if not 0 <= rest < 400 * (MAX_GOP + 1):
-        return None
-    gop, rest = divmod(rest, 400)
-    flags, minus_qp = divmod(rest, 100)
-    if not -fq.MIN_QP >= minus_qp >= -fq.MAX_QP:
-        return None
-    return FqiCodec(-minus_qp, "".join(o for o, f in OPT_FLAGS.items() if flags & f), gop)
+    for base, extra in ((ID_BASE, ""), (MOTION_ID_BASE, "m")):
+        rest = number - base
+        if not 0 <= rest < 400 * (MAX_GOP + 1):
+            continue
+        gop, rest = divmod(rest, 400)
+        flags, minus_qp = divmod(rest, 100)
+        if not -fq.MIN_QP >= minus_qp >= -fq.MAX_QP:
+            return None
+        return FqiCodec(-minus_qp, "".join(o for o, f in OPT_FLAGS.items() if flags & f) + extra, gop)
+    return None
 
 
 def from_param(param):
@@ -402,7 +432,8 @@ def from_param(param):
             if not 0 <= gop <= MAX_GOP or k != len(rest) - 1:
                 raise UserError(f"fqi GOP {part!r}: a whole number in 0..{MAX_GOP}, last")
         elif set(part) - set(OPT_FLAGS) or len(set(part)) != len(part) or k:
-            raise UserError(f"fqi options {part!r}: the letters x (context coder), h (hysteresis), each at most once")
+            raise UserError(f"fqi options {part!r}: the letters x (context coder), h (hysteresis), m (motion), "
+                            "each at most once")
         else:
             opts = part
     return FqiCodec(qp, opts, gop)
