@@ -20,8 +20,8 @@ Terms:
 - *cost*: what the encoder compares candidate shifts by, on a subsample of the channels: the number of
   non-zero rounded residuals plus sum log2(1 + |residual|), a proxy of the coded bytes (the mean squared
   error is not: a blurred reference lowers it on a still scene and still costs more bytes);
-- *estimate*: the least-squares (Lucas-Kanade) shift of the subsample, then the candidates 0, the
-  estimate and its four neighbours an eighth away, each costed.
+- *estimate*: the least-squares (Lucas-Kanade) shift of the subsample (0 where it rounds to 0: nothing is
+  costed then), else the candidates 0, the estimate and its four neighbours an eighth away, each costed.
 
 Body: the two shift bytes (int8 dy, dx) follow fqi's predicted header in a stream with option m.
 """
@@ -81,6 +81,8 @@ def estimate(x: np.ndarray, ref: np.ndarray, shape: tuple, step: float) -> tuple
     values): (0, 0) unless a candidate's cost is MIN_GAIN below no shift's."""
     xs, rs = _subsample(x.reshape(shape)), _subsample(ref.reshape(shape))
     guess = _least_squares(xs, rs)
+    if guess == (0, 0):  # nothing moved by an eighth: no candidate to cost (a fixed camera's every frame)
+        return guess
     inv = np.float32(1 / step)
     base = _cost(xs, rs, inv)
     best, best_cost = (0, 0), MIN_GAIN * base
