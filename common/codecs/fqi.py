@@ -68,7 +68,8 @@ ID_BASE = 900000
 MOTION_ID_BASE = 1_100_000  # option m: the same layout from here (flags x, h as without it)
 DEFAULT_QP = -14
 MAX_GOP = 249
-OPT_FLAGS = {"x": 1, "h": 2, "m": 4}
+OPTIONS = "xhm"  # the option letters, in canonical order
+OPT_FLAGS = {"x": 1, "h": 2}  # their flags in the id (m: the id's base)
 HELP = (f"fqi[:QP[:OPTS][:GOP]] (fq with inter prediction: keyframes fq:QP, then closed-loop residuals with "
         f"a skip bitmap; sequential, lossy; QP -64..0 default {DEFAULT_QP}, OPTS x=context coders (smaller, slower), "
         "h=hysteresis, m=motion (the reference shifted with a panning camera), "
@@ -91,10 +92,10 @@ class FqiCodec(SequentialCodec):
 
     def __init__(self, qp: int = DEFAULT_QP, opts: str = "", gop: int = 0):
         self.qp, self.gop = int(qp), int(gop)
-        self.opts = "".join(o for o in OPT_FLAGS if o in opts)
+        self.opts = "".join(o for o in OPTIONS if o in opts)
         if not fq.MIN_QP <= self.qp <= fq.MAX_QP or not 0 <= self.gop <= MAX_GOP:
             raise UserError(f"fqi: QP {qp} must be in {fq.MIN_QP}..{fq.MAX_QP} and GOP {gop} in 0..{MAX_GOP}")
-        flags = sum(OPT_FLAGS[o] for o in self.opts if o != "m")
+        flags = sum(OPT_FLAGS.get(o, 0) for o in self.opts)
         base = MOTION_ID_BASE if "m" in self.opts else ID_BASE
         super().__init__(base + 400 * self.gop + 100 * flags - self.qp,
                          {"qp": self.qp, "opts": self.opts, "gop": self.gop})
@@ -189,8 +190,7 @@ class _Encoder(SizeCutEncoder):
         if codec.motion and fqi_motion.applies(self.shape):  # the reference moved with the scene first
             shift = fqi_motion.estimate(x, self.ref, self.shape, step)
             if shift != (0, 0):  # the decoder shifts alike and takes the same bound of the shifted values
-                self.ref = fqi_motion.shifted(self.ref, self.shape, *shift)
-                self.magnitude = float(np.abs(self.ref).max())
+                self.ref, self.magnitude = fqi_motion.shifted_reference(self.ref, self.shape, shift)
         if self._t is None:
             self._t = np.empty_like(self.ref)
         t = self._t
@@ -322,9 +322,8 @@ class _Decoder(TensorDecoder):
         pos = _PRED.size
         base, bound = self.ref, self.magnitude  # what the residuals are added to, and its magnitude bound:
         if self.codec.motion:  # ... the reference shifted, in a stream with option m
-            base = self._shifted_reference(view, pos)
+            base, bound = self._shifted_reference(view, pos)
             pos += fqi_motion.SHIFT.size
-            bound = bound if base is self.ref else float(np.abs(base).max())
         magnitude = bound + (levels + abs(vmin)) * float(step)
         if not magnitude < MAX_MAGNITUDE:
             raise CodecError(f"{NAME}: residual step {step} would push the reference beyond float32")
@@ -359,15 +358,15 @@ class _Decoder(TensorDecoder):
         ref, act = self._apply(base, idx, sym, vmin, levels, step, every=temporal and kept_units == units)
         return ref, off, float(step), magnitude, (act, held)
 
-    def _shifted_reference(self, view, pos: int) -> np.ndarray:
-        """The reference shifted as the body's motion shift (option m, after the header) says."""
+    def _shifted_reference(self, view, pos: int) -> tuple[np.ndarray, float]:
+        """(the reference shifted as the body's motion shift (option m, after the header) says, its bound)."""
         shift = fqi_motion.unpack(view, pos)
         if shift == (0, 0):
-            return self.ref
+            return self.ref, self.magnitude
         if not fqi_motion.applies(self.shape):
             raise CodecError(f"{NAME}: motion shift {shift} for {list(self.shape)}, which is never shifted (4-D "
                              f"with planes of {fqi_motion.MIN_SIDE}x{fqi_motion.MIN_SIDE} at least are)")
-        return fqi_motion.shifted(self.ref, self.shape, *shift)
+        return fqi_motion.shifted_reference(self.ref, self.shape, shift)
 
     def _temporal_symbols(self, base, body, coded, vmin: int, levels: int, zd):
         """(symbols of a T body, the tables it leaves held: its own counts); `base` the (shifted) reference."""
@@ -431,7 +430,7 @@ def from_param(param):
             gop = parse_int(part, "fqi GOP")
             if not 0 <= gop <= MAX_GOP or k != len(rest) - 1:
                 raise UserError(f"fqi GOP {part!r}: a whole number in 0..{MAX_GOP}, last")
-        elif set(part) - set(OPT_FLAGS) or len(set(part)) != len(part) or k:
+        elif set(part) - set(OPTIONS) or len(set(part)) != len(part) or k:
             raise UserError(f"fqi options {part!r}: the letters x (context coder), h (hysteresis), m (motion), "
                             "each at most once")
         else:

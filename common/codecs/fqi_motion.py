@@ -58,6 +58,13 @@ def shifted(ref: np.ndarray, shape: tuple, dy: int, dx: int) -> np.ndarray:
     return planes.reshape(ref.shape)
 
 
+def shifted_reference(ref: np.ndarray, shape: tuple, shift: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """(the reference shifted by `shift`, the largest magnitude of its values): what encoder and decoder
+    both predict from, and the bound both then track (the cubic may overshoot the old bound by 1/4 a pass)."""
+    out = shifted(ref, shape, *shift)
+    return out, float(np.abs(out).max())
+
+
 def _along(x: np.ndarray, axis: int, eighths: int) -> np.ndarray:
     """x sampled at (index - eighths/8) along `axis`, cubic (Catmull-Rom), edges repeated."""
     n = x.shape[axis]
@@ -72,7 +79,10 @@ def _along(x: np.ndarray, axis: int, eighths: int) -> np.ndarray:
     for k, wgt in zip((-1, 0, 1, 2), weights):
         term = np.take(x, np.clip(pos + k, 0, n - 1), axis=axis)
         term *= np.float32(wgt)
-        out = term if out is None else out.__iadd__(term)
+        if out is None:
+            out = term
+        else:
+            out += term
     return out
 
 
