@@ -131,9 +131,7 @@ def frame_rate(source: str | Path) -> float | None:
         return None
     suffix = source.suffix.lower()
     if suffix == ".y4m":
-        with open(source, "rb") as fh:
-            fields = {t[:1]: t[1:] for t in fh.readline(4096).decode("ascii", "replace").split()[1:]}
-        num, _, den = fields.get("F", "").partition(":")
+        num, _, den = _y4m_fields(source)[0].get("F", "").partition(":")
         fps = int(num) / int(den) if num.isdigit() and den.isdigit() and int(den) else 0.0
     elif suffix == ".yuv":
         m = re.search(r"\d{2,5}x\d{2,5}_(\d{1,3}(?:\.\d+)?)(?:fps|hz)?(?:[_.\-]|$)", source.name.lower())
@@ -233,13 +231,18 @@ def _frame_bytes(w: int, h: int, fmt: str) -> int:
     return (w * h + chroma) * b
 
 
-def _y4m_header(path: Path) -> tuple[int, int, str, int]:
-    """(width, height, pixel format, bytes before the first frame) of a .y4m file."""
+def _y4m_fields(path: Path) -> tuple[dict[str, str], bytes]:
+    """({tag letter: value} of a .y4m file's header line, the line)."""
     with open(path, "rb") as fh:
         line = fh.readline(4096)
     if not line.startswith(b"YUV4MPEG2 ") or not line.endswith(b"\n"):
         raise UserError(f"{path}: not a YUV4MPEG2 (.y4m) file (no header line)")
-    fields = {t[:1]: t[1:] for t in line.decode("ascii", "replace").split()[1:]}
+    return {t[:1]: t[1:] for t in line.decode("ascii", "replace").split()[1:]}, line
+
+
+def _y4m_header(path: Path) -> tuple[int, int, str, int]:
+    """(width, height, pixel format, bytes before the first frame) of a .y4m file."""
+    fields, line = _y4m_fields(path)
     try:
         w, h = int(fields["W"]), int(fields["H"])
     except (KeyError, ValueError):

@@ -330,14 +330,19 @@ def _settled_rss_mb(pid: int, wait_s: float = 1.0) -> float:
     return rss_kb(pid) / 1024
 
 
-def _rss_until(pid: int, done, timeout_s: float) -> float:
-    """The server's RSS (MB) once `done(rss)` holds, or when `timeout_s` has passed."""
+def _until(read, done, timeout_s: float) -> float:
+    """`read()` once `done(value)` holds, or when `timeout_s` has passed (the last value: the caller asserts)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        mb = rss_kb(pid) / 1024
-        if done(mb) or time.monotonic() > deadline:
-            return mb
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
         time.sleep(0.1)
+
+
+def _rss_until(pid: int, done, timeout_s: float) -> float:
+    """The server's RSS (MB) once `done(rss)` holds, or when `timeout_s` has passed."""
+    return _until(lambda: rss_kb(pid) / 1024, done, timeout_s)
 
 
 def _gauge(port: int, name: str) -> float:
@@ -350,13 +355,9 @@ def _heap_mb(server) -> float:
     return _gauge(server.metrics_port, "splitinfer_heap_in_use_bytes") / MIB
 
 
-def _gauge_until(port: int, name: str, done, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = _gauge(port, name)
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
+def _streams_until(port: int, done, timeout_s: float) -> float:
+    """The server's count of open streams once `done(count)` holds, or when `timeout_s` has passed."""
+    return _until(lambda: _gauge(port, "splitinfer_streams_active"), done, timeout_s)
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout", "end"])
@@ -368,14 +369,14 @@ def test_abandoned_partial_frames_free_their_buffers_at_once(server, stubs, fram
     frame = frames[60]
     pid, port = server.proc.pid, server.metrics_port
     HalfFrame(stubs, frame, how).abandon()  # gRPC's own buffers for such streams exist before the baseline
-    active = _gauge_until(port, "splitinfer_streams_active", lambda n: n <= 1, 10.0)  # the live stream
+    active = _streams_until(port, lambda n: n <= 1, 10.0)  # the live stream
     before_rss, before_heap = _settled_rss_mb(pid, 0.5), _heap_mb(server)
     halves = [HalfFrame(stubs, frame, how) for _ in range(12)]
     _rss_until(pid, lambda mb: mb - before_rss > 15, 5.0)  # all parts arrived (a loaded machine)
     held_heap, held_rss = _heap_mb(server) - before_heap, rss_kb(pid) / 1024 - before_rss
     for h in halves:
         h.abandon()
-    closed = _gauge_until(port, "splitinfer_streams_active", lambda n: n <= active, 10.0)
+    closed = _streams_until(port, lambda n: n <= active, 10.0)
     after_heap = _heap_mb(server) - before_heap
     after_rss = _rss_until(pid, lambda mb: mb - before_rss < held_rss / 2, 3.0) - before_rss
     print(f"abandoned ({how}): 12 half frames; server heap +{held_heap:.1f} MB while held, {after_heap:+.1f} MB "
